@@ -1,0 +1,275 @@
+//! Types shared by the kernel program (`teardown-ebpf`) and user space (`teardown-user`).
+//!
+//! Everything here is `#[repr(C)]` plain data: the kernel writes [`Event`]s into the ring
+//! buffer, user space reads them back byte for byte, and user space fills [`Config`] into the
+//! program's read-only data before loading it. The layout tests at the bottom pin the sizes so
+//! the two sides can never drift apart silently.
+#![no_std]
+
+/// TCP states as the kernel numbers them (`include/net/tcp_states.h`). These values are part
+/// of the kernel's user-visible ABI (they appear in `/proc/net/tcp` and in the tracepoint).
+pub mod state {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const TIME_WAIT: u8 = 6;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
+    pub const NEW_SYN_RECV: u8 = 12;
+    pub const BOUND_INACTIVE: u8 = 13;
+
+    /// The kernel's name for a state, as tcpstates and `ss` print it.
+    pub const fn name(state: u8) -> &'static str {
+        match state {
+            ESTABLISHED => "ESTABLISHED",
+            SYN_SENT => "SYN_SENT",
+            SYN_RECV => "SYN_RECV",
+            FIN_WAIT1 => "FIN_WAIT1",
+            FIN_WAIT2 => "FIN_WAIT2",
+            TIME_WAIT => "TIME_WAIT",
+            CLOSE => "CLOSE",
+            CLOSE_WAIT => "CLOSE_WAIT",
+            LAST_ACK => "LAST_ACK",
+            LISTEN => "LISTEN",
+            CLOSING => "CLOSING",
+            NEW_SYN_RECV => "NEW_SYN_RECV",
+            BOUND_INACTIVE => "BOUND_INACTIVE",
+            _ => "UNKNOWN",
+        }
+    }
+
+    /// Transitions into these states open a connection (or listen); they do not close one.
+    /// Reconstruction does not need them, so the kernel can drop them before the ring buffer.
+    pub const fn is_opening(new: u8) -> bool {
+        matches!(new, SYN_SENT | SYN_RECV | ESTABLISHED | LISTEN | NEW_SYN_RECV)
+    }
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u16 = 6;
+pub const COMM_LEN: usize = 16;
+
+/// What produced an [`Event`].
+pub mod kind {
+    /// `sock:inet_sock_set_state`: `oldstate` → `newstate`.
+    pub const STATE: u8 = 1;
+    /// `tcp:tcp_send_reset` on this socket; `reason` says why.
+    pub const RESET_SENT: u8 = 2;
+    /// `tcp:tcp_receive_reset`: the peer reset this socket.
+    pub const RESET_RECEIVED: u8 = 3;
+}
+
+/// What the socket itself said when the event happened ([`Event::sock_flags`]).
+pub mod sock_flags {
+    /// `sk_shutdown & RCV_SHUTDOWN`: no more receiving (peer's FIN, or close()).
+    pub const RCV_SHUTDOWN: u8 = 1;
+    /// `sk_shutdown & SEND_SHUTDOWN`: this side shut down sending (shutdown() or close()).
+    pub const SEND_SHUTDOWN: u8 = 2;
+    /// `SOCK_DONE`: the kernel has processed the peer's FIN (set by `tcp_fin()`).
+    pub const FIN_RECEIVED: u8 = 4;
+    /// `SOCK_DEAD`: orphaned; no process holds the socket any more.
+    pub const ORPHAN: u8 = 8;
+}
+
+/// How the socket's owner in [`Event::owner_pid`] was learned: the last moment that truly
+/// belonged to the owning process.
+pub mod owner_source {
+    pub const UNKNOWN: u8 = 0;
+    pub const CONNECT: u8 = 1;
+    pub const ACCEPT: u8 = 2;
+    pub const LISTEN: u8 = 3;
+    /// close() or shutdown(): the transitions only those calls make.
+    pub const CLOSE: u8 = 4;
+
+    pub const fn name(source: u8) -> &'static str {
+        match source {
+            CONNECT => "connect",
+            ACCEPT => "accept",
+            LISTEN => "listen",
+            CLOSE => "close",
+            _ => "unknown",
+        }
+    }
+}
+
+/// The process that owns a socket, kept by the kernel program keyed by socket address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub source: u8,
+    pub _pad: [u8; 3],
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Indexes of the kernel's per-CPU `COUNTERS`.
+pub mod counter {
+    /// Events dropped because the ring buffer was full.
+    pub const LOST_EVENTS: u32 = 0;
+    /// Owners not recorded because the owner table was full.
+    pub const LOST_OWNERS: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// One record in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+    pub ts_ns: u64,
+    /// The kernel address of the `struct sock`: identifies the socket while it lives.
+    pub skaddr: u64,
+    /// Local and remote address; IPv4 uses the first 4 bytes.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Owning process (tgid) or 0 when not known.
+    pub owner_pid: u32,
+    /// The task (tgid) that was running when the transition happened: often not the owner.
+    pub task_pid: u32,
+    /// Host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub kind: u8,
+    pub oldstate: u8,
+    pub newstate: u8,
+    pub owner_source: u8,
+    /// `sock_flags::*`.
+    pub sock_flags: u8,
+    /// For `RESET_SENT`: the kernel's `enum sk_rst_reason`.
+    pub reason: u8,
+    pub _pad: [u8; 4],
+    pub owner_comm: [u8; COMM_LEN],
+    pub task_comm: [u8; COMM_LEN],
+}
+
+/// `Config::filters` bits.
+pub mod filter {
+    /// Keep an event when its local or remote port is in `PORTS` with bit `PORT_ANY`.
+    pub const PORT_ANY: u32 = 1;
+    /// Keep an event when its local port is in `PORTS` with bit `PORT_LOCAL`.
+    pub const PORT_LOCAL: u32 = 2;
+    /// Keep an event when its remote port is in `PORTS` with bit `PORT_REMOTE`.
+    pub const PORT_REMOTE: u32 = 4;
+    /// Drop events of sockets whose known owner is not in `PIDS`.
+    pub const PID: u32 = 8;
+    pub const IPV4_ONLY: u32 = 16;
+    pub const IPV6_ONLY: u32 = 32;
+    /// Drop transitions that only open connections (see `state::is_opening`).
+    pub const CLOSING_ONLY: u32 = 64;
+}
+
+/// Offsets inside kernel structs, read from the running kernel's BTF (and, for
+/// `accept_ret`, the tracepoint's format file) by user space. `NONE` marks a field this
+/// kernel does not have.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockLayout {
+    // struct sock
+    pub family: u32,
+    pub protocol: u32,
+    /// Size in bytes of `sk_protocol` (2 on current kernels, 1 on some older ones).
+    pub protocol_size: u32,
+    pub state: u32,
+    pub shutdown: u32,
+    /// `sk_flags` (an unsigned long) and the bit numbers of `SOCK_DEAD` and `SOCK_DONE` in it.
+    pub flags: u32,
+    pub flag_dead: u32,
+    pub flag_done: u32,
+    /// `inet_sock.inet_sport`: local port, network byte order. Unlike `skc_num` it survives
+    /// the port's release just before the transition to CLOSE.
+    pub sport: u32,
+    /// `skc_dport`: remote port, network byte order.
+    pub dport: u32,
+    pub rcv_saddr: u32,
+    pub daddr: u32,
+    pub v6_rcv_saddr: u32,
+    pub v6_daddr: u32,
+    // From a task to the socket behind one of its file descriptors.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    /// Offset of `ret` in the `syscalls:sys_exit_accept*` record.
+    pub accept_ret: u32,
+}
+
+impl SockLayout {
+    pub const NONE: u32 = u32::MAX;
+}
+
+/// Everything user space decides before the program is loaded; placed in `.rodata`, so the
+/// verifier sees the values as constants and prunes the branches that are switched off.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Config {
+    pub layout: SockLayout,
+    /// `filter::*` bits.
+    pub filters: u32,
+    /// Wake user space only once this many bytes wait in the ring buffer; below that, user
+    /// space polls on a short timer. Waking on every event is what costs most (MACHINE.md).
+    pub wakeup_bytes: u32,
+    /// Arguments of the `tcp_send_reset` tracepoint (3 since Linux 6.10: with the reason).
+    pub send_reset_nargs: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] data with explicit padding fields; every bit pattern is valid.
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Owner {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, offset_of, size_of};
+
+    #[test]
+    fn event_layout_is_pinned() {
+        assert_eq!(size_of::<Event>(), 104);
+        assert_eq!(align_of::<Event>(), 8);
+        assert_eq!(offset_of!(Event, saddr), 16);
+        assert_eq!(offset_of!(Event, owner_pid), 48);
+        assert_eq!(offset_of!(Event, sport), 56);
+        assert_eq!(offset_of!(Event, kind), 62);
+        assert_eq!(offset_of!(Event, sock_flags), 66);
+        assert_eq!(offset_of!(Event, owner_comm), 72);
+        assert_eq!(offset_of!(Event, task_comm), 88);
+    }
+
+    #[test]
+    fn config_and_owner_layouts_are_pinned() {
+        assert_eq!(size_of::<SockLayout>(), 84);
+        assert_eq!(size_of::<Config>(), 96);
+        assert_eq!(offset_of!(Config, wakeup_bytes), 88);
+        assert_eq!(size_of::<Owner>(), 24);
+    }
+
+    #[test]
+    fn opening_transitions_are_told_apart_from_closing_ones() {
+        use state::*;
+        assert!(is_opening(SYN_SENT));
+        assert!(is_opening(ESTABLISHED));
+        assert!(is_opening(LISTEN));
+        assert!(!is_opening(CLOSE), "a failed connect ends a socket");
+        assert!(!is_opening(FIN_WAIT1), "also when a fast-open socket closes from SYN_RECV");
+        assert!(!is_opening(CLOSE_WAIT));
+    }
+
+    #[test]
+    fn state_names_match_the_kernel() {
+        assert_eq!(state::name(state::FIN_WAIT1), "FIN_WAIT1");
+        assert_eq!(state::name(state::CLOSE), "CLOSE");
+        assert_eq!(state::name(200), "UNKNOWN");
+    }
+}

@@ -1,0 +1,332 @@
+//! The kernel side of teardown: kept small on purpose.
+//!
+//! - `inet_sock_set_state` (the `sock:inet_sock_set_state` tracepoint, BTF-typed) turns every
+//!   TCP state transition into an [`Event`] in the `EVENTS` ring buffer, stamped with the
+//!   socket's owner and its `sk_shutdown` bits.
+//! - `tcp_send_reset` / `tcp_receive_reset` note resets on a socket, with the kernel's reason.
+//! - Owners: most transitions run in softirq, often in the *peer's* process on loopback, so
+//!   the current task is not the owner. The owner is recorded at the moments that run in the
+//!   owning process: connect() and listen() (transitions into SYN_SENT and LISTEN), close()
+//!   and shutdown() (the only calls that move a socket into FIN_WAIT1 or LAST_ACK), and
+//!   accept() (`syscalls:sys_exit_accept*`, following the returned fd to its socket).
+//!
+//! No kernel layout is compiled in: user space reads field offsets from the running kernel's
+//! BTF into `CONFIG` (read-only data, so the verifier treats the values as constants).
+#![no_std]
+#![no_main]
+
+use core::{
+    ffi::c_void,
+    ptr::{addr_of, read_volatile},
+};
+
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
+    },
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use teardown_common::{
+    counter, filter, kind, owner_source, sock_flags, state, Config, Event, Owner, SockLayout, AF_INET,
+    AF_INET6, COMM_LEN, IPPROTO_TCP,
+};
+
+/// Filled by user space before loading (see `teardown-user/src/capture/mod.rs`).
+#[no_mangle]
+static CONFIG: Config = Config {
+    layout: SockLayout {
+        family: 0,
+        protocol: 0,
+        protocol_size: 0,
+        state: 0,
+        shutdown: 0,
+        flags: 0,
+        flag_dead: 0,
+        flag_done: 0,
+        sport: 0,
+        dport: 0,
+        rcv_saddr: 0,
+        daddr: 0,
+        v6_rcv_saddr: 0,
+        v6_daddr: 0,
+        task_files: 0,
+        files_fdt: 0,
+        fdt_max_fds: 0,
+        fdt_fd: 0,
+        file_private_data: 0,
+        socket_sk: 0,
+        accept_ret: 0,
+    },
+    filters: 0,
+    wakeup_bytes: 0,
+    send_reset_nargs: 0,
+};
+
+/// Reads one field of `CONFIG` so that the verifier sees a constant from frozen `.rodata`.
+macro_rules! config {
+    ($($field:tt)+) => {
+        unsafe { read_volatile(addr_of!(CONFIG.$($field)+)) }
+    };
+}
+
+/// Default size; user space sets the real one before loading.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// `counter::*`: what could not be recorded is counted and reported, never silent.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Port filter: port → the `filter::PORT_*` roles it is wanted in.
+#[map]
+static PORTS: HashMap<u16, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Owner filter: tgid → 1.
+#[map]
+static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Socket address → owner. An entry lives from connect/listen/accept until the socket's
+/// transition to CLOSE, so the table holds only live sockets; entries are allocated on use.
+#[map]
+static OWNERS: HashMap<u64, Owner> = HashMap::with_max_entries(1 << 18, BPF_F_NO_PREALLOC);
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    let sk: *const c_void = ctx.arg(0);
+    let old: i32 = ctx.arg(1);
+    let new: i32 = ctx.arg(2);
+    try_inet_sock_set_state(sk as u64, old as u8, new as u8);
+    0
+}
+
+fn try_inet_sock_set_state(sk: u64, old: u8, new: u8) {
+    match new {
+        state::SYN_SENT => record_owner(sk, owner_source::CONNECT),
+        state::LISTEN => record_owner(sk, owner_source::LISTEN),
+        state::FIN_WAIT1 | state::LAST_ACK => record_owner(sk, owner_source::CLOSE),
+        // A new child socket, possibly at the address of a dead one.
+        state::SYN_RECV => {
+            let _ = OWNERS.remove(sk);
+        }
+        _ => {}
+    }
+    let wanted = config!(filters) & filter::CLOSING_ONLY == 0 || !state::is_opening(new);
+    if wanted {
+        if let Some(mut event) = socket_event(sk) {
+            event.kind = kind::STATE;
+            event.oldstate = old;
+            event.newstate = new;
+            submit(&event);
+        }
+    }
+    if new == state::CLOSE {
+        let _ = OWNERS.remove(sk);
+    }
+}
+
+/// `tcp_receive_reset(struct sock *sk)`
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
+    let sk: *const c_void = ctx.arg(0);
+    reset_event(sk as u64, kind::RESET_RECEIVED, 0);
+    0
+}
+
+/// `tcp_send_reset(const struct sock *sk, const struct sk_buff *skb[, enum sk_rst_reason])`:
+/// `sk` is NULL for resets that answer a segment no socket owns.
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
+    let sk: *const c_void = ctx.arg(0);
+    // The reason argument exists since Linux 6.10; the verifier drops the untaken branch.
+    let reason: u32 = if config!(send_reset_nargs) >= 3 { ctx.arg(2) } else { 0 };
+    if !sk.is_null() {
+        reset_event(sk as u64, kind::RESET_SENT, reason as u8);
+    }
+    0
+}
+
+fn reset_event(sk: u64, event_kind: u8, reason: u8) {
+    // Time-wait and request sockets share only `sock_common` with a full socket.
+    let Some(current) = read::<u8>(sk, config!(layout.state)) else {
+        return;
+    };
+    if matches!(current, state::TIME_WAIT | state::NEW_SYN_RECV) {
+        return;
+    }
+    if let Some(mut event) = socket_event(sk) {
+        event.kind = event_kind;
+        event.oldstate = current;
+        event.newstate = current;
+        event.reason = reason;
+        submit(&event);
+    }
+}
+
+/// `syscalls:sys_exit_accept4` and `syscalls:sys_exit_accept`: the returned descriptor now
+/// belongs to the calling process. Follows current->files->fdt->fd[ret]->private_data->sk.
+#[tracepoint]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(config!(layout.accept_ret) as usize) }) else {
+        return 0;
+    };
+    if ret >= 0 {
+        if let Some(sk) = socket_of_fd(ret as u64) {
+            record_owner(sk, owner_source::ACCEPT);
+        }
+    }
+    0
+}
+
+fn socket_of_fd(fd: u64) -> Option<u64> {
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = read(task, config!(layout.task_files))?;
+    let fdt: u64 = read(files, config!(layout.files_fdt))?;
+    let max_fds: u32 = read(fdt, config!(layout.fdt_max_fds))?;
+    if fd >= max_fds as u64 {
+        return None;
+    }
+    let fd_array: u64 = read(fdt, config!(layout.fdt_fd))?;
+    let file: u64 = read(fd_array + fd * 8, 0)?;
+    let socket: u64 = read(file, config!(layout.file_private_data))?;
+    let sk: u64 = read(socket, config!(layout.socket_sk))?;
+    // accept() also serves Unix and other sockets: keep only live TCP ones, whose CLOSE
+    // transition will remove the entry again.
+    let current: u8 = read(sk, config!(layout.state))?;
+    (is_tcp(sk)? && current != state::CLOSE).then_some(sk)
+}
+
+fn record_owner(sk: u64, source: u8) {
+    let owner = Owner {
+        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        source,
+        _pad: [0; 3],
+        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+    };
+    if OWNERS.insert(sk, owner, 0).is_err() {
+        count(counter::LOST_OWNERS);
+    }
+}
+
+fn read<T>(base: u64, offset: u32) -> Option<T> {
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
+}
+
+fn is_tcp(sk: u64) -> Option<bool> {
+    let protocol = if config!(layout.protocol_size) == 1 {
+        read::<u8>(sk, config!(layout.protocol))? as u16
+    } else {
+        read::<u16>(sk, config!(layout.protocol))?
+    };
+    Some(protocol == IPPROTO_TCP)
+}
+
+/// Reads the socket's identity and owner, applying the filters cheapest first. `None`: not
+/// a TCP socket, or filtered out.
+fn socket_event(sk: u64) -> Option<Event> {
+    let filters = config!(filters);
+    let family: u16 = read(sk, config!(layout.family))?;
+    match family {
+        AF_INET if filters & filter::IPV6_ONLY == 0 => {}
+        AF_INET6 if filters & filter::IPV4_ONLY == 0 => {}
+        _ => return None,
+    }
+    if !is_tcp(sk)? {
+        return None;
+    }
+    let sport = u16::from_be(read(sk, config!(layout.sport))?);
+    let dport = u16::from_be(read(sk, config!(layout.dport))?);
+    if filters & (filter::PORT_ANY | filter::PORT_LOCAL | filter::PORT_REMOTE) != 0
+        && !ports_wanted(filters, sport, dport)
+    {
+        return None;
+    }
+
+    let mut event: Event = unsafe { core::mem::zeroed() };
+    if let Some(owner) = unsafe { OWNERS.get(sk) } {
+        // Sockets of other processes go no further; sockets whose owner is not known yet
+        // go up, and user space decides once the owner shows itself.
+        if filters & filter::PID != 0 && unsafe { PIDS.get(owner.pid) }.is_none() {
+            return None;
+        }
+        event.owner_pid = owner.pid;
+        event.owner_source = owner.source;
+        event.owner_comm = owner.comm;
+    }
+
+    event.family = family;
+    event.sport = sport;
+    event.dport = dport;
+    if family == AF_INET {
+        let saddr: [u8; 4] = read(sk, config!(layout.rcv_saddr))?;
+        let daddr: [u8; 4] = read(sk, config!(layout.daddr))?;
+        event.saddr[..4].copy_from_slice(&saddr);
+        event.daddr[..4].copy_from_slice(&daddr);
+    } else if config!(layout.v6_daddr) != SockLayout::NONE {
+        event.saddr = read(sk, config!(layout.v6_rcv_saddr))?;
+        event.daddr = read(sk, config!(layout.v6_daddr))?;
+    }
+    event.sock_flags = sock_flags(sk);
+    event.skaddr = sk;
+    event.ts_ns = unsafe { bpf_ktime_get_ns() };
+    event.task_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    event.task_comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    Some(event)
+}
+
+fn sock_flags(sk: u64) -> u8 {
+    let shutdown: u8 = read(sk, config!(layout.shutdown)).unwrap_or(0);
+    let flags: u64 = read(sk, config!(layout.flags)).unwrap_or(0);
+    let bit = |n: u32| (flags >> (n & 63)) & 1 == 1;
+    let mut out = shutdown & (sock_flags::RCV_SHUTDOWN | sock_flags::SEND_SHUTDOWN);
+    if bit(config!(layout.flag_done)) {
+        out |= sock_flags::FIN_RECEIVED;
+    }
+    if bit(config!(layout.flag_dead)) {
+        out |= sock_flags::ORPHAN;
+    }
+    out
+}
+
+fn ports_wanted(filters: u32, sport: u16, dport: u16) -> bool {
+    let local = unsafe { PORTS.get(sport) }.copied().unwrap_or(0);
+    let remote = unsafe { PORTS.get(dport) }.copied().unwrap_or(0);
+    let any_ok = filters & filter::PORT_ANY == 0 || (local | remote) & filter::PORT_ANY != 0;
+    let local_ok = filters & filter::PORT_LOCAL == 0 || local & filter::PORT_LOCAL != 0;
+    let remote_ok = filters & filter::PORT_REMOTE == 0 || remote & filter::PORT_REMOTE != 0;
+    any_ok && local_ok && remote_ok
+}
+
+/// Wakes the reader only when the ring is filling up; below that it polls on a short timer,
+/// because a wakeup per event is what costs most (MACHINE.md). `output` copies the finished
+/// event, so no reservation is held across the reads above.
+fn submit(event: &Event) {
+    let wakeup_bytes = config!(wakeup_bytes) as u64;
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= wakeup_bytes {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if EVENTS.output::<Event>(event, flags.into()).is_err() {
+        count(counter::LOST_EVENTS);
+    }
+}
+
+fn count(index: u32) {
+    if let Some(value) = COUNTERS.get_ptr_mut(index) {
+        unsafe { *value += 1 };
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,320 @@
+//! Capture: loads the kernel program, fills in this kernel's layout and the user's filters,
+//! attaches the hooks and hands out the ring buffer's [`Event`]s.
+//!
+//! Everything privileged lives here; the rest of the crate only sees [`Event`]s.
+
+pub mod btf;
+pub mod tracefs;
+
+use std::{
+    fs,
+    os::fd::{AsRawFd, RawFd},
+};
+
+use aya::{
+    maps::{HashMap, MapData, MapType, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, TracePoint},
+    sys::is_map_supported,
+    Ebpf, EbpfLoader,
+};
+use teardown_common::{counter, filter as bits, Config, Event, SockLayout};
+
+use crate::{
+    error::{Error, Result},
+    filter::Filter,
+};
+
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The compiled kernel program, embedded by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/teardown"));
+
+#[derive(Clone, Debug)]
+pub struct CaptureOptions {
+    pub filter: Filter,
+    /// Drop connection-opening transitions in the kernel (everything but `--raw`).
+    pub closing_only: bool,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        CaptureOptions {
+            filter: Filter::default(),
+            closing_only: false,
+            ring_bytes: 4 << 20,
+        }
+    }
+}
+
+/// A running capture. Dropping it detaches everything.
+pub struct Capture {
+    ring: RingBuf<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Hooks this kernel lacks, and what the output loses because of it.
+    pub degraded: Vec<String>,
+    /// Keeps the programs loaded and attached.
+    _ebpf: Ebpf,
+}
+
+impl Capture {
+    pub fn start(options: &CaptureOptions) -> Result<Capture> {
+        check_privileges()?;
+        let btf_bytes = fs::read(VMLINUX_BTF).map_err(|_| Error::NoBtf(VMLINUX_BTF.into()))?;
+        let kernel = btf::Btf::parse(&btf_bytes)?;
+        if !is_map_supported(MapType::RingBuf).unwrap_or(false) {
+            return Err(Error::NoRingBuf);
+        }
+        let mut degraded = Vec::new();
+        let mut layout = sock_layout(&kernel)?;
+        // accept() owners come from a classic tracepoint, which lives in tracefs.
+        let accept_hook = tracefs::ensure_mounted()
+            .and_then(|()| tracefs::field_offset("syscalls", "sys_exit_accept4", "ret"));
+        match accept_hook {
+            Ok(offset) => layout.accept_ret = offset,
+            Err(e) => degraded.push(format!("{e}: {ACCEPT_LOSES}")),
+        }
+
+        let mut filters = options.filter.kernel_bits();
+        if options.closing_only {
+            filters |= bits::CLOSING_ONLY;
+        }
+        let config = Config {
+            layout,
+            filters,
+            // Wake the reader when an eighth of the ring is used; below that it polls.
+            wakeup_bytes: options.ring_bytes / 8,
+            send_reset_nargs: kernel.tracepoint_arg_count("tcp_send_reset").unwrap_or(0),
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", options.ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(|e| Error::Bpf(format!("loading the kernel program: {e}")))?;
+        fill_filter_maps(&mut ebpf, &options.filter)?;
+
+        let aya_btf = aya::Btf::parse(&btf_bytes, aya::Endianness::default())
+            .map_err(|e| Error::Bpf(format!("parsing kernel BTF: {e}")))?;
+        attach_btf_tracepoint(&mut ebpf, &aya_btf, "inet_sock_set_state")?;
+        for name in ["tcp_send_reset", "tcp_receive_reset"] {
+            if let Err(e) = attach_btf_tracepoint(&mut ebpf, &aya_btf, name) {
+                degraded.push(format!("{e}: resets are inferred from transitions only"));
+            }
+        }
+        if layout.accept_ret != 0 {
+            if let Err(e) = attach_accept(&mut ebpf) {
+                degraded.push(format!("{e}: {ACCEPT_LOSES}"));
+            }
+        }
+
+        let ring = take_map(&mut ebpf, "EVENTS")?;
+        let counters = take_map(&mut ebpf, "COUNTERS")?;
+        Ok(Capture {
+            ring,
+            counters,
+            degraded,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Hands every event waiting in the ring buffer to `sink`; returns how many.
+    pub fn drain(&mut self, mut sink: impl FnMut(&Event)) -> usize {
+        let mut count = 0;
+        while let Some(item) = self.ring.next() {
+            if item.len() >= size_of::<Event>() {
+                // SAFETY: the kernel wrote a whole `Event`; ring records are 8-byte aligned
+                // but read_unaligned does not rely on it.
+                let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
+                sink(&event);
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Events the kernel could not put in the ring buffer because it was full.
+    pub fn lost_events(&self) -> u64 {
+        self.counter(counter::LOST_EVENTS)
+    }
+
+    /// Owners the kernel could not record because its owner table was full.
+    pub fn lost_owners(&self) -> u64 {
+        self.counter(counter::LOST_OWNERS)
+    }
+
+    fn counter(&self, index: u32) -> u64 {
+        self.counters
+            .get(&index, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
+}
+
+impl AsRawFd for Capture {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+}
+
+/// Tracing needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN on older kernels).
+fn check_privileges() -> Result<()> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = fs::read_to_string("/proc/self/status")?;
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| effective >> cap & 1 == 1;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        Ok(())
+    } else {
+        Err(Error::NotPermitted)
+    }
+}
+
+const ACCEPT_LOSES: &str = "accepted sockets get their owner only when they close";
+
+/// Offsets of the kernel fields the kernel program reads, from this kernel's BTF.
+/// `accept_ret` is left 0: it comes from tracefs.
+pub fn sock_layout(kernel: &btf::Btf) -> Result<SockLayout> {
+    let field = |strukt: &str, path: &str, size: u32| -> Result<u32> {
+        let f = kernel.field(strukt, path)?;
+        if f.size != size {
+            return Err(Error::KernelLayout(btf::BtfError::Missing(format!(
+                "{size}-byte {strukt}.{path} (it has {} bytes)",
+                f.size
+            ))));
+        }
+        Ok(f.offset)
+    };
+    let sock = |path: &str, size: u32| field("sock", path, size);
+    let protocol = kernel.field("sock", "sk_protocol")?;
+    Ok(SockLayout {
+        family: sock("__sk_common.skc_family", 2)?,
+        protocol: protocol.offset,
+        protocol_size: protocol.size,
+        state: sock("__sk_common.skc_state", 1)?,
+        shutdown: sock("sk_shutdown", 1)?,
+        flags: sock("__sk_common.skc_flags", 8)?,
+        flag_dead: kernel.enum_value("sock_flags", "SOCK_DEAD")?,
+        flag_done: kernel.enum_value("sock_flags", "SOCK_DONE")?,
+        sport: field("inet_sock", "inet_sport", 2)?,
+        dport: sock("__sk_common.skc_dport", 2)?,
+        rcv_saddr: sock("__sk_common.skc_rcv_saddr", 4)?,
+        daddr: sock("__sk_common.skc_daddr", 4)?,
+        // IPv6 fields exist only when the kernel has IPv6.
+        v6_rcv_saddr: sock("__sk_common.skc_v6_rcv_saddr", 16).unwrap_or(SockLayout::NONE),
+        v6_daddr: sock("__sk_common.skc_v6_daddr", 16).unwrap_or(SockLayout::NONE),
+        task_files: field("task_struct", "files", 8)?,
+        files_fdt: field("files_struct", "fdt", 8)?,
+        fdt_max_fds: field("fdtable", "max_fds", 4)?,
+        fdt_fd: field("fdtable", "fd", 8)?,
+        file_private_data: field("file", "private_data", 8)?,
+        socket_sk: field("socket", "sk", 8)?,
+        accept_ret: 0,
+    })
+}
+
+fn fill_filter_maps(ebpf: &mut Ebpf, filter: &Filter) -> Result<()> {
+    let bpf_err = |e: aya::maps::MapError| Error::Bpf(format!("setting up filters: {e}"));
+    let mut ports: HashMap<_, u16, u32> = map_mut(ebpf, "PORTS")?;
+    for (port, roles) in filter.port_roles() {
+        ports.insert(port, roles, 0).map_err(bpf_err)?;
+    }
+    let mut pids: HashMap<_, u32, u8> = map_mut(ebpf, "PIDS")?;
+    for &pid in &filter.pids {
+        pids.insert(pid, 1, 0).map_err(bpf_err)?;
+    }
+    Ok(())
+}
+
+fn map_mut<'a, M>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<M>
+where
+    M: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .map_mut(name)
+        .ok_or_else(|| Error::Bpf(format!("kernel program has no map {name}")))?;
+    M::try_from(map).map_err(|e| Error::Bpf(format!("map {name}: {e}")))
+}
+
+fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| Error::Bpf(format!("kernel program has no map {name}")))?;
+    M::try_from(map).map_err(|e| Error::Bpf(format!("map {name}: {e}")))
+}
+
+fn attach_btf_tracepoint(ebpf: &mut Ebpf, btf: &aya::Btf, name: &'static str) -> Result<()> {
+    let hook_err = |action, e: aya::programs::ProgramError| Error::Hook {
+        action,
+        hook: name,
+        reason: e.to_string(),
+    };
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| Error::Bpf(format!("kernel program has no {name}")))?;
+    program.load(name, btf).map_err(|e| hook_err("load", e))?;
+    program.attach().map_err(|e| hook_err("attach", e))?;
+    Ok(())
+}
+
+/// One program on both accept syscalls.
+fn attach_accept(ebpf: &mut Ebpf) -> Result<()> {
+    let hook_err = |action, e: aya::programs::ProgramError| Error::Hook {
+        action,
+        hook: "syscalls:sys_exit_accept",
+        reason: e.to_string(),
+    };
+    let program: &mut TracePoint = ebpf
+        .program_mut("sys_exit_accept")
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| Error::Bpf("kernel program has no sys_exit_accept".into()))?;
+    program.load().map_err(|e| hook_err("load", e))?;
+    for name in ["sys_exit_accept4", "sys_exit_accept"] {
+        program
+            .attach("syscalls", name)
+            .map_err(|e| hook_err("attach", e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_comes_from_btf() {
+        let kernel = btf::Btf::parse(&btf::tests::mini_kernel()).unwrap();
+        let layout = sock_layout(&kernel).unwrap();
+        assert_eq!(layout.family, 16);
+        assert_eq!(layout.sport, 640);
+        assert_eq!(layout.dport, 12);
+        assert_eq!(layout.daddr, 0);
+        assert_eq!(layout.rcv_saddr, 4);
+        assert_eq!(layout.v6_daddr, 32);
+        assert_eq!(layout.protocol, 516);
+        assert_eq!(layout.protocol_size, 2);
+        assert_eq!(layout.state, 18);
+        assert_eq!(layout.shutdown, 518);
+        assert_eq!((layout.flags, layout.flag_dead, layout.flag_done), (24, 0, 1));
+        assert_eq!(
+            (layout.task_files, layout.files_fdt, layout.fdt_max_fds, layout.fdt_fd),
+            (2000, 32, 0, 8)
+        );
+        assert_eq!((layout.file_private_data, layout.socket_sk), (200, 24));
+    }
+
+    #[test]
+    fn the_embedded_object_is_a_bpf_elf() {
+        assert_eq!(&EBPF_OBJECT[..4], b"\x7fELF");
+    }
+}

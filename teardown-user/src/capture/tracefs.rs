@@ -1,0 +1,91 @@
+//! tracefs: where classic tracepoints are attached and their record layouts are published.
+//! A fresh machine may not have it mounted; as root we mount it where the kernel expects it.
+
+use std::{ffi::CString, fs, path::Path};
+
+use crate::error::{Error, Result};
+
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Mounts tracefs at [`TRACEFS`] unless it (or its debugfs twin) is already there.
+pub fn ensure_mounted() -> Result<()> {
+    let mounted = |dir: &str| Path::new(dir).join("events").is_dir();
+    if mounted(TRACEFS) || mounted("/sys/kernel/debug/tracing") {
+        return Ok(());
+    }
+    let cstr = |s: &str| CString::new(s).expect("no NUL in a constant");
+    let (source, target, fstype) = (cstr("nodev"), cstr(TRACEFS), cstr("tracefs"));
+    // SAFETY: plain mount(2) with valid NUL-terminated strings and no data.
+    let rc = unsafe {
+        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+    };
+    if rc != 0 {
+        return Err(Error::Hook {
+            action: "mount tracefs for",
+            hook: "syscalls:sys_exit_accept",
+            reason: std::io::Error::last_os_error().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The offset of `field` in a tracepoint's record, from its `format` file.
+pub fn field_offset(category: &str, name: &str, field: &str) -> Result<u32> {
+    let path = Path::new(TRACEFS).join("events").join(category).join(name).join("format");
+    let format = fs::read_to_string(&path).map_err(|e| Error::Hook {
+        action: "read the format of",
+        hook: "syscalls:sys_exit_accept",
+        reason: format!("{}: {e}", path.display()),
+    })?;
+    parse_field_offset(&format, field).ok_or_else(|| Error::Hook {
+        action: "find the field `ret` in",
+        hook: "syscalls:sys_exit_accept",
+        reason: format!("{} has no such field", path.display()),
+    })
+}
+
+/// Parses lines like `field:long ret;	offset:16;	size:8;	signed:1;`.
+pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let mut parts = line.trim().split(';').map(str::trim);
+        let declaration = parts.next()?.strip_prefix("field:")?;
+        let name = declaration.rsplit([' ', '*']).next()?;
+        let name = name.split('[').next()?;
+        if name != field {
+            return None;
+        }
+        parts.find_map(|p| p.strip_prefix("offset:"))?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SYS_EXIT_ACCEPT4: &str = "name: sys_exit_accept4
+ID: 2233
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;
+\tfield:long ret;\toffset:16;\tsize:8;\tsigned:1;
+
+print fmt: \"0x%lx\", REC->ret
+";
+
+    #[test]
+    fn finds_fields_by_name() {
+        assert_eq!(parse_field_offset(SYS_EXIT_ACCEPT4, "ret"), Some(16));
+        assert_eq!(parse_field_offset(SYS_EXIT_ACCEPT4, "__syscall_nr"), Some(8));
+        assert_eq!(parse_field_offset(SYS_EXIT_ACCEPT4, "pid"), None, "not a suffix match");
+        assert_eq!(parse_field_offset("garbage", "ret"), None);
+    }
+
+    #[test]
+    fn handles_pointers_and_arrays() {
+        let f = "\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:__u8 saddr[4];\toffset:28;\tsize:4;\tsigned:0;";
+        assert_eq!(parse_field_offset(f, "skaddr"), Some(8));
+        assert_eq!(parse_field_offset(f, "saddr"), Some(28));
+    }
+}

@@ -1,0 +1,4 @@
+pub mod capture;
+pub mod error;
+pub mod event;
+pub mod filter;
