@@ -1,0 +1,347 @@
+//! Reconstruction: where a stream of kernel transitions becomes one [`Timeline`] per socket.
+//!
+//! Pure: no I/O, no clock. The caller pushes [`Event`]s as they arrive and calls
+//! [`Reconstructor::advance`] with the current monotonic time; events are applied in
+//! timestamp order once they are older than the reorder window (the ring buffer is shared by
+//! all CPUs, so neighbouring events can arrive slightly out of order).
+
+pub mod timeline;
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, VecDeque},
+    net::IpAddr,
+};
+
+use teardown_common::{kind, state, Event};
+pub use timeline::{Evidence, Owner, Peer, Reset, Role, Task, Timeline, Transition, Wave};
+
+use crate::{event, filter::Filter};
+
+/// How long an event waits for stragglers from other CPUs before it is applied.
+pub const REORDER_WINDOW_NS: u64 = 10_000_000;
+/// Sockets still open are bounded; the oldest is reported incomplete when it is exceeded.
+pub const MAX_OPEN: usize = 65_536;
+/// Finished sockets remembered so that a peer finishing later can name them.
+const RECENT_PEERS: usize = 16_384;
+/// How long an orphan's TIME_WAIT mini-socket waits in FIN_WAIT2 for the peer's FIN
+/// (`net.ipv4.tcp_fin_timeout`, 60 s by default).
+pub const FIN_TIMEOUT_NS: u64 = 60_000_000_000;
+
+type Tuple = (IpAddr, u16, IpAddr, u16);
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events handed to `push`.
+    pub events: u64,
+    /// Events dropped by the user's filters or not about closing.
+    pub ignored: u64,
+    /// Open sockets reported early because `MAX_OPEN` was reached.
+    pub evicted: u64,
+}
+
+/// Orders pending events by timestamp, then arrival.
+struct Pending {
+    ts_ns: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        (self.ts_ns, self.seq) == (other.ts_ns, other.seq)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.ts_ns, self.seq).cmp(&(other.ts_ns, other.seq))
+    }
+}
+
+pub struct Reconstructor {
+    filter: Filter,
+    window_ns: u64,
+    max_open: usize,
+    pending: BinaryHeap<Reverse<Pending>>,
+    seq: u64,
+    open: HashMap<u64, Timeline>,
+    by_tuple: HashMap<Tuple, u64>,
+    recent: HashMap<Tuple, Peer>,
+    recent_order: VecDeque<Tuple>,
+    /// Orphans handed to a TIME_WAIT mini-socket while their peer, on this host, has not
+    /// closed yet: held until it does (the peer's FIN is when their teardown really ends),
+    /// or until the mini-socket would give up.
+    parked: HashMap<Tuple, Timeline>,
+    parked_order: VecDeque<(u64, Tuple)>,
+    next_id: u64,
+    pub stats: Stats,
+}
+
+impl Reconstructor {
+    pub fn new(filter: Filter) -> Self {
+        Self::with_limits(filter, REORDER_WINDOW_NS, MAX_OPEN)
+    }
+
+    pub fn with_limits(filter: Filter, window_ns: u64, max_open: usize) -> Self {
+        Reconstructor {
+            filter,
+            window_ns,
+            max_open,
+            pending: BinaryHeap::new(),
+            seq: 0,
+            open: HashMap::new(),
+            by_tuple: HashMap::new(),
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
+            parked: HashMap::new(),
+            parked_order: VecDeque::new(),
+            next_id: 1,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn push(&mut self, event: &Event) {
+        self.stats.events += 1;
+        let about_closing = match event.kind {
+            kind::STATE => {
+                event.oldstate != state::LISTEN
+                    && event.newstate != state::LISTEN
+                    && !state::is_opening(event.newstate)
+            }
+            _ => true,
+        };
+        let wanted = self
+            .filter
+            .matches_socket(event.sport, event.dport, event::family(event));
+        if !(about_closing && wanted) {
+            self.stats.ignored += 1;
+            return;
+        }
+        self.seq += 1;
+        self.pending.push(Reverse(Pending {
+            ts_ns: event.ts_ns,
+            seq: self.seq,
+            event: *event,
+        }));
+    }
+
+    /// Applies every event older than `now_ns` minus the reorder window; finished timelines
+    /// go to `emit`.
+    pub fn advance(&mut self, now_ns: u64, emit: &mut impl FnMut(Timeline)) {
+        let horizon = now_ns.saturating_sub(self.window_ns);
+        while self.pending.peek().is_some_and(|p| p.0.ts_ns <= horizon) {
+            if let Some(Reverse(p)) = self.pending.pop() {
+                self.apply(&p.event, emit);
+            }
+        }
+        while self
+            .parked_order
+            .front()
+            .is_some_and(|&(since, _)| since.saturating_add(FIN_TIMEOUT_NS) <= horizon)
+        {
+            if let Some((_, tuple)) = self.parked_order.pop_front() {
+                if let Some(timeline) = self.parked.remove(&tuple) {
+                    emit(timeline);
+                }
+            }
+        }
+    }
+
+    /// Applies everything left, then reports sockets still closing as incomplete.
+    pub fn finish(mut self, emit: &mut impl FnMut(Timeline)) -> Stats {
+        self.advance(u64::MAX, emit);
+        let mut open: Vec<Timeline> = self.open.drain().map(|(_, t)| t).collect();
+        open.sort_by_key(|t| t.id);
+        for timeline in &open {
+            self.remember(timeline);
+        }
+        for timeline in open {
+            self.report(timeline, emit);
+        }
+        let mut parked: Vec<Timeline> = self.parked.drain().map(|(_, t)| t).collect();
+        parked.sort_by_key(|t| t.id);
+        parked.into_iter().for_each(&mut *emit);
+        self.stats
+    }
+
+    /// How many sockets are being followed.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    fn apply(&mut self, event: &Event, emit: &mut impl FnMut(Timeline)) {
+        let sock = event.skaddr;
+        let key = (event::local_ip(event), event.sport, event::remote_ip(event), event.dport);
+        // The kernel reuses a socket's address after CLOSE; an open timeline with another
+        // tuple means that CLOSE was lost.
+        if self.open.get(&sock).is_some_and(|t| t.tuple() != key) {
+            if let Some(mut stale) = self.close(sock) {
+                stale.gap = true;
+                self.report(stale, emit);
+            }
+        }
+        if !self.open.contains_key(&sock) {
+            self.begin(sock, key, event, emit);
+        }
+        let Some(timeline) = self.open.get_mut(&sock) else {
+            return;
+        };
+        if event.owner_pid != 0 {
+            timeline.owner = Some(Owner {
+                task: Task {
+                    pid: event.owner_pid,
+                    comm: event.owner_comm,
+                },
+                source: event.owner_source,
+            });
+        }
+        match event.kind {
+            kind::STATE => {
+                match timeline.transitions.last() {
+                    Some(last) if last.to != event.oldstate => timeline.gap = true,
+                    None if !matches!(
+                        event.oldstate,
+                        state::ESTABLISHED | state::SYN_SENT | state::SYN_RECV
+                    ) =>
+                    {
+                        timeline.first_seen_mid_close = true
+                    }
+                    _ => {}
+                }
+                timeline.transitions.push(Transition {
+                    from: event.oldstate,
+                    to: event.newstate,
+                    ts_ns: event.ts_ns,
+                    task: Task {
+                        pid: event.task_pid,
+                        comm: event.task_comm,
+                    },
+                    sock_flags: event.sock_flags,
+                });
+                if event.newstate == state::CLOSE {
+                    if let Some(done) = self.close(sock) {
+                        self.remember(&done);
+                        self.report(done, emit);
+                    }
+                }
+            }
+            kind::RESET_SENT | kind::RESET_RECEIVED => timeline.resets.push(Reset {
+                ts_ns: event.ts_ns,
+                sent: event.kind == kind::RESET_SENT,
+                reason: event.reason,
+            }),
+            _ => {}
+        }
+    }
+
+    fn begin(&mut self, sock: u64, key: Tuple, event: &Event, emit: &mut impl FnMut(Timeline)) {
+        if self.open.len() >= self.max_open {
+            self.evict_oldest(emit);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.open.insert(
+            sock,
+            Timeline {
+                id,
+                sock,
+                family: event::family(event),
+                laddr: key.0,
+                lport: key.1,
+                raddr: key.2,
+                rport: key.3,
+                owner: None,
+                transitions: Vec::with_capacity(4),
+                resets: Vec::new(),
+                peer: None,
+                first_seen_mid_close: false,
+                gap: false,
+            },
+        );
+        self.by_tuple.insert(key, sock);
+    }
+
+    /// Reports the oldest sixteenth of the open sockets as incomplete: one scan buys room
+    /// for many new sockets.
+    fn evict_oldest(&mut self, emit: &mut impl FnMut(Timeline)) {
+        let mut ids: Vec<(u64, u64)> = self.open.values().map(|t| (t.id, t.sock)).collect();
+        let count = (ids.len() / 16).max(1);
+        ids.select_nth_unstable(count - 1);
+        for &(_, sock) in &ids[..count] {
+            if let Some(timeline) = self.close(sock) {
+                self.stats.evicted += 1;
+                self.remember(&timeline);
+                self.report(timeline, emit);
+            }
+        }
+    }
+
+    /// Takes a timeline out of the open set.
+    fn close(&mut self, sock: u64) -> Option<Timeline> {
+        let timeline = self.open.remove(&sock)?;
+        if self.by_tuple.get(&timeline.tuple()) == Some(&sock) {
+            self.by_tuple.remove(&timeline.tuple());
+        }
+        Some(timeline)
+    }
+
+    fn as_peer(timeline: &Timeline) -> Peer {
+        Peer {
+            id: timeline.id,
+            owner: timeline.owner,
+            role: timeline.role(),
+            fin_sent_ns: timeline.fin_sent_ns(),
+            closed_ns: timeline.closed_ns(),
+        }
+    }
+
+    /// Keeps a finished socket's summary for a peer that finishes later.
+    fn remember(&mut self, timeline: &Timeline) {
+        if self.recent_order.len() >= RECENT_PEERS {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+            }
+        }
+        self.recent.insert(timeline.tuple(), Self::as_peer(timeline));
+        self.recent_order.push_back(timeline.tuple());
+    }
+
+    /// Names the peer, applies the owner filter and hands the timeline out, or parks it
+    /// while its peer on this host is still closing.
+    fn report(&mut self, mut timeline: Timeline, emit: &mut impl FnMut(Timeline)) {
+        let mirror = timeline.peer_tuple();
+        let peer_open = self.by_tuple.contains_key(&mirror);
+        timeline.peer = match self.by_tuple.get(&mirror) {
+            Some(sock) => self.open.get(sock).map(Self::as_peer),
+            None => self.recent.get(&mirror).copied(),
+        };
+        if timeline.complete() && timeline.time_wait() == Some(state::FIN_WAIT2) && peer_open {
+            let since = timeline.closed_ns().unwrap_or(0);
+            self.parked_order.push_back((since, timeline.tuple()));
+            self.parked.insert(timeline.tuple(), timeline);
+            return;
+        }
+        // This socket's end is what a parked peer was waiting for.
+        if let Some(parked) = self.parked.remove(&mirror) {
+            self.report(parked, emit);
+        }
+        let owner_pid = timeline.owner.map(|o| o.task.pid);
+        let wanted = if self.filter.pids.is_empty() {
+            true
+        } else {
+            owner_pid.is_some_and(|pid| self.filter.matches_owner(pid))
+        };
+        if wanted {
+            emit(timeline);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,373 @@
+//! Reconstruction of every shape of close, from event sequences as the kernel emits them
+//! (timestamps, flags and contexts follow what was captured on loopback; see MACHINE.md).
+
+use teardown_common::{kind, owner_source, sock_flags as f, state::*, Event};
+
+use super::*;
+use crate::{event::tests::ev, filter::Filter};
+
+const MS: u64 = 1_000_000;
+const SERVER: u64 = 0xffff_8881_0665_ef00;
+const CLIENT: u64 = 0xffff_8881_0665_8000;
+
+fn owned(mut e: Event, pid: u32, comm: &str) -> Event {
+    e.owner_pid = pid;
+    e.owner_source = owner_source::ACCEPT;
+    e.owner_comm = [0; 16];
+    e.owner_comm[..comm.len()].copy_from_slice(comm.as_bytes());
+    e
+}
+
+fn ran_in(mut e: Event, pid: u32) -> Event {
+    e.task_pid = pid;
+    e
+}
+
+fn flags(mut e: Event, bits: u8) -> Event {
+    e.sock_flags = bits;
+    e
+}
+
+/// Server (port 80, pid 100) closes first; client (port 5000, pid 200) closes 200 ms later.
+/// The server's socket is orphaned, so it is handed to a TIME_WAIT mini-socket at once.
+fn normal_close() -> Vec<Event> {
+    vec![
+        flags(owned(ran_in(ev(1000 * MS, SERVER, 80, 5000, ESTABLISHED, FIN_WAIT1), 100), 100, "server"), f::RCV_SHUTDOWN | f::SEND_SHUTDOWN),
+        flags(owned(ran_in(ev(1000 * MS + 30_000, CLIENT, 5000, 80, ESTABLISHED, CLOSE_WAIT), 100), 200, "client"), f::RCV_SHUTDOWN | f::FIN_RECEIVED),
+        flags(owned(ev(1000 * MS + 60_000, SERVER, 80, 5000, FIN_WAIT1, FIN_WAIT2), 100, "server"), 11),
+        flags(owned(ev(1000 * MS + 62_000, SERVER, 80, 5000, FIN_WAIT2, CLOSE), 100, "server"), 11),
+        flags(owned(ran_in(ev(1200 * MS, CLIENT, 5000, 80, CLOSE_WAIT, LAST_ACK), 200), 200, "client"), 7),
+        flags(owned(ran_in(ev(1200 * MS + 50_000, CLIENT, 5000, 80, LAST_ACK, CLOSE), 200), 200, "client"), 15),
+    ]
+}
+
+fn run(events: &[Event]) -> Vec<Timeline> {
+    run_with(Filter::default(), events)
+}
+
+fn run_with(filter: Filter, events: &[Event]) -> Vec<Timeline> {
+    let mut r = Reconstructor::new(filter);
+    let mut out = Vec::new();
+    for e in events {
+        r.push(e);
+    }
+    r.finish(&mut |t| out.push(t));
+    out
+}
+
+fn by_port(timelines: &[Timeline], port: u16) -> &Timeline {
+    timelines.iter().find(|t| t.lport == port).expect("timeline for port")
+}
+
+fn wave<'a>(t: &'a Timeline, what: &str) -> Wave {
+    t.waves().into_iter().find(|w| w.what == what).expect(what)
+}
+
+#[test]
+fn normal_active_close_and_its_orphan_hand_over() {
+    let out = run(&normal_close());
+    let server = by_port(&out, 80);
+    assert_eq!(server.role(), Some(Role::Active));
+    assert!(server.complete());
+    assert_eq!(server.owner.unwrap().task.pid, 100);
+    assert_eq!(server.durations_ns(), vec![(FIN_WAIT1, 30_000 + 30_000), (FIN_WAIT2, 2_000)]);
+    assert_eq!(server.teardown_ns(), Some(62_000));
+    // Orphaned: the CLOSE is the hand-over to the mini-socket, not the peer's FIN.
+    assert_eq!(server.time_wait(), Some(FIN_WAIT2));
+    assert_eq!(wave(server, "fin_sent").evidence, Evidence::Observed);
+    assert_eq!(wave(server, "ack_received").ts_ns, Some(1000 * MS + 60_000));
+    // The client is on this host: its FIN tells when the server's mini-socket got it.
+    let fin_in = wave(server, "fin_received");
+    assert_eq!((fin_in.ts_ns, fin_in.evidence), (Some(1200 * MS), Evidence::Inferred));
+    assert!(!server.half_close());
+}
+
+#[test]
+fn passive_close_keeps_its_owner_though_the_peer_ran_the_transition() {
+    let out = run(&normal_close());
+    let client = by_port(&out, 5000);
+    assert_eq!(client.role(), Some(Role::Passive));
+    assert_eq!(client.owner.unwrap().task.pid, 200);
+    assert_eq!(client.transitions[0].task.pid, 100, "ran in the server's process");
+    assert_eq!(client.durations_ns(), vec![(CLOSE_WAIT, 200 * MS - 30_000), (LAST_ACK, 50_000)]);
+    let waves: Vec<_> = client.waves().iter().map(|w| (w.what, w.evidence)).collect();
+    assert_eq!(
+        waves,
+        vec![
+            ("fin_received", Evidence::Observed),
+            ("ack_sent", Evidence::Inferred),
+            ("fin_sent", Evidence::Observed),
+            ("ack_received", Evidence::Observed),
+        ]
+    );
+    assert_eq!(client.time_wait(), None);
+}
+
+#[test]
+fn peers_on_one_host_name_each_other() {
+    let out = run(&normal_close());
+    let (server, client) = (by_port(&out, 80), by_port(&out, 5000));
+    assert_eq!(server.peer.unwrap().id, client.id);
+    assert_eq!(client.peer.unwrap().id, server.id);
+    assert_eq!(client.peer.unwrap().owner.unwrap().task.pid, 100);
+    assert_eq!(server.peer.unwrap().role, Some(Role::Passive));
+}
+
+#[test]
+fn half_close_with_shutdown_waits_in_fin_wait2_for_the_real_fin() {
+    let events = vec![
+        flags(owned(ev(0, SERVER, 80, 5000, ESTABLISHED, FIN_WAIT1), 100, "server"), f::SEND_SHUTDOWN),
+        flags(ev(10_000, SERVER, 80, 5000, FIN_WAIT1, FIN_WAIT2), f::SEND_SHUTDOWN),
+        flags(ran_in(ev(200 * MS, SERVER, 80, 5000, FIN_WAIT2, CLOSE), 200), 7),
+    ];
+    let t = &run(&events)[0];
+    assert!(t.half_close());
+    assert_eq!(t.time_wait(), Some(TIME_WAIT));
+    assert_eq!(t.durations_ns(), vec![(FIN_WAIT1, 10_000), (FIN_WAIT2, 200 * MS - 10_000)]);
+    let fin_in = wave(t, "fin_received");
+    assert_eq!((fin_in.ts_ns, fin_in.evidence), (Some(200 * MS), Evidence::Observed));
+    assert_eq!(wave(t, "ack_sent").evidence, Evidence::Inferred);
+    assert_eq!(t.owner.unwrap().task.pid, 100, "owner kept from the first event");
+}
+
+#[test]
+fn fin_and_ack_in_one_segment() {
+    let events = vec![
+        ev(0, SERVER, 80, 5000, ESTABLISHED, FIN_WAIT1),
+        ev(50_000, SERVER, 80, 5000, FIN_WAIT1, FIN_WAIT2),
+        flags(ev(50_000, SERVER, 80, 5000, FIN_WAIT2, CLOSE), f::FIN_RECEIVED | f::RCV_SHUTDOWN),
+    ];
+    let t = &run(&events)[0];
+    assert_eq!(t.durations_ns(), vec![(FIN_WAIT1, 50_000), (FIN_WAIT2, 0)]);
+    assert_eq!(wave(t, "ack_received").ts_ns, wave(t, "fin_received").ts_ns);
+    assert_eq!(t.time_wait(), Some(TIME_WAIT));
+}
+
+#[test]
+fn orphan_without_a_peer_on_this_host_says_the_fin_was_not_seen() {
+    let events = vec![
+        ev(0, SERVER, 80, 5000, ESTABLISHED, FIN_WAIT1),
+        ev(50_000, SERVER, 80, 5000, FIN_WAIT1, FIN_WAIT2),
+        flags(ev(52_000, SERVER, 80, 5000, FIN_WAIT2, CLOSE), f::ORPHAN | 3),
+    ];
+    let t = &run(&events)[0];
+    let fin_in = wave(t, "fin_received");
+    assert_eq!((fin_in.ts_ns, fin_in.evidence), (None, Evidence::NotObserved));
+    assert!(fin_in.basis.contains("mini-socket"));
+}
+
+#[test]
+fn simultaneous_close_goes_through_closing() {
+    let events = vec![
+        ev(0, SERVER, 80, 5000, ESTABLISHED, FIN_WAIT1),
+        ev(1_000, SERVER, 80, 5000, FIN_WAIT1, CLOSING),
+        ev(3_000, SERVER, 80, 5000, CLOSING, CLOSE),
+    ];
+    let t = &run(&events)[0];
+    assert_eq!(t.role(), Some(Role::Simultaneous));
+    assert_eq!(t.durations_ns(), vec![(FIN_WAIT1, 1_000), (CLOSING, 2_000)]);
+    assert_eq!(t.time_wait(), Some(TIME_WAIT));
+    assert_eq!(wave(t, "ack_received").ts_ns, Some(3_000));
+}
+
+#[test]
+fn resets_sent_and_received() {
+    let mut rst_out = ev(0, SERVER, 80, 5000, ESTABLISHED, ESTABLISHED);
+    rst_out.kind = kind::RESET_SENT;
+    rst_out.reason = 12;
+    let mut rst_in = ev(5, CLIENT, 5000, 80, ESTABLISHED, ESTABLISHED);
+    rst_in.kind = kind::RESET_RECEIVED;
+    let events = vec![
+        rst_out,
+        ev(1, SERVER, 80, 5000, ESTABLISHED, CLOSE),
+        rst_in,
+        ev(6, CLIENT, 5000, 80, ESTABLISHED, CLOSE),
+    ];
+    let out = run(&events);
+    let (server, client) = (by_port(&out, 80), by_port(&out, 5000));
+    assert_eq!(server.role(), Some(Role::Reset));
+    assert_eq!(server.resets, vec![Reset { ts_ns: 0, sent: true, reason: 12 }]);
+    assert_eq!(client.role(), Some(Role::Reset));
+    assert!(!client.resets[0].sent);
+    assert!(server.waves().is_empty());
+    assert_eq!(server.teardown_ns(), Some(0), "straight from ESTABLISHED to CLOSE");
+}
+
+#[test]
+fn a_reset_in_close_wait_is_a_reset() {
+    let events = vec![
+        ev(0, CLIENT, 5000, 80, ESTABLISHED, CLOSE_WAIT),
+        ev(9, CLIENT, 5000, 80, CLOSE_WAIT, CLOSE),
+    ];
+    assert_eq!(run(&events)[0].role(), Some(Role::Reset));
+}
+
+#[test]
+fn lost_fin_is_retransmitted_and_shows_as_a_long_fin_wait1() {
+    let events = vec![
+        ev(0, SERVER, 80, 5000, ESTABLISHED, FIN_WAIT1),
+        ev(212 * MS, SERVER, 80, 5000, FIN_WAIT1, FIN_WAIT2),
+        flags(ev(212 * MS + 5, SERVER, 80, 5000, FIN_WAIT2, CLOSE), f::ORPHAN),
+    ];
+    let t = &run(&events)[0];
+    assert_eq!(t.durations_ns()[0], (FIN_WAIT1, 212 * MS));
+}
+
+#[test]
+fn a_reused_socket_address_starts_a_new_timeline() {
+    let events = vec![
+        ev(0, SERVER, 80, 5000, ESTABLISHED, CLOSE_WAIT),
+        ev(1, SERVER, 80, 5000, CLOSE_WAIT, LAST_ACK),
+        ev(2, SERVER, 80, 5000, LAST_ACK, CLOSE),
+        ev(10, SERVER, 80, 5001, ESTABLISHED, FIN_WAIT1),
+        ev(11, SERVER, 80, 5001, FIN_WAIT1, FIN_WAIT2),
+        ev(12, SERVER, 80, 5001, FIN_WAIT2, CLOSE),
+    ];
+    let out = run(&events);
+    assert_eq!(out.len(), 2);
+    assert_eq!((out[0].rport, out[0].role()), (5000, Some(Role::Passive)));
+    assert_eq!((out[1].rport, out[1].role()), (5001, Some(Role::Active)));
+    assert_ne!(out[0].id, out[1].id);
+}
+
+#[test]
+fn a_lost_close_is_a_gap_when_the_address_comes_back() {
+    let events = vec![
+        ev(0, SERVER, 80, 5000, ESTABLISHED, CLOSE_WAIT),
+        ev(10, SERVER, 80, 5001, ESTABLISHED, FIN_WAIT1),
+    ];
+    let out = run(&events);
+    assert_eq!(out.len(), 2);
+    assert!(out[0].gap && !out[0].complete());
+}
+
+#[test]
+fn events_out_of_order_across_cpus_are_put_back_in_order() {
+    let mut events = normal_close();
+    events.swap(2, 3); // FIN_WAIT2->CLOSE arrives before FIN_WAIT1->FIN_WAIT2
+    events.swap(0, 1);
+    let out = run(&events);
+    let server = by_port(&out, 80);
+    assert!(!server.gap);
+    assert_eq!(server.transitions.iter().map(|t| t.to).collect::<Vec<_>>(), vec![FIN_WAIT1, FIN_WAIT2, CLOSE]);
+}
+
+#[test]
+fn an_orphan_is_held_until_its_peer_on_this_host_closes() {
+    let events = normal_close();
+    let mut r = Reconstructor::new(Filter::default());
+    let mut out = Vec::new();
+    for e in &events[..4] {
+        r.push(e);
+    }
+    r.advance(1100 * MS, &mut |t| out.push(t));
+    assert!(out.is_empty(), "the server's mini-socket still waits for the client's FIN");
+    for e in &events[4..] {
+        r.push(e);
+    }
+    r.advance(1300 * MS, &mut |t| out.push(t));
+    assert_eq!(out.iter().map(|t| t.lport).collect::<Vec<_>>(), vec![80, 5000]);
+    let ack = wave(&out[0], "ack_sent");
+    assert_eq!((ack.ts_ns, ack.evidence), (Some(1200 * MS + 50_000), Evidence::Inferred));
+}
+
+#[test]
+fn a_held_orphan_is_let_go_when_its_mini_socket_would_time_out() {
+    let events = normal_close();
+    let mut r = Reconstructor::new(Filter::default());
+    let mut out = Vec::new();
+    for e in &events[..4] {
+        r.push(e);
+    }
+    r.advance(1000 * MS + FIN_TIMEOUT_NS + REORDER_WINDOW_NS + MS, &mut |t| out.push(t));
+    assert_eq!(out.len(), 1);
+    assert_eq!(wave(&out[0], "fin_received").evidence, Evidence::NotObserved);
+    assert_eq!(r.open_count(), 1, "the client leaks in CLOSE_WAIT");
+}
+
+#[test]
+fn events_wait_for_the_reorder_window_only() {
+    let mut r = Reconstructor::new(Filter::default());
+    let mut out = Vec::new();
+    for e in &normal_close()[..2] {
+        r.push(e);
+    }
+    r.advance(1000 * MS + REORDER_WINDOW_NS, &mut |t| out.push(t));
+    assert_eq!(r.open_count(), 1, "the second event is still inside the window");
+    r.advance(1000 * MS + 30_000 + REORDER_WINDOW_NS, &mut |t| out.push(t));
+    assert_eq!(r.open_count(), 2);
+}
+
+#[test]
+fn a_socket_first_seen_mid_close() {
+    let events = vec![
+        ev(0, SERVER, 80, 5000, FIN_WAIT1, FIN_WAIT2),
+        ev(5, SERVER, 80, 5000, FIN_WAIT2, CLOSE),
+    ];
+    let t = &run(&events)[0];
+    assert!(t.first_seen_mid_close);
+    assert_eq!(t.teardown_ns(), None, "the start was not seen");
+    assert_eq!(t.durations_ns(), vec![(FIN_WAIT2, 5)]);
+    assert_eq!(t.role(), None, "nothing tells who sent the first FIN");
+}
+
+#[test]
+fn sockets_still_closing_are_incomplete() {
+    let events = vec![owned(ev(0, CLIENT, 5000, 80, ESTABLISHED, CLOSE_WAIT), 200, "leaky")];
+    let t = &run(&events)[0];
+    assert!(!t.complete());
+    assert_eq!(t.role(), Some(Role::Passive));
+    assert_eq!(t.teardown_ns(), None);
+    assert_eq!(t.owner.unwrap().task.pid, 200, "a CLOSE_WAIT leak keeps its owner");
+}
+
+#[test]
+fn opening_and_listening_transitions_are_not_teardowns() {
+    let events = vec![
+        ev(0, CLIENT, 5000, 80, CLOSE, SYN_SENT),
+        ev(1, CLIENT, 5000, 80, SYN_SENT, ESTABLISHED),
+        ev(2, SERVER, 80, 0, CLOSE, LISTEN),
+        ev(3, SERVER, 80, 0, LISTEN, CLOSE),
+    ];
+    assert!(run(&events).is_empty());
+}
+
+#[test]
+fn a_refused_connect_is_a_reset() {
+    let t = &run(&[ev(0, CLIENT, 5000, 80, SYN_SENT, CLOSE)])[0];
+    assert_eq!(t.role(), Some(Role::Reset));
+}
+
+#[test]
+fn filters_apply_to_ports_and_owners() {
+    let either_side = Filter { ports: vec![80], ..Default::default() };
+    assert_eq!(run_with(either_side, &normal_close()).len(), 2);
+    let local = Filter { lports: vec![80], ..Default::default() };
+    let out = run_with(local, &normal_close());
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].lport, 80);
+    assert_eq!(out[0].peer, None, "the filtered-out peer was never seen");
+
+    let pids = Filter { pids: vec![200], ..Default::default() };
+    let out = run_with(pids, &normal_close());
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].owner.unwrap().task.pid, 200);
+
+    let unknown_owner = vec![ev(0, SERVER, 80, 5000, ESTABLISHED, CLOSE)];
+    assert!(run_with(Filter { pids: vec![1], ..Default::default() }, &unknown_owner).is_empty());
+}
+
+#[test]
+fn open_sockets_are_bounded() {
+    let mut r = Reconstructor::with_limits(Filter::default(), 0, 32);
+    let mut out = Vec::new();
+    for i in 0..100u64 {
+        r.push(&ev(i, 0x1000 + i, 80, 1000 + i as u16, ESTABLISHED, CLOSE_WAIT));
+        r.advance(i, &mut |t| out.push(t));
+    }
+    assert!(r.open_count() <= 32);
+    assert_eq!(r.stats.evicted as usize, out.len());
+    assert!(out.iter().all(|t| !t.complete()));
+    assert_eq!(out[0].lport, 80);
+    assert_eq!(out[0].rport, 1000, "the oldest goes first");
+}

@@ -1,0 +1,305 @@
+//! One socket's teardown as this host saw it, and what can be concluded from it.
+
+use std::net::IpAddr;
+
+use teardown_common::{sock_flags, state, COMM_LEN};
+
+use crate::filter::Family;
+
+/// Who closed first, as this socket lived it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Left ESTABLISHED for FIN_WAIT1: sent the first FIN.
+    Active,
+    /// ESTABLISHED → CLOSE_WAIT: the peer's FIN came first.
+    Passive,
+    /// Went through CLOSING: both FINs crossed.
+    Simultaneous,
+    /// Reached CLOSE from ESTABLISHED, CLOSE_WAIT or a handshake state without a FIN
+    /// exchange: a reset sent or received (or a failed connect).
+    Reset,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Active, Role::Passive, Role::Simultaneous, Role::Reset];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Active => "active",
+            Role::Passive => "passive",
+            Role::Simultaneous => "simultaneous",
+            Role::Reset => "reset",
+        }
+    }
+}
+
+/// How a wave's time is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Evidence {
+    /// A state change or socket flag of this socket, at that moment.
+    Observed,
+    /// Concluded from how TCP works, or read off the peer socket on this host.
+    Inferred,
+    /// Happened out of this socket's sight (for example inside a TIME_WAIT mini-socket).
+    NotObserved,
+}
+
+impl Evidence {
+    pub fn name(self) -> &'static str {
+        match self {
+            Evidence::Observed => "observed",
+            Evidence::Inferred => "inferred",
+            Evidence::NotObserved => "not_observed",
+        }
+    }
+}
+
+/// One of the four segments of the close, from this side's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wave {
+    /// What happened: `fin_sent`, `ack_received`, `fin_received`, `ack_sent`.
+    pub what: &'static str,
+    pub ts_ns: Option<u64>,
+    pub evidence: Evidence,
+    /// Where the time comes from.
+    pub basis: &'static str,
+}
+
+/// A process, as the kernel names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Task {
+    pub pid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub task: Task,
+    /// `owner_source::*`: which call showed the owner.
+    pub source: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub from: u8,
+    pub to: u8,
+    pub ts_ns: u64,
+    /// The task running when it happened: often softirq or the peer, not the owner.
+    pub task: Task,
+    /// `sock_flags::*` at that moment.
+    pub sock_flags: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reset {
+    pub ts_ns: u64,
+    pub sent: bool,
+    /// The kernel's `enum sk_rst_reason` value (resets sent only).
+    pub reason: u8,
+}
+
+/// The other end of the connection, when it is a socket on this host too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub id: u64,
+    pub owner: Option<Owner>,
+    pub role: Option<Role>,
+    /// When the peer sent its FIN (entered FIN_WAIT1 or LAST_ACK), if it did.
+    pub fin_sent_ns: Option<u64>,
+    /// When the peer's socket reached CLOSE, if it has.
+    pub closed_ns: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timeline {
+    /// Unique within one run; peers refer to each other by it.
+    pub id: u64,
+    pub sock: u64,
+    pub family: Family,
+    pub laddr: IpAddr,
+    pub lport: u16,
+    pub raddr: IpAddr,
+    pub rport: u16,
+    pub owner: Option<Owner>,
+    pub transitions: Vec<Transition>,
+    pub resets: Vec<Reset>,
+    pub peer: Option<Peer>,
+    /// The first transition seen did not leave ESTABLISHED: tracing began mid-close.
+    pub first_seen_mid_close: bool,
+    /// A transition did not start where the previous one ended: events were lost.
+    pub gap: bool,
+}
+
+/// The closing states whose time is reported.
+pub const CLOSING_STATES: [u8; 5] = [
+    state::FIN_WAIT1,
+    state::FIN_WAIT2,
+    state::CLOSE_WAIT,
+    state::LAST_ACK,
+    state::CLOSING,
+];
+
+impl Timeline {
+    pub fn state(&self) -> Option<u8> {
+        self.transitions.last().map(|t| t.to)
+    }
+
+    pub fn complete(&self) -> bool {
+        self.state() == Some(state::CLOSE)
+    }
+
+    fn find(&self, from: &[u8], to: u8) -> Option<&Transition> {
+        self.transitions
+            .iter()
+            .find(|t| t.to == to && (from.is_empty() || from.contains(&t.from)))
+    }
+
+    /// `None` until the socket has left ESTABLISHED in a way that tells.
+    pub fn role(&self) -> Option<Role> {
+        let last = self.transitions.last()?;
+        let handshake = [state::ESTABLISHED, state::CLOSE_WAIT, state::SYN_SENT, state::SYN_RECV];
+        if last.to == state::CLOSE && handshake.contains(&last.from) {
+            Some(Role::Reset)
+        } else if self.find(&[], state::CLOSING).is_some() {
+            Some(Role::Simultaneous)
+        } else if self.find(&[], state::FIN_WAIT1).is_some() {
+            Some(Role::Active)
+        } else if self.find(&[], state::CLOSE_WAIT).is_some() {
+            Some(Role::Passive)
+        } else if !self.resets.is_empty() {
+            Some(Role::Reset)
+        } else {
+            None
+        }
+    }
+
+    /// Nanoseconds spent in each closing state this socket left.
+    pub fn durations_ns(&self) -> Vec<(u8, u64)> {
+        let mut out = Vec::new();
+        for pair in self.transitions.windows(2) {
+            let (enter, leave) = (pair[0], pair[1]);
+            if CLOSING_STATES.contains(&enter.to) && leave.from == enter.to {
+                let spent = leave.ts_ns.saturating_sub(enter.ts_ns);
+                match out.iter_mut().find(|(s, _)| *s == enter.to) {
+                    Some((_, total)) => *total += spent,
+                    None => out.push((enter.to, spent)),
+                }
+            }
+        }
+        out
+    }
+
+    /// From leaving ESTABLISHED to CLOSE, when both were seen.
+    pub fn teardown_ns(&self) -> Option<u64> {
+        let first = self.transitions.first()?;
+        let last = self.transitions.last()?;
+        (!self.first_seen_mid_close && last.to == state::CLOSE)
+            .then(|| last.ts_ns.saturating_sub(first.ts_ns))
+    }
+
+    /// The application shut down sending with shutdown() but kept the socket (and could go
+    /// on reading): a half-close.
+    pub fn half_close(&self) -> bool {
+        self.find(&[state::ESTABLISHED, state::SYN_RECV], state::FIN_WAIT1)
+            .is_some_and(|t| t.sock_flags & sock_flags::RCV_SHUTDOWN == 0)
+    }
+
+    /// What this side handed to TIME_WAIT: `Some(TIME_WAIT)` once the peer's FIN was in,
+    /// `Some(FIN_WAIT2)` for an orphan still waiting for it in the mini-socket.
+    pub fn time_wait(&self) -> Option<u8> {
+        let last = self.transitions.last()?;
+        match (last.from, last.to) {
+            (state::CLOSING, state::CLOSE) => Some(state::TIME_WAIT),
+            (state::FIN_WAIT2, state::CLOSE) if last.sock_flags & sock_flags::FIN_RECEIVED != 0 => {
+                Some(state::TIME_WAIT)
+            }
+            (state::FIN_WAIT2, state::CLOSE) => Some(state::FIN_WAIT2),
+            _ => None,
+        }
+    }
+
+    /// The four segments of the close as far as this side can tell.
+    pub fn waves(&self) -> Vec<Wave> {
+        let at = |from: &[u8], to: u8| self.find(from, to).map(|t| t.ts_ns);
+        let observed = |what, ts: Option<u64>, basis| Wave {
+            what,
+            ts_ns: ts,
+            evidence: if ts.is_some() { Evidence::Observed } else { Evidence::NotObserved },
+            basis,
+        };
+        let inferred = |what, ts: Option<u64>, basis| Wave {
+            what,
+            ts_ns: ts,
+            evidence: if ts.is_some() { Evidence::Inferred } else { Evidence::NotObserved },
+            basis,
+        };
+        let peer_fin = self.peer.and_then(|p| p.fin_sent_ns);
+        let peer_closed = self.peer.and_then(|p| p.closed_ns);
+        match self.role() {
+            Some(Role::Active) => {
+                let fin_sent = at(&[], state::FIN_WAIT1);
+                let ack_received = at(&[state::FIN_WAIT1], state::FIN_WAIT2);
+                let mut waves = vec![
+                    observed("fin_sent", fin_sent, "ESTABLISHED->FIN_WAIT1"),
+                    observed("ack_received", ack_received, "FIN_WAIT1->FIN_WAIT2"),
+                ];
+                if self.time_wait() == Some(state::TIME_WAIT) {
+                    let fin_in = self.transitions.last().map(|t| t.ts_ns);
+                    waves.push(observed("fin_received", fin_in, "FIN_WAIT2->CLOSE with SOCK_DONE set"));
+                    waves.push(inferred("ack_sent", fin_in, "a FIN is acknowledged at once"));
+                } else if peer_fin.is_some() {
+                    waves.push(inferred("fin_received", peer_fin, "peer socket on this host sent its FIN"));
+                    waves.push(inferred("ack_sent", peer_closed, "peer socket on this host got the last ACK"));
+                } else {
+                    let basis = if self.time_wait() == Some(state::FIN_WAIT2) {
+                        "after hand-over to the TIME_WAIT mini-socket"
+                    } else {
+                        "not seen"
+                    };
+                    waves.push(observed("fin_received", None, basis));
+                    waves.push(observed("ack_sent", None, basis));
+                }
+                waves
+            }
+            Some(Role::Passive) => {
+                let fin_in = at(&[], state::CLOSE_WAIT);
+                vec![
+                    observed("fin_received", fin_in, "ESTABLISHED->CLOSE_WAIT"),
+                    inferred("ack_sent", fin_in, "a FIN is acknowledged at once (or with our FIN)"),
+                    observed("fin_sent", at(&[state::CLOSE_WAIT], state::LAST_ACK), "CLOSE_WAIT->LAST_ACK"),
+                    observed("ack_received", at(&[state::LAST_ACK], state::CLOSE), "LAST_ACK->CLOSE"),
+                ]
+            }
+            Some(Role::Simultaneous) => {
+                let crossing = at(&[state::FIN_WAIT1], state::CLOSING);
+                vec![
+                    observed("fin_sent", at(&[], state::FIN_WAIT1), "ESTABLISHED->FIN_WAIT1"),
+                    observed("fin_received", crossing, "FIN_WAIT1->CLOSING"),
+                    inferred("ack_sent", crossing, "a FIN is acknowledged at once"),
+                    observed("ack_received", at(&[state::CLOSING], state::CLOSE), "CLOSING->CLOSE"),
+                ]
+            }
+            Some(Role::Reset) | None => Vec::new(),
+        }
+    }
+
+    /// The opposite direction's tuple, as the peer socket would report it.
+    pub fn peer_tuple(&self) -> (IpAddr, u16, IpAddr, u16) {
+        (self.raddr, self.rport, self.laddr, self.lport)
+    }
+
+    pub fn tuple(&self) -> (IpAddr, u16, IpAddr, u16) {
+        (self.laddr, self.lport, self.raddr, self.rport)
+    }
+
+    /// When the peer would have seen this side's FIN, for the peer's waves.
+    pub fn fin_sent_ns(&self) -> Option<u64> {
+        self.find(&[state::ESTABLISHED, state::SYN_RECV], state::FIN_WAIT1)
+            .or_else(|| self.find(&[state::CLOSE_WAIT], state::LAST_ACK))
+            .map(|t| t.ts_ns)
+    }
+
+    pub fn closed_ns(&self) -> Option<u64> {
+        self.complete().then(|| self.transitions.last().map(|t| t.ts_ns)).flatten()
+    }
+}
