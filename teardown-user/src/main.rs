@@ -1,11 +1,40 @@
-use teardown_user::{capture::*, event};
-fn main() {
-    let mut cap = match Capture::start(&CaptureOptions::default()) { Ok(c) => c, Err(e) => { eprintln!("error: {e}"); std::process::exit(1) } };
-    eprintln!("degraded: {:?}", cap.degraded);
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(4);
-    while std::time::Instant::now() < end {
-        cap.drain(|e| println!("{} sk={:x} {}:{} -> {}:{} {}->{} kind={} shut={} owner={} {:?} src={} task={} {:?}", e.ts_ns, e.skaddr, event::local_ip(e), e.sport, event::remote_ip(e), e.dport, teardown_common::state::name(e.oldstate), teardown_common::state::name(e.newstate), e.kind, e.sock_flags, e.owner_pid, String::from_utf8_lossy(event::comm(&e.owner_comm)), e.owner_source, e.task_pid, String::from_utf8_lossy(event::comm(&e.task_comm))));
-        std::thread::sleep(std::time::Duration::from_millis(50));
+//! `teardown-trace`: the binary's edge. Parses the command line, runs, and turns any error
+//! into one line on stderr and a non-zero exit.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use teardown_user::{cli::Cli, trace};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("teardown-trace: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
-    eprintln!("lost {}", cap.lost_events()); eprintln!("{:?}", cap.degraded);
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let what = match &cli.replay {
+        Some(path) => format!("cannot replay {}", path.display()),
+        None => "cannot trace".to_string(),
+    };
+    let summary = trace::run(cli).context(what)?;
+    // The summary joins the human output; machine output on stdout stays pure.
+    if cli.json || cli.raw {
+        eprintln!("{}", summary.line());
+    } else {
+        println!("\n{}", summary.line());
+    }
+    Ok(())
 }

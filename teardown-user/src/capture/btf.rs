@@ -234,18 +234,27 @@ impl Btf {
         })
     }
 
+    /// The variants of `enum name` with their values.
+    pub fn enum_variants(&self, name: &str) -> Result<Vec<(&str, u32)>, BtfError> {
+        let &id = self
+            .by_name
+            .get(&(KIND_ENUM, name.into()))
+            .ok_or_else(|| BtfError::Missing(format!("enum {name}")))?;
+        let ty = self.entry(id)?;
+        (0..ty.vlen as usize)
+            .map(|i| {
+                let at = ty.data + 8 * i;
+                Ok((self.string(u32_at(&self.types, at)?)?, u32_at(&self.types, at + 4)?))
+            })
+            .collect()
+    }
+
     /// The value of `variant` in `enum name`.
     pub fn enum_value(&self, name: &str, variant: &str) -> Result<u32, BtfError> {
-        let missing = || BtfError::Missing(format!("enum {name}.{variant}"));
-        let &id = self.by_name.get(&(KIND_ENUM, name.into())).ok_or_else(missing)?;
-        let ty = self.entry(id)?;
-        for i in 0..ty.vlen as usize {
-            let at = ty.data + 8 * i;
-            if self.string(u32_at(&self.types, at)?)? == variant {
-                return u32_at(&self.types, at + 4);
-            }
-        }
-        Err(missing())
+        self.enum_variants(name)?
+            .into_iter()
+            .find_map(|(v, value)| (v == variant).then_some(value))
+            .ok_or_else(|| BtfError::Missing(format!("enum {name}.{variant}")))
     }
 
     /// The number of arguments of tracepoint `name` (as a BTF tracepoint program sees them:
@@ -427,6 +436,7 @@ pub(crate) mod tests {
     fn reads_enum_values() {
         let btf = Btf::parse(&mini_kernel()).unwrap();
         assert_eq!(btf.enum_value("sock_flags", "SOCK_DONE"), Ok(1));
+        assert_eq!(btf.enum_variants("sock_flags").unwrap(), vec![("SOCK_DEAD", 0), ("SOCK_DONE", 1)]);
         assert!(matches!(btf.enum_value("sock_flags", "SOCK_NOPE"), Err(BtfError::Missing(_))));
     }
 

@@ -22,6 +22,7 @@ use teardown_common::{counter, filter as bits, Config, Event, SockLayout};
 use crate::{
     error::{Error, Result},
     filter::Filter,
+    output::KernelNames,
 };
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -54,6 +55,8 @@ pub struct Capture {
     counters: PerCpuArray<MapData, u64>,
     /// Hooks this kernel lacks, and what the output loses because of it.
     pub degraded: Vec<String>,
+    /// Names this kernel gives to values in events.
+    pub names: KernelNames,
     /// Keeps the programs loaded and attached.
     _ebpf: Ebpf,
 }
@@ -114,6 +117,7 @@ impl Capture {
             ring,
             counters,
             degraded,
+            names: kernel_names(&kernel),
             _ebpf: ebpf,
         })
     }
@@ -217,6 +221,21 @@ pub fn sock_layout(kernel: &btf::Btf) -> Result<SockLayout> {
         socket_sk: field("socket", "sk", 8)?,
         accept_ret: 0,
     })
+}
+
+/// `enum sk_rst_reason` (Linux 6.10+) by value, without its prefix.
+pub fn kernel_names(kernel: &btf::Btf) -> KernelNames {
+    let mut reset_reasons = Vec::new();
+    for (name, value) in kernel.enum_variants("sk_rst_reason").unwrap_or_default() {
+        let value = value as usize;
+        if value < 256 {
+            if reset_reasons.len() <= value {
+                reset_reasons.resize(value + 1, String::new());
+            }
+            reset_reasons[value] = name.trim_start_matches("SK_RST_REASON_").to_string();
+        }
+    }
+    KernelNames { reset_reasons }
 }
 
 fn fill_filter_maps(ebpf: &mut Ebpf, filter: &Filter) -> Result<()> {

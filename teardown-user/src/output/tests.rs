@@ -1,0 +1,157 @@
+use teardown_common::{kind, owner_source, sock_flags, state::*};
+
+use super::{json, text, DocumentWriter, KernelNames};
+use crate::{
+    event::tests::ev,
+    filter::Filter,
+    reconstruct::{Reconstructor, Timeline},
+};
+
+fn names() -> KernelNames {
+    KernelNames { reset_reasons: vec!["NOT_SPECIFIED".into(), "NO_SOCKET".into()] }
+}
+
+fn nasty_comm() -> [u8; 16] {
+    let mut comm = [0u8; 16];
+    comm[..9].copy_from_slice(b"a\"b\\c\n\xff\x01z");
+    comm
+}
+
+/// A completed active close and a leaked passive socket whose owner has a hostile name.
+fn timelines() -> Vec<Timeline> {
+    let mut events = vec![
+        ev(10, 1, 80, 5000, ESTABLISHED, FIN_WAIT1),
+        ev(20, 1, 80, 5000, FIN_WAIT1, FIN_WAIT2),
+        ev(30, 1, 80, 5000, FIN_WAIT2, CLOSE),
+        ev(40, 2, 6000, 443, ESTABLISHED, CLOSE_WAIT),
+    ];
+    events[2].sock_flags = sock_flags::FIN_RECEIVED;
+    events[3].owner_pid = 42;
+    events[3].owner_source = owner_source::ACCEPT;
+    events[3].owner_comm = nasty_comm();
+    events[3].task_comm = nasty_comm();
+    let mut r = Reconstructor::new(Filter::default());
+    events.iter().for_each(|e| r.push(e));
+    let mut out = Vec::new();
+    r.finish(&mut |t| out.push(t));
+    out
+}
+
+#[test]
+fn timeline_json_has_the_contract_fields_and_survives_any_comm() {
+    for t in timelines() {
+        let mut line = String::new();
+        json::timeline(&mut line, &t, &names());
+        assert!(!line.contains('\n'), "NDJSON stays one line: {line}");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+        for field in [
+            "laddr", "lport", "raddr", "rport", "family", "pid", "comm", "role", "transitions",
+            "durations_ns", "teardown_ns", "complete",
+        ] {
+            assert!(v.get(field).is_some(), "missing {field} in {line}");
+        }
+        assert_eq!(v["family"], "ipv4");
+        assert_eq!(v["laddr"], "127.0.0.1");
+    }
+}
+
+#[test]
+fn json_values_match_the_timeline() {
+    let all = timelines();
+    let mut line = String::new();
+    json::timeline(&mut line, &all[0], &names());
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["role"], "active");
+    assert_eq!(v["complete"], true);
+    assert_eq!(v["teardown_ns"], 20);
+    assert_eq!(v["durations_ns"]["FIN_WAIT1"], 10);
+    assert_eq!(v["transitions"][0]["from"], "ESTABLISHED");
+    assert_eq!(v["transitions"][2]["to"], "CLOSE");
+    assert_eq!(v["time_wait"], "TIME_WAIT");
+    assert_eq!(v["waves"][2]["evidence"], "observed");
+    assert_eq!(v["pid"], serde_json::Value::Null);
+
+    line.clear();
+    json::timeline(&mut line, &all[1], &names());
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["comm"], "a\"b\\c\n\u{fffd}\u{1}z");
+    assert_eq!(v["pid"], 42);
+    assert_eq!(v["complete"], false);
+    assert_eq!(v["teardown_ns"], serde_json::Value::Null);
+    assert_eq!(v["role"], "passive");
+}
+
+#[test]
+fn raw_events_render_as_json_with_reset_reasons() {
+    let mut e = ev(5, 7, 80, 9, ESTABLISHED, ESTABLISHED);
+    e.kind = kind::RESET_SENT;
+    e.reason = 1;
+    e.task_comm = nasty_comm();
+    let mut line = String::new();
+    json::raw_event(&mut line, &e, &names());
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["event"], "reset_sent");
+    assert_eq!(v["reason"], "NO_SOCKET");
+    assert_eq!(v["pid"], serde_json::Value::Null);
+}
+
+#[test]
+fn text_lines_are_one_line_and_escape_names() {
+    let clock = text::Clock { realtime_offset_ns: 3_600_000_000_000 };
+    let all = timelines();
+    let line = text::timeline(&all[1], &clock);
+    assert!(!line.contains('\n'));
+    assert!(line.contains("a\"b\\c\\x0a\\xff\\x01z"), "{line}");
+    assert!(line.contains("still CLOSE_WAIT"), "{line}");
+    assert!(text::timeline(&all[0], &clock).starts_with("01:00:00.000 active"));
+
+    let mut raw = text::RawPrinter::default();
+    let first = raw.line(&ev(0, 1, 80, 9, ESTABLISHED, FIN_WAIT1), &clock, &names());
+    let second = raw.line(&ev(2_500_000, 1, 80, 9, FIN_WAIT1, FIN_WAIT2), &clock, &names());
+    assert!(first.contains("ESTABLISHED -> FIN_WAIT1"), "{first}");
+    assert!(second.contains("2.500"), "time spent in FIN_WAIT1: {second}");
+}
+
+#[test]
+fn summary_counts_roles() {
+    let mut s = text::Summary::default();
+    timelines().iter().for_each(|t| s.count(t));
+    assert_eq!(s.total(), 2);
+    assert_eq!(s.incomplete, 1);
+    assert!(s.line().starts_with("2 teardowns (active 1, passive 1,"), "{}", s.line());
+}
+
+#[test]
+fn the_document_appears_only_when_finished() {
+    let dir = std::env::temp_dir().join(format!("teardown-doc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("out.json");
+    let mut doc = DocumentWriter::create(&path, "\"version\":\"t\"").unwrap();
+    for t in timelines() {
+        doc.timeline(&t, &names()).unwrap();
+    }
+    assert!(!path.exists(), "nothing at the target before finish");
+    doc.finish("\"lost_events\":0").unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(v["timelines"].as_array().unwrap().len(), 2);
+    assert_eq!(v["lost_events"], 0);
+
+    let empty = DocumentWriter::create(&dir.join("empty.json"), "\"version\":\"t\"").unwrap();
+    empty.finish("\"lost_events\":3").unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("empty.json")).unwrap()).unwrap();
+    assert_eq!(v["timelines"], serde_json::json!([]));
+
+    drop(DocumentWriter::create(&dir.join("dropped.json"), "\"v\":1").unwrap());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "no temporary file left behind");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_unwritable_path_fails_at_once() {
+    let err = DocumentWriter::create(std::path::Path::new("/nonexistent/dir/out.json"), "\"v\":1")
+        .err()
+        .expect("fails");
+    assert!(err.to_string().starts_with("cannot write /nonexistent/dir/out.json"), "{err}");
+    assert!(DocumentWriter::create(&std::env::temp_dir(), "\"v\":1").is_err(), "a directory");
+}

@@ -1,0 +1,216 @@
+//! Human-readable renderers: one line per teardown (the default), one line per raw
+//! transition (`--raw`, tcpstates-like columns) and the summary printed at exit.
+
+use std::{collections::HashMap, fmt::Write as _};
+
+use teardown_common::{kind, owner_source, state};
+
+use crate::{
+    event::{self, Event},
+    reconstruct::{Owner, Role, Timeline},
+};
+
+use super::json::KernelNames;
+
+/// Converts kernel monotonic timestamps to wall-clock time of day.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Clock {
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC, in ns.
+    pub realtime_offset_ns: i128,
+}
+
+impl Clock {
+    /// `HH:MM:SS.mmm` (UTC) of a monotonic timestamp.
+    pub fn time_of_day(&self, ts_ns: u64) -> String {
+        let unix_ns = ts_ns as i128 + self.realtime_offset_ns;
+        let ms_of_day = (unix_ns / 1_000_000).rem_euclid(86_400_000);
+        format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            ms_of_day / 3_600_000,
+            ms_of_day / 60_000 % 60,
+            ms_of_day / 1000 % 60,
+            ms_of_day % 1000
+        )
+    }
+}
+
+/// A task name for a terminal: printable ASCII as is, anything else escaped.
+pub fn comm(raw: &[u8; 16]) -> String {
+    let mut out = String::new();
+    for &b in event::comm(raw) {
+        if b.is_ascii_graphic() || b == b' ' {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+fn ms(ns: u64) -> String {
+    format!("{:.3}", ns as f64 / 1e6)
+}
+
+fn endpoint(ip: std::net::IpAddr, port: u16) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+        v4 => format!("{v4}:{port}"),
+    }
+}
+
+fn owner_columns(owner: Option<Owner>) -> (String, String) {
+    match owner {
+        Some(o) => (o.task.pid.to_string(), comm(&o.task.comm)),
+        None => ("?".into(), "?".into()),
+    }
+}
+
+pub const TIMELINE_HEADER: &str =
+    "TIME         ROLE          PID     COMM             LOCAL                  REMOTE                 CLOSE_MS  PHASES (ms)";
+
+/// One completed (or abandoned) teardown.
+pub fn timeline(t: &Timeline, clock: &Clock) -> String {
+    let when = t.transitions.first().map(|tr| tr.ts_ns).unwrap_or(0);
+    let (pid, comm) = owner_columns(t.owner);
+    let role = t.role().map_or("unknown", Role::name);
+    let total = t.teardown_ns().map_or_else(|| "-".to_string(), ms);
+    let mut phases = String::new();
+    for (st, ns) in t.durations_ns() {
+        let _ = write!(phases, "{} {} > ", state::name(st), ms(ns));
+    }
+    if t.complete() {
+        match t.time_wait() {
+            Some(state::FIN_WAIT2) => phases.push_str("TIME_WAIT (orphan, peer FIN pending)"),
+            Some(_) => phases.push_str("TIME_WAIT"),
+            None => phases.push_str("CLOSE"),
+        }
+    } else {
+        let _ = write!(phases, "still {}", t.state().map_or("?", state::name));
+    }
+    if t.half_close() {
+        phases.push_str(" [half-close]");
+    }
+    if let Some(reset) = t.resets.first() {
+        phases.push_str(if reset.sent { " [RST sent]" } else { " [RST received]" });
+    }
+    if let Some(peer) = t.peer {
+        let _ = write!(phases, " [peer #{}]", peer.id);
+    }
+    format!(
+        "{:<12} {:<13} {:<7} {:<16} {:<22} {:<22} {:>9}  #{} {}",
+        clock.time_of_day(when),
+        role,
+        pid,
+        comm,
+        endpoint(t.laddr, t.lport),
+        endpoint(t.raddr, t.rport),
+        total,
+        t.id,
+        phases
+    )
+}
+
+pub const RAW_HEADER: &str = "TIME         SKADDR             PID     COMM             LOCAL                  REMOTE                 OLDSTATE    -> NEWSTATE    MS        CONTEXT";
+
+/// `--raw`: every transition as it comes, with the socket's owner and, apart, the task that
+/// happened to be running.
+#[derive(Default)]
+pub struct RawPrinter {
+    /// When each socket entered its current state, for the MS column.
+    since: HashMap<u64, u64>,
+}
+
+impl RawPrinter {
+    pub fn line(&mut self, e: &Event, clock: &Clock, names: &KernelNames) -> String {
+        let (pid, owner) = if e.owner_pid == 0 {
+            ("?".to_string(), "?".to_string())
+        } else {
+            (e.owner_pid.to_string(), comm(&e.owner_comm))
+        };
+        let (old, new) = match e.kind {
+            kind::RESET_SENT => (state::name(e.oldstate), "RST sent"),
+            kind::RESET_RECEIVED => (state::name(e.oldstate), "RST received"),
+            _ => (state::name(e.oldstate), state::name(e.newstate)),
+        };
+        let in_state = match e.kind {
+            kind::STATE => {
+                let before = self.since.insert(e.skaddr, e.ts_ns);
+                if e.newstate == state::CLOSE {
+                    self.since.remove(&e.skaddr);
+                }
+                before.map_or_else(|| "-".into(), |t| ms(e.ts_ns.saturating_sub(t)))
+            }
+            _ => "-".into(),
+        };
+        let mut context = format!("{}/{}", e.task_pid, comm(&e.task_comm));
+        if e.owner_pid != 0 {
+            let _ = write!(context, " owner-by:{}", owner_source::name(e.owner_source));
+        }
+        if let Some(reason) = names.reset_reason(e.reason).filter(|_| e.kind == kind::RESET_SENT) {
+            let _ = write!(context, " reason:{reason}");
+        }
+        format!(
+            "{:<12} {:<18x} {:<7} {:<16} {:<22} {:<22} {:<11} -> {:<12} {:<9} {}",
+            clock.time_of_day(e.ts_ns),
+            e.skaddr,
+            pid,
+            owner,
+            endpoint(event::local_ip(e), e.sport),
+            endpoint(event::remote_ip(e), e.dport),
+            old,
+            new,
+            in_state,
+            context
+        )
+    }
+}
+
+/// What a run saw, for the closing summary and the JSON document.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub by_role: [u64; 4],
+    pub unknown_role: u64,
+    pub incomplete: u64,
+    pub lost_events: u64,
+    pub lost_owners: u64,
+    pub evicted: u64,
+}
+
+impl Summary {
+    pub fn count(&mut self, t: &Timeline) {
+        match t.role() {
+            Some(role) => {
+                if let Some(i) = Role::ALL.iter().position(|r| *r == role) {
+                    self.by_role[i] += 1;
+                }
+            }
+            None => self.unknown_role += 1,
+        }
+        if !t.complete() {
+            self.incomplete += 1;
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.by_role.iter().sum::<u64>() + self.unknown_role
+    }
+
+    pub fn line(&self) -> String {
+        let mut out = format!("{} teardowns (", self.total());
+        for (role, n) in Role::ALL.iter().zip(self.by_role) {
+            let _ = write!(out, "{} {n}, ", role.name());
+        }
+        let _ = write!(
+            out,
+            "unknown {}), {} still closing, {} lost events",
+            self.unknown_role, self.incomplete, self.lost_events
+        );
+        if self.lost_owners > 0 {
+            let _ = write!(out, ", {} owners not recorded (owner table full)", self.lost_owners);
+        }
+        if self.evicted > 0 {
+            let _ = write!(out, ", {} sockets reported early (too many open)", self.evicted);
+        }
+        out
+    }
+}
