@@ -24,6 +24,9 @@ pub const REORDER_WINDOW_NS: u64 = 10_000_000;
 pub const MAX_OPEN: usize = 65_536;
 /// Finished sockets remembered so that a peer finishing later can name them.
 const RECENT_PEERS: usize = 16_384;
+/// The kernel moves an aborted socket to CLOSE *before* sending its RST
+/// (`tcp_disconnect()`, `__tcp_close()`): a reset-shaped close waits this long for it.
+const RESET_GRACE_NS: u64 = 1_000_000;
 /// How long an orphan's TIME_WAIT mini-socket waits in FIN_WAIT2 for the peer's FIN
 /// (`net.ipv4.tcp_fin_timeout`, 60 s by default).
 pub const FIN_TIMEOUT_NS: u64 = 60_000_000_000;
@@ -79,6 +82,8 @@ pub struct Reconstructor {
     /// or until the mini-socket would give up.
     parked: HashMap<Tuple, Timeline>,
     parked_order: VecDeque<(u64, Tuple)>,
+    /// Reset-shaped closes waiting `RESET_GRACE_NS` for their RST, oldest first.
+    just_reset: VecDeque<Timeline>,
     next_id: u64,
     pub stats: Stats,
 }
@@ -101,6 +106,7 @@ impl Reconstructor {
             recent_order: VecDeque::new(),
             parked: HashMap::new(),
             parked_order: VecDeque::new(),
+            just_reset: VecDeque::new(),
             next_id: 1,
             stats: Stats::default(),
         }
@@ -141,6 +147,16 @@ impl Reconstructor {
             }
         }
         while self
+            .just_reset
+            .front()
+            .and_then(Timeline::closed_ns)
+            .is_some_and(|closed| closed.saturating_add(RESET_GRACE_NS) <= horizon)
+        {
+            if let Some(timeline) = self.just_reset.pop_front() {
+                self.report(timeline, emit);
+            }
+        }
+        while self
             .parked_order
             .front()
             .is_some_and(|&(since, _)| since.saturating_add(FIN_TIMEOUT_NS) <= horizon)
@@ -156,6 +172,9 @@ impl Reconstructor {
     /// Applies everything left, then reports sockets still closing as incomplete.
     pub fn finish(mut self, emit: &mut impl FnMut(Timeline)) -> Stats {
         self.advance(u64::MAX, emit);
+        while let Some(timeline) = self.just_reset.pop_front() {
+            self.report(timeline, emit);
+        }
         let mut open: Vec<Timeline> = self.open.drain().map(|(_, t)| t).collect();
         open.sort_by_key(|t| t.id);
         for timeline in &open {
@@ -177,6 +196,17 @@ impl Reconstructor {
 
     fn apply(&mut self, event: &Event, emit: &mut impl FnMut(Timeline)) {
         let sock = event.skaddr;
+        if event.kind != kind::STATE && event.oldstate == state::CLOSE {
+            // The RST of an abort, sent just after the socket reached CLOSE.
+            if let Some(t) = self.just_reset.iter_mut().rev().find(|t| t.sock == sock) {
+                t.resets.push(Reset {
+                    ts_ns: event.ts_ns,
+                    sent: event.kind == kind::RESET_SENT,
+                    reason: event.reason,
+                });
+            }
+            return;
+        }
         let key = (event::local_ip(event), event.sport, event::remote_ip(event), event.dport);
         // The kernel reuses a socket's address after CLOSE; an open timeline with another
         // tuple means that CLOSE was lost.
@@ -227,7 +257,11 @@ impl Reconstructor {
                 if event.newstate == state::CLOSE {
                     if let Some(done) = self.close(sock) {
                         self.remember(&done);
-                        self.report(done, emit);
+                        if done.role() == Some(Role::Reset) {
+                            self.just_reset.push_back(done);
+                        } else {
+                            self.report(done, emit);
+                        }
                     }
                 }
             }

@@ -194,6 +194,29 @@ fn resets_sent_and_received() {
 }
 
 #[test]
+fn an_abort_closes_first_and_sends_its_rst_just_after() {
+    let mut rst = ev(2_000, SERVER, 80, 5000, CLOSE, CLOSE);
+    rst.kind = kind::RESET_SENT;
+    rst.reason = 11;
+    let events = vec![ev(1_000, SERVER, 80, 5000, ESTABLISHED, CLOSE), rst];
+    let out = run(&events);
+    assert_eq!(out.len(), 1, "the RST belongs to the closed socket: {out:?}");
+    assert_eq!(out[0].resets, vec![Reset { ts_ns: 2_000, sent: true, reason: 11 }]);
+
+    let mut late = rst;
+    late.ts_ns = 1_000 + 5 * MS;
+    let mut r = Reconstructor::new(Filter::default());
+    let mut out = Vec::new();
+    r.push(&ev(1_000, SERVER, 80, 5000, ESTABLISHED, CLOSE));
+    r.advance(1_000 + 2 * MS + REORDER_WINDOW_NS, &mut |t| out.push(t));
+    assert_eq!(out.len(), 1, "reported once the grace is over");
+    r.push(&late);
+    r.finish(&mut |t| out.push(t));
+    assert_eq!(out.len(), 1, "a stray RST on a closed socket starts nothing");
+    assert!(out[0].resets.is_empty());
+}
+
+#[test]
 fn a_reset_in_close_wait_is_a_reset() {
     let events = vec![
         ev(0, CLIENT, 5000, 80, ESTABLISHED, CLOSE_WAIT),

@@ -1,0 +1,441 @@
+//! `teardown-lab`: plays each way a TCP connection can end, between two real processes on
+//! the loopback of a private network namespace, so that `teardown-trace` has something to
+//! show. The integration tests drive it; so does `cargo xtask bench` (`churn`).
+//!
+//! The lab process spawns itself twice (`--role server`, `--role client`); both children
+//! enter the namespace and talk to the lab over stdin/stdout to stay in step.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio},
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Pattern {
+    /// The server closes first; the client closes `--delay-ms` after seeing EOF
+    ServerCloses,
+    /// The client closes first; the server closes `--delay-ms` after seeing EOF
+    ClientCloses,
+    /// The server shuts down sending but keeps reading; the client closes after the delay
+    HalfClose,
+    /// Both FINs cross (their first transmissions are dropped by nftables, then released)
+    Simultaneous,
+    /// The server aborts with SO_LINGER {1, 0}: an RST instead of a FIN
+    Reset,
+    /// The server closes with unread data in its receive queue: the kernel answers with RST
+    ResetUnread,
+    /// The client closes; the server never does (until it exits after `--hold-ms`)
+    CloseWaitLeak,
+    /// The server's first FIN is dropped (nftables) and retransmitted
+    LostFin,
+    /// Connect, one byte, server closes, client closes: `--count` times, `--concurrency` at once
+    Churn,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Role {
+    Server,
+    Client,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "teardown-lab",
+    about = "Play one way of closing a TCP connection between two processes in a private \
+             network namespace (needs root). Run `teardown-trace` alongside to watch it.",
+    after_help = "EXAMPLES:\n    teardown-lab half-close          # shutdown(SHUT_WR), peer closes 200 ms later\n    teardown-lab close-wait-leak     # a server that forgets close()\n    teardown-lab churn --count 100000 --concurrency 4"
+)]
+struct Args {
+    #[arg(value_enum)]
+    pattern: Pattern,
+    /// Server port inside the namespace
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// How long the second closer waits after seeing the first FIN
+    #[arg(long, default_value_t = 200)]
+    delay_ms: u64,
+    /// close-wait-leak: how long the server holds the socket before exiting
+    #[arg(long, default_value_t = 1000)]
+    hold_ms: u64,
+    /// Existing namespace to use (default: a new one, removed afterwards)
+    #[arg(long)]
+    netns: Option<String>,
+    /// churn: connections in all
+    #[arg(long, default_value_t = 10_000)]
+    count: u64,
+    /// churn: connections at once
+    #[arg(long, default_value_t = 2)]
+    concurrency: u64,
+    #[arg(long, hide = true)]
+    role: Option<Role>,
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.role {
+        Some(role) => enter_netns(args.netns.as_deref()).and_then(|()| play(role, &args)),
+        None => lab(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("teardown-lab: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// A namespace this lab made, removed when dropped.
+struct OwnNetns(String);
+
+impl Drop for OwnNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+fn enter_netns(name: Option<&str>) -> Result<()> {
+    let Some(name) = name else { return Ok(()) };
+    let file = std::fs::File::open(format!("/run/netns/{name}"))
+        .map_err(|e| format!("network namespace {name}: {e}"))?;
+    // SAFETY: setns on a namespace fd we hold; this process is single-threaded here.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(format!("entering {name}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn nft(netns: &str, script: &str) -> Result<()> {
+    run(Command::new("ip").args(["netns", "exec", netns, "nft", script]))
+}
+
+struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    fn spawn(role: Role, args: &Args, netns: &str) -> Result<Peer> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let name = |v: &dyn Fn() -> Option<clap::builder::PossibleValue>| {
+            v().map(|p| p.get_name().to_string()).unwrap_or_default()
+        };
+        let mut child = Command::new(exe)
+            .arg(name(&|| args.pattern.to_possible_value()))
+            .args(["--role", &name(&|| role.to_possible_value()), "--netns", netns])
+            .args(["--port", &args.port.to_string(), "--delay-ms", &args.delay_ms.to_string()])
+            .args(["--hold-ms", &args.hold_ms.to_string(), "--count", &args.count.to_string()])
+            .args(["--concurrency", &args.concurrency.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting the {role:?}: {e}"))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        Ok(Peer { child, stdin, stdout })
+    }
+
+    /// Waits for the peer to say `word`.
+    fn expect(&mut self, word: &str) -> Result<()> {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).map_err(|e| e.to_string())?;
+        if line.trim() == word {
+            Ok(())
+        } else {
+            Err(format!("expected `{word}` from a peer, got `{}`", line.trim()))
+        }
+    }
+
+    fn say(&mut self, word: &str) -> Result<()> {
+        writeln!(self.stdin, "{word}").map_err(|e| e.to_string())
+    }
+
+    fn wait(mut self) -> Result<()> {
+        let status = self.child.wait().map_err(|e| e.to_string())?;
+        status.success().then_some(()).ok_or_else(|| format!("a peer failed: {status}"))
+    }
+}
+
+impl Drop for Peer {
+    /// A lab that fails midway takes its peers down with it.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The conductor: namespace, firewall rules, both peers, and a JSON line saying who was who.
+fn lab(args: &Args) -> Result<()> {
+    let (netns, _own) = match &args.netns {
+        Some(name) => (name.clone(), None),
+        None => {
+            let name = format!("teardown-lab-{}", std::process::id());
+            run(Command::new("ip").args(["netns", "add", &name]))?;
+            let own = OwnNetns(name.clone());
+            run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]))?;
+            (name, Some(own))
+        }
+    };
+    let drops_fins = matches!(args.pattern, Pattern::Simultaneous | Pattern::LostFin);
+    if drops_fins {
+        nft(&netns, "add table inet teardown_lab")?;
+        nft(&netns, "add chain inet teardown_lab out { type filter hook output priority 0 ; }")?;
+    }
+    let drop_fins = || {
+        for side in ["sport", "dport"] {
+            let rule = format!(
+                "add rule inet teardown_lab out tcp {side} {} tcp flags & fin == fin drop",
+                args.port
+            );
+            nft(&netns, &rule)?;
+        }
+        Ok::<(), String>(())
+    };
+    let release_fins = || nft(&netns, "flush chain inet teardown_lab out");
+
+    let mut server = Peer::spawn(Role::Server, args, &netns)?;
+    server.expect("listening")?;
+    let mut client = Peer::spawn(Role::Client, args, &netns)?;
+    println!(
+        "{{\"pattern\":\"{:?}\",\"netns\":\"{netns}\",\"port\":{},\"server_pid\":{},\"client_pid\":{}}}",
+        args.pattern,
+        args.port,
+        server.child.id(),
+        client.child.id()
+    );
+    let _ = std::io::stdout().flush();
+    match args.pattern {
+        Pattern::Simultaneous => {
+            server.expect("established")?;
+            client.expect("established")?;
+            drop_fins()?;
+            server.say("go")?;
+            client.say("go")?;
+            server.expect("shut")?;
+            client.expect("shut")?;
+            release_fins()?;
+        }
+        Pattern::LostFin => {
+            server.expect("established")?;
+            drop_fins()?;
+            server.say("go")?;
+            server.expect("shut")?;
+            std::thread::sleep(Duration::from_millis(50));
+            release_fins()?;
+        }
+        Pattern::Churn => {
+            // Relay the client's measurement, then stop the server, which may still be
+            // waiting for connections that failed.
+            let mut line = String::new();
+            io("reading the churn result", client.stdout.read_line(&mut line))?;
+            print!("{line}");
+            let result = client.wait();
+            return result;
+        }
+        _ => {}
+    }
+    let result = server.wait().and(client.wait());
+    if drops_fins {
+        let _ = nft(&netns, "delete table inet teardown_lab");
+    }
+    result
+}
+
+fn io<T>(what: &str, r: std::io::Result<T>) -> Result<T> {
+    r.map_err(|e| format!("{what}: {e}"))
+}
+
+/// Tells the lab something; if the lab has gone, there is nobody left to tell.
+fn say(word: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{word}").and_then(|()| out.flush());
+}
+
+fn wait_for_go() -> Result<()> {
+    let mut line = String::new();
+    io("waiting for the lab", std::io::stdin().read_line(&mut line))?;
+    Ok(())
+}
+
+/// Reads until the peer's FIN (EOF) and returns; any reset is an error.
+fn until_eof(s: &mut TcpStream) -> Result<()> {
+    let mut buf = [0u8; 64];
+    while io("reading", s.read(&mut buf))? > 0 {}
+    Ok(())
+}
+
+fn set_linger_zero(s: &TcpStream) -> Result<()> {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt with a correctly sized linger struct on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    (rc == 0).then_some(()).ok_or_else(|| std::io::Error::last_os_error().to_string())
+}
+
+fn play(role: Role, args: &Args) -> Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let delay = Duration::from_millis(args.delay_ms);
+    if args.pattern == Pattern::Churn {
+        return churn(role, args, addr);
+    }
+    let mut s = match role {
+        Role::Server => {
+            let listener = io("listening", TcpListener::bind(addr))?;
+            say("listening");
+            io("accepting", listener.accept())?.0
+        }
+        Role::Client => io("connecting", TcpStream::connect(addr))?,
+    };
+    let mut byte = [0u8; 1];
+    match role {
+        Role::Client => io("sending", s.write_all(b"x"))?,
+        Role::Server => io("receiving", s.read_exact(&mut byte))?,
+    }
+    match (args.pattern, role) {
+        (Pattern::ServerCloses, Role::Server) | (Pattern::ClientCloses, Role::Client) => drop(s),
+        (Pattern::ServerCloses, Role::Client) | (Pattern::ClientCloses, Role::Server) => {
+            until_eof(&mut s)?;
+            std::thread::sleep(delay);
+        }
+        (Pattern::HalfClose, Role::Server) => {
+            io("shutting down", s.shutdown(Shutdown::Write))?;
+            until_eof(&mut s)?;
+        }
+        (Pattern::HalfClose, Role::Client) => {
+            until_eof(&mut s)?;
+            std::thread::sleep(delay);
+        }
+        (Pattern::Simultaneous, _) => {
+            say("established");
+            wait_for_go()?;
+            io("shutting down", s.shutdown(Shutdown::Write))?;
+            say("shut");
+            until_eof(&mut s)?;
+        }
+        (Pattern::LostFin, Role::Server) => {
+            say("established");
+            wait_for_go()?;
+            io("shutting down", s.shutdown(Shutdown::Write))?;
+            say("shut");
+            until_eof(&mut s)?;
+        }
+        (Pattern::LostFin, Role::Client) => until_eof(&mut s)?,
+        (Pattern::Reset, Role::Server) => {
+            set_linger_zero(&s)?;
+            drop(s);
+        }
+        (Pattern::ResetUnread, Role::Server) => {
+            // Wait for the client's second byte, leave it unread, close.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut pending = 0;
+            while pending == 0 && Instant::now() < deadline {
+                // SAFETY: FIONREAD writes an int we own.
+                unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut pending) };
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            drop(s);
+        }
+        (Pattern::ResetUnread, Role::Client) => {
+            io("sending", s.write_all(b"y"))?;
+            let mut buf = [0u8; 8];
+            // The server's RST ends this read with ECONNRESET (or EOF if it raced ahead).
+            let _ = s.read(&mut buf);
+        }
+        (Pattern::Reset, Role::Client) => {
+            let mut buf = [0u8; 8];
+            let _ = s.read(&mut buf);
+        }
+        (Pattern::CloseWaitLeak, Role::Server) => {
+            until_eof(&mut s)?;
+            // The bug being shown: no close(). The socket sits in CLOSE_WAIT until exit.
+            std::thread::sleep(Duration::from_millis(args.hold_ms));
+            std::mem::forget(s);
+        }
+        (Pattern::CloseWaitLeak, Role::Client) => drop(s),
+        (Pattern::Churn, _) => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+/// Connection churn for the benchmark. The server accepts, reads one byte and closes; each
+/// client connects, sends one byte, waits for the server's FIN and closes.
+fn churn(role: Role, args: &Args, addr: SocketAddr) -> Result<()> {
+    let workers = args.concurrency.max(1);
+    let per_worker = args.count.div_ceil(workers);
+    match role {
+        Role::Server => {
+            let listener = io("listening", TcpListener::bind(addr))?;
+            say("listening");
+            let served = AtomicU64::new(0);
+            std::thread::scope(|scope| {
+                for _ in 0..workers {
+                    scope.spawn(|| {
+                        while served.fetch_add(1, Ordering::Relaxed) < per_worker * workers {
+                            if let Ok((mut s, _)) = listener.accept() {
+                                let mut byte = [0u8; 1];
+                                let _ = s.read(&mut byte);
+                            }
+                        }
+                    });
+                }
+            });
+            Ok(())
+        }
+        Role::Client => {
+            let start = Instant::now();
+            let failures = AtomicU64::new(0);
+            std::thread::scope(|scope| {
+                for _ in 0..workers {
+                    scope.spawn(|| {
+                        for _ in 0..per_worker {
+                            let ok = TcpStream::connect(addr).and_then(|mut s| {
+                                s.write_all(b"x")?;
+                                let mut buf = [0u8; 1];
+                                while s.read(&mut buf)? > 0 {}
+                                Ok(())
+                            });
+                            if ok.is_err() {
+                                failures.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    });
+                }
+            });
+            let secs = start.elapsed().as_secs_f64();
+            let done = per_worker * workers;
+            say(&format!(
+                "{{\"connections\":{done},\"failures\":{},\"seconds\":{secs:.3},\"per_second\":{:.0}}}",
+                failures.load(Ordering::Relaxed),
+                done as f64 / secs
+            ));
+            Ok(())
+        }
+    }
+}
