@@ -63,6 +63,10 @@ pub mod kind {
     pub const RESET_SENT: u8 = 2;
     /// `tcp:tcp_receive_reset`: the peer reset this socket.
     pub const RESET_RECEIVED: u8 = 3;
+    /// accept() returned a socket that had already started closing (the peer's FIN came
+    /// while it waited in the accept queue): its owner, learned late. `newstate` is the
+    /// socket's state.
+    pub const OWNER: u8 = 4;
 }
 
 /// What the socket itself said when the event happened ([`Event::sock_flags`]).

@@ -170,18 +170,29 @@ fn reset_event(sk: u64, event_kind: u8, reason: u8) {
 /// belongs to the calling process. Follows current->files->fdt->fd[ret]->private_data->sk.
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(config!(layout.accept_ret) as usize) }) else {
+    let offset = config!(layout.accept_ret) as usize;
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(offset) }) else {
         return 0;
     };
     if ret >= 0 {
-        if let Some(sk) = socket_of_fd(ret as u64) {
+        if let Some((sk, current)) = socket_of_fd(ret as u64) {
             record_owner(sk, owner_source::ACCEPT);
+            // Its earlier transitions went out without an owner: say it now.
+            if current != state::ESTABLISHED {
+                if let Some(mut event) = socket_event(sk) {
+                    event.kind = kind::OWNER;
+                    event.oldstate = current;
+                    event.newstate = current;
+                    submit(&event);
+                }
+            }
         }
     }
     0
 }
 
-fn socket_of_fd(fd: u64) -> Option<u64> {
+/// The TCP socket behind `fd` and its state.
+fn socket_of_fd(fd: u64) -> Option<(u64, u8)> {
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = read(task, config!(layout.task_files))?;
     let fdt: u64 = read(files, config!(layout.files_fdt))?;
@@ -196,7 +207,7 @@ fn socket_of_fd(fd: u64) -> Option<u64> {
     // accept() also serves Unix and other sockets: keep only live TCP ones, whose CLOSE
     // transition will remove the entry again.
     let current: u8 = read(sk, config!(layout.state))?;
-    (is_tcp(sk)? && current != state::CLOSE).then_some(sk)
+    (is_tcp(sk)? && current != state::CLOSE).then_some((sk, current))
 }
 
 fn record_owner(sk: u64, source: u8) {

@@ -10,9 +10,15 @@ use teardown_user::{cli::Cli, trace};
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
+        // --help and --version print in full; a usage error is one line.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let rendered = e.to_string();
+            eprintln!("teardown-trace: {}", rendered.lines().next().unwrap_or("bad usage"));
+            return ExitCode::from(2);
         }
     };
     match run(&cli) {

@@ -136,6 +136,7 @@ impl Outputs {
 }
 
 struct Pipeline {
+    events: u64,
     recorder: Option<Recorder<BufWriter<File>>>,
     reconstructor: Reconstructor,
     raw: bool,
@@ -144,6 +145,7 @@ struct Pipeline {
 
 impl Pipeline {
     fn event(&mut self, e: &Event) {
+        self.events += 1;
         if let Some(recorder) = &mut self.recorder {
             if let Err(e) = recorder.event(e) {
                 self.outputs.error.get_or_insert(Error::Io(e));
@@ -165,6 +167,7 @@ impl Pipeline {
     /// Flushes every output; the document and the recording get the final counters.
     fn finish(self, lost_events: u64, lost_owners: u64, degraded: &[String]) -> Result<Summary> {
         let Pipeline {
+            events,
             recorder,
             reconstructor,
             mut outputs,
@@ -174,6 +177,7 @@ impl Pipeline {
         outputs.summary.lost_events = lost_events;
         outputs.summary.lost_owners = lost_owners;
         outputs.summary.evicted = stats.evicted;
+        outputs.summary.events = events;
         if let Some(recorder) = recorder {
             recorder.finish(lost_events, lost_owners)?;
         }
@@ -275,6 +279,7 @@ fn pipeline(cli: &Cli) -> Result<(Pipeline, Option<File>)> {
         error: None,
     };
     let pipeline = Pipeline {
+        events: 0,
         recorder: None,
         reconstructor: Reconstructor::new(cli.filter()),
         raw: cli.raw,

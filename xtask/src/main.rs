@@ -1,1 +1,96 @@
-fn main(){}
+//! `cargo xtask`: the project's own commands. Each one first installs what is missing
+//! (quickly skipped when everything is there), so a fresh machine needs nothing else.
+//!
+//! - `cargo xtask run -- ARGS`  builds and runs `teardown-trace ARGS`
+//! - `cargo xtask test`         runs every test (the kernel tests need root)
+//! - `cargo xtask bench`        measures the cost of tracing under connection churn
+//! - `cargo xtask setup`        only installs the toolchain pieces
+
+mod bench;
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the eBPF toolchain pieces that are missing
+    Setup,
+    /// Build (release) and run teardown-trace with the given arguments
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit tests, and the kernel tests when root
+    Test {
+        /// Extra arguments for `cargo test`
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmark connection churn untraced, under teardown-trace and under tcpstates
+    Bench(bench::Options),
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let env = setup::ensure()?;
+    match cli.command {
+        Cmd::Setup => Ok(()),
+        Cmd::Run { args } => {
+            cargo(&env, &["build", "--release", "--bins"])?;
+            let status = Command::new("target/release/teardown-trace")
+                .args(args)
+                .status()
+                .context("starting target/release/teardown-trace")?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Cmd::Test { args } => {
+            let mut all = vec!["test", "--workspace"];
+            all.extend(args.iter().map(String::as_str));
+            cargo(&env, &all)
+        }
+        Cmd::Bench(options) => {
+            cargo(&env, &["build", "--release", "--bins"])?;
+            bench::run(&options)
+        }
+    }
+}
+
+/// Runs cargo in the workspace root with the eBPF toolchain's environment.
+pub fn cargo(env: &setup::BuildEnv, args: &[&str]) -> Result<()> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(workspace_root())
+        .envs(env.vars())
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}

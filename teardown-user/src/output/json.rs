@@ -178,6 +178,7 @@ pub fn raw_event(out: &mut String, e: &Event, names: &KernelNames) {
     let what = match e.kind {
         kind::RESET_SENT => "reset_sent",
         kind::RESET_RECEIVED => "reset_received",
+        kind::OWNER => "owner",
         _ => "state",
     };
     let _ = write!(

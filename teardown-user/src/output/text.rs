@@ -130,6 +130,7 @@ impl RawPrinter {
         let (old, new) = match e.kind {
             kind::RESET_SENT => (state::name(e.oldstate), "RST sent"),
             kind::RESET_RECEIVED => (state::name(e.oldstate), "RST received"),
+            kind::OWNER => (state::name(e.oldstate), "owner known"),
             _ => (state::name(e.oldstate), state::name(e.newstate)),
         };
         let in_state = match e.kind {
@@ -168,6 +169,8 @@ impl RawPrinter {
 /// What a run saw, for the closing summary and the JSON document.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// Kernel events handled.
+    pub events: u64,
     pub by_role: [u64; 4],
     pub unknown_role: u64,
     pub incomplete: u64,
@@ -202,8 +205,8 @@ impl Summary {
         }
         let _ = write!(
             out,
-            "unknown {}), {} still closing, {} lost events",
-            self.unknown_role, self.incomplete, self.lost_events
+            "unknown {}), {} still closing, {} events seen, {} lost events",
+            self.unknown_role, self.incomplete, self.events, self.lost_events
         );
         if self.lost_owners > 0 {
             let _ = write!(out, ", {} owners not recorded (owner table full)", self.lost_owners);

@@ -35,8 +35,6 @@ type Tuple = (IpAddr, u16, IpAddr, u16);
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Events handed to `push`.
-    pub events: u64,
     /// Events dropped by the user's filters or not about closing.
     pub ignored: u64,
     /// Open sockets reported early because `MAX_OPEN` was reached.
@@ -113,7 +111,6 @@ impl Reconstructor {
     }
 
     pub fn push(&mut self, event: &Event) {
-        self.stats.events += 1;
         let about_closing = match event.kind {
             kind::STATE => {
                 event.oldstate != state::LISTEN
@@ -205,6 +202,9 @@ impl Reconstructor {
                     reason: event.reason,
                 });
             }
+            return;
+        }
+        if event.kind == kind::OWNER && !self.open.contains_key(&sock) {
             return;
         }
         let key = (event::local_ip(event), event.sport, event::remote_ip(event), event.dport);

@@ -345,6 +345,19 @@ fn sockets_still_closing_are_incomplete() {
 }
 
 #[test]
+fn an_owner_learned_at_a_late_accept_joins_the_timeline() {
+    let mut owner = owned(ev(5, SERVER, 80, 5000, CLOSE_WAIT, CLOSE_WAIT), 100, "server");
+    owner.kind = kind::OWNER;
+    let mut stray = owner;
+    stray.skaddr = CLIENT;
+    let events = vec![ev(0, SERVER, 80, 5000, ESTABLISHED, CLOSE_WAIT), owner, stray];
+    let out = run(&events);
+    assert_eq!(out.len(), 1, "an owner event alone starts nothing");
+    assert_eq!(out[0].owner.unwrap().task.pid, 100);
+    assert_eq!(out[0].transitions.len(), 1);
+}
+
+#[test]
 fn opening_and_listening_transitions_are_not_teardowns() {
     let events = vec![
         ev(0, CLIENT, 5000, 80, CLOSE, SYN_SENT),

@@ -1,0 +1,526 @@
+//! The real-kernel test lab: each test creates a network namespace, starts the real
+//! `teardown-trace` (which loads the real eBPF programs), drives real TCP connections
+//! between two `teardown-lab` processes on the namespace's loopback, and checks what the
+//! tracer reports.
+//!
+//! These tests need root. Without it they print SKIPPED and return; under CI (`CI` set)
+//! they fail instead, so a CI run can never pass without them.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        atomic::{AtomicU16, Ordering},
+        mpsc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+const TRACE: &str = env!("CARGO_BIN_EXE_teardown-trace");
+const LAB: &str = env!("CARGO_BIN_EXE_teardown-lab");
+const WAIT: Duration = Duration::from_secs(20);
+
+/// One test at a time: timing assertions should not fight over the two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+fn privileged(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: the kernel tests must run as root in CI");
+        }
+        eprintln!("SKIPPED {test}: needs root (run `sudo cargo xtask test`)");
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// A port no other test uses, away from common services.
+fn port() -> u16 {
+    41_000 + (std::process::id() % 1000) as u16 * 10 + NEXT_PORT.fetch_add(1, Ordering::Relaxed)
+}
+
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        static N: AtomicU16 = AtomicU16::new(0);
+        let name = format!("td-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        run(Command::new("ip").args(["netns", "add", &name]));
+        run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        Netns(name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// A running `teardown-trace` whose stdout lines arrive on a channel.
+struct Tracer {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+fn reader(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Tracer {
+    fn start(args: &[&str]) -> Tracer {
+        let mut child = Command::new(TRACE)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start teardown-trace");
+        let lines = reader(child.stdout.take().unwrap());
+        let stderr = reader(child.stderr.take().unwrap());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.starts_with("Tracing") => break,
+                Ok(line) => eprintln!("tracer: {line}"),
+                Err(_) => panic!("teardown-trace did not start: {:?}", child.try_wait()),
+            }
+        }
+        Tracer { child, lines, stderr }
+    }
+
+    /// NDJSON records until `done` says enough, or panics after `WAIT`.
+    fn json_until(&self, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + WAIT;
+        let mut got = Vec::new();
+        while !done(&got) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("timed out; got so far: {got:#?}"));
+            got.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
+        }
+        got
+    }
+
+    /// SIGINT, then the exit status and everything printed after.
+    fn stop(self, signal: i32) -> (i32, Vec<String>, Vec<String>) {
+        let Tracer { mut child, lines, stderr } = self;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = child.wait().expect("wait for teardown-trace");
+        (status.code().unwrap_or(-1), lines.iter().collect(), stderr.iter().collect())
+    }
+}
+
+/// Who played what in a `teardown-lab` run.
+struct Played {
+    server: u64,
+    client: u64,
+    child: Child,
+}
+
+fn play(pattern: &str, netns: &Netns, port: u16, extra: &[&str]) -> Played {
+    let mut child = Command::new(LAB)
+        .args([pattern, "--netns", &netns.0, "--port", &port.to_string()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start teardown-lab");
+    let mut first = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
+    let v: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    Played {
+        server: v["server_pid"].as_u64().unwrap(),
+        client: v["client_pid"].as_u64().unwrap(),
+        child,
+    }
+}
+
+impl Played {
+    fn finish(mut self) -> Played {
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "teardown-lab failed: {status}");
+        self
+    }
+}
+
+fn timeline_of(timelines: &[Value], lport: u16) -> Option<&Value> {
+    timelines.iter().find(|t| t["lport"] == lport)
+}
+
+fn both_ends(timelines: &[Value], port: u16) -> bool {
+    timeline_of(timelines, port).is_some() && timelines.iter().any(|t| t["rport"] == port)
+}
+
+fn ends(timelines: &[Value], port: u16) -> (&Value, &Value) {
+    let server = timeline_of(timelines, port).expect("server timeline");
+    let client = timelines.iter().find(|t| t["rport"] == port).expect("client timeline");
+    (server, client)
+}
+
+fn ms(v: &Value) -> f64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}")) as f64 / 1e6
+}
+
+fn transitions(t: &Value) -> Vec<(String, String)> {
+    t["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tr| (tr["from"].as_str().unwrap().into(), tr["to"].as_str().unwrap().into()))
+        .collect()
+}
+
+fn pair(from: &str, to: &str) -> (String, String) {
+    (from.into(), to.into())
+}
+
+#[test]
+fn raw_shows_every_close_transition_with_the_right_owner() {
+    let Some(_serial) = privileged("raw_shows_every_close_transition_with_the_right_owner") else { return };
+    let (ns, port) = (Netns::new(), port());
+    let tracer = Tracer::start(&["--raw", "--json", "-P", &port.to_string()]);
+    let played = play("server-closes", &ns, port, &["--delay-ms", "100"]).finish();
+    let events = tracer.json_until(|got| {
+        let closed = |from: &str| got.iter().any(|e| e["from"] == from && e["to"] == "CLOSE");
+        closed("FIN_WAIT2") && closed("LAST_ACK")
+    });
+    let (code, _, _) = tracer.stop(libc::SIGINT);
+    assert_eq!(code, 0);
+
+    let of = |lport: u16| -> Vec<&Value> { events.iter().filter(|e| e["lport"] == lport).collect() };
+    let server: Vec<_> = of(port);
+    let client: Vec<_> = events.iter().filter(|e| e["rport"] == port && e["lport"] != port).collect();
+    let steps = |evs: &[&Value]| -> Vec<(String, String)> {
+        evs.iter()
+            .filter(|e| e["event"] == "state")
+            .map(|e| (e["from"].as_str().unwrap().into(), e["to"].as_str().unwrap().into()))
+            .collect()
+    };
+    let server_steps = steps(&server);
+    for want in [pair("ESTABLISHED", "FIN_WAIT1"), pair("FIN_WAIT1", "FIN_WAIT2"), pair("FIN_WAIT2", "CLOSE")] {
+        assert!(server_steps.contains(&want), "server lacks {want:?}: {server_steps:?}");
+    }
+    let client_steps = steps(&client);
+    for want in [pair("ESTABLISHED", "CLOSE_WAIT"), pair("CLOSE_WAIT", "LAST_ACK"), pair("LAST_ACK", "CLOSE")] {
+        assert!(client_steps.contains(&want), "client lacks {want:?}: {client_steps:?}");
+    }
+    // Every close transition carries its own socket's owner ...
+    for e in server.iter().filter(|e| e["event"] == "state" && e["from"] != "SYN_RECV" && e["from"] != "LISTEN") {
+        assert_eq!(e["pid"], played.server, "server socket event {e}");
+    }
+    for e in client.iter().filter(|e| e["event"] == "state") {
+        assert_eq!(e["pid"], played.client, "client socket event {e}");
+    }
+    // ... even where the transition ran in the other process (loopback delivers in the sender).
+    let ran_elsewhere = client
+        .iter()
+        .find(|e| e["to"] == "CLOSE_WAIT")
+        .expect("CLOSE_WAIT event");
+    assert_eq!(ran_elsewhere["task_pid"], played.server, "{ran_elsewhere}");
+    assert_eq!(ran_elsewhere["pid"], played.client);
+    assert_eq!(ran_elsewhere["owner_source"], "connect");
+    let accepted = server.iter().find(|e| e["to"] == "FIN_WAIT1").unwrap();
+    assert_eq!(accepted["comm"], "teardown-lab");
+}
+
+#[test]
+fn raw_text_has_tcpstates_like_columns() {
+    let Some(_serial) = privileged("raw_text_has_tcpstates_like_columns") else { return };
+    let (ns, port) = (Netns::new(), port());
+    let tracer = Tracer::start(&["--raw", "-P", &port.to_string()]);
+    let played = play("server-closes", &ns, port, &["--delay-ms", "0"]).finish();
+    let deadline = Instant::now() + WAIT;
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.contains("LAST_ACK    -> CLOSE")) {
+        lines.push(tracer.lines.recv_timeout(deadline - Instant::now()).expect("raw lines"));
+    }
+    tracer.stop(libc::SIGINT);
+    assert!(lines[0].starts_with("TIME") && lines[0].contains("OLDSTATE"), "{}", lines[0]);
+    let close_wait = lines.iter().find(|l| l.contains("-> CLOSE_WAIT")).expect("CLOSE_WAIT line");
+    assert!(close_wait.contains(&format!(" {} ", played.client)), "{close_wait}");
+    assert!(close_wait.contains(&format!("{}/teardown-lab", played.server)), "context: {close_wait}");
+}
+
+#[test]
+fn active_and_passive_close_with_200ms_in_close_wait() {
+    let Some(_serial) = privileged("active_and_passive_close_with_200ms_in_close_wait") else { return };
+    let (ns, port) = (Netns::new(), port());
+    let tracer = Tracer::start(&["--json", "-P", &port.to_string()]);
+    let played = play("server-closes", &ns, port, &["--delay-ms", "200"]).finish();
+    let timelines = tracer.json_until(|got| both_ends(got, port));
+    let (server, client) = ends(&timelines, port);
+
+    assert_eq!(server["role"], "active");
+    assert_eq!(server["pid"], played.server);
+    assert_eq!(server["owner_source"], "close");
+    assert_eq!(transitions(server)[0], pair("ESTABLISHED", "FIN_WAIT1"));
+    assert_eq!(server["complete"], true);
+    assert_eq!(server["time_wait"], "FIN_WAIT2", "orphan handed to the mini-socket");
+    assert_eq!(server["waves"][2]["evidence"], "inferred", "{}", server["waves"]);
+
+    assert_eq!(client["role"], "passive");
+    assert_eq!(client["pid"], played.client);
+    let close_wait = ms(&client["durations_ns"]["CLOSE_WAIT"]);
+    assert!((195.0..700.0).contains(&close_wait), "CLOSE_WAIT {close_wait} ms");
+    assert!(ms(&client["teardown_ns"]) >= close_wait);
+    assert_eq!(client["waves"][0]["what"], "fin_received");
+    assert_eq!(client["waves"][0]["evidence"], "observed");
+
+    assert_eq!(server["peer"]["id"], client["id"]);
+    assert_eq!(client["peer"]["id"], server["id"]);
+    assert_eq!(client["peer"]["pid"], played.server);
+    let (code, _, stderr) = tracer.stop(libc::SIGINT);
+    assert_eq!(code, 0);
+    assert!(stderr.iter().any(|l| l.contains("0 lost events")), "{stderr:?}");
+}
+
+#[test]
+fn half_close_waits_200ms_in_fin_wait2_for_the_real_fin() {
+    let Some(_serial) = privileged("half_close_waits_200ms_in_fin_wait2_for_the_real_fin") else { return };
+    let (ns, port) = (Netns::new(), port());
+    let tracer = Tracer::start(&["--json", "-P", &port.to_string()]);
+    let played = play("half-close", &ns, port, &["--delay-ms", "200"]).finish();
+    let timelines = tracer.json_until(|got| both_ends(got, port));
+    tracer.stop(libc::SIGINT);
+    let (server, client) = ends(&timelines, port);
+    assert_eq!(server["role"], "active");
+    assert_eq!(server["half_close"], true);
+    assert_eq!(server["pid"], played.server);
+    let fin_wait2 = ms(&server["durations_ns"]["FIN_WAIT2"]);
+    assert!((190.0..700.0).contains(&fin_wait2), "FIN_WAIT2 {fin_wait2} ms");
+    assert_eq!(server["time_wait"], "TIME_WAIT");
+    let fin_in = &server["waves"][2];
+    assert_eq!((fin_in["what"].as_str(), fin_in["evidence"].as_str()), (Some("fin_received"), Some("observed")));
+    // The FIN_WAIT2 -> CLOSE ran in the client's process, the owner stays the server.
+    let last = server["transitions"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["task_pid"], played.client);
+    assert_eq!(client["role"], "passive");
+}
+
+#[test]
+fn simultaneous_close_goes_through_closing_on_both_sides() {
+    let Some(_serial) = privileged("simultaneous_close_goes_through_closing_on_both_sides") else { return };
+    let (ns, port) = (Netns::new(), port());
+    let tracer = Tracer::start(&["--json", "-P", &port.to_string()]);
+    play("simultaneous", &ns, port, &[]).finish();
+    let timelines = tracer.json_until(|got| both_ends(got, port));
+    tracer.stop(libc::SIGINT);
+    let (server, client) = ends(&timelines, port);
+    for t in [server, client] {
+        assert_eq!(t["role"], "simultaneous", "{t}");
+        assert!(transitions(t).contains(&pair("FIN_WAIT1", "CLOSING")), "{t}");
+        assert_eq!(t["time_wait"], "TIME_WAIT");
+    }
+}
+
+#[test]
+fn resets_are_seen_from_both_sides_with_the_reason() {
+    let Some(_serial) = privileged("resets_are_seen_from_both_sides_with_the_reason") else { return };
+    for pattern in ["reset", "reset-unread"] {
+        let (ns, port) = (Netns::new(), port());
+        let tracer = Tracer::start(&["--json", "-P", &port.to_string()]);
+        let played = play(pattern, &ns, port, &[]).finish();
+        let timelines = tracer.json_until(|got| both_ends(got, port));
+        tracer.stop(libc::SIGINT);
+        let (server, client) = ends(&timelines, port);
+        assert_eq!(server["role"], "reset", "{pattern}: {server}");
+        assert_eq!(server["pid"], played.server);
+        assert_eq!(transitions(server), vec![pair("ESTABLISHED", "CLOSE")], "{pattern}");
+        assert_eq!(server["resets"][0]["direction"], "sent", "{pattern}: {server}");
+        assert!(server["resets"][0]["reason"].is_string(), "{pattern}: {server}");
+        assert_eq!(client["role"], "reset", "{pattern}: {client}");
+        assert_eq!(client["resets"][0]["direction"], "received", "{pattern}: {client}");
+        assert_eq!(client["pid"], played.client);
+    }
+}
+
+#[test]
+fn a_lost_fin_shows_its_retransmission_time_in_fin_wait1() {
+    let Some(_serial) = privileged("a_lost_fin_shows_its_retransmission_time_in_fin_wait1") else { return };
+    let (ns, port) = (Netns::new(), port());
+    let tracer = Tracer::start(&["--json", "-P", &port.to_string()]);
+    play("lost-fin", &ns, port, &[]).finish();
+    let timelines = tracer.json_until(|got| both_ends(got, port));
+    tracer.stop(libc::SIGINT);
+    let (server, _) = ends(&timelines, port);
+    let fin_wait1 = ms(&server["durations_ns"]["FIN_WAIT1"]);
+    assert!(fin_wait1 >= 150.0, "the FIN was dropped, then retransmitted: {fin_wait1} ms");
+}
+
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How many TCP sockets of the namespace `ss` lists in `state` (e.g. `close-wait`).
+fn sockets_in(ns: &Netns, state: &str) -> usize {
+    let out = run(Command::new("ip").args(["netns", "exec", &ns.0, "ss", "-Htan", "state", state]));
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn a_close_wait_leak_is_reported_incomplete_with_its_owner_in_the_document() {
+    let Some(_serial) = privileged("a_close_wait_leak_is_reported_incomplete_with_its_owner") else { return };
+    let (ns, port) = (Netns::new(), port());
+    let doc = std::env::temp_dir().join(format!("td-leak-{port}.json"));
+    let tracer = Tracer::start(&["-o", doc.to_str().unwrap(), "-P", &port.to_string()]);
+    let played = play("close-wait-leak", &ns, port, &["--hold-ms", "20000"]);
+    // The client's FIN is acknowledged late (delayed ACK): wait until its socket has been
+    // handed to the FIN_WAIT2 mini-socket, so that only the leak is still closing.
+    wait_for("the leak in CLOSE_WAIT, the client's mini-socket in FIN_WAIT2", || {
+        sockets_in(&ns, "close-wait") == 1 && sockets_in(&ns, "fin-wait-2") == 1
+    });
+    let (code, _, _) = tracer.stop(libc::SIGTERM);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_slice(&std::fs::read(&doc).expect("document written")).expect("valid JSON");
+    std::fs::remove_file(&doc).ok();
+    let (server, client_pid, mut lab) = (played.server, played.client, played.child);
+    // Its server still holds the socket; stop the lab now rather than wait for it.
+    lab.kill().ok();
+    lab.wait().ok();
+    let timelines = v["timelines"].as_array().unwrap();
+    let leak = timeline_of(timelines, port).expect("leaked socket");
+    assert_eq!(leak["complete"], false);
+    assert_eq!(leak["role"], "passive");
+    assert_eq!(leak["pid"], server, "a CLOSE_WAIT leak keeps its owner");
+    assert_eq!(leak["owner_source"], "accept");
+    assert_eq!(transitions(leak), vec![pair("ESTABLISHED", "CLOSE_WAIT")]);
+    let client = timelines.iter().find(|t| t["rport"] == port).expect("client");
+    assert_eq!(client["role"], "active");
+    assert_eq!(client["pid"], client_pid);
+    assert_eq!(v["lost_events"], 0);
+    assert_eq!(v["summary"]["incomplete"], 1, "{:#}", v);
+}
+
+#[test]
+fn pid_filter_keeps_only_that_process_and_learns_owners_of_older_sockets() {
+    let Some(_serial) = privileged("pid_filter_keeps_only_that_process") else { return };
+    let (ns, port) = (Netns::new(), port());
+    // The connection exists (and the client has closed) before tracing starts.
+    let played = play("close-wait-leak", &ns, port, &["--hold-ms", "1500"]);
+    wait_for("a socket in CLOSE_WAIT", || sockets_in(&ns, "close-wait") == 1);
+    let tracer = Tracer::start(&["--json", "-p", &played.server.to_string()]);
+    let played = played.finish(); // the server exits, and its exit closes the socket
+    let timelines = tracer.json_until(|got| !got.is_empty());
+    let (code, rest, _) = tracer.stop(libc::SIGINT);
+    assert_eq!(code, 0);
+    assert!(rest.is_empty(), "only the server's socket: {rest:?}");
+    let t = &timelines[0];
+    assert_eq!(t["pid"], played.server);
+    assert_eq!(t["first_seen_mid_close"], true);
+    assert_eq!(transitions(t), vec![pair("CLOSE_WAIT", "LAST_ACK"), pair("LAST_ACK", "CLOSE")]);
+    assert_eq!(t["teardown_ns"], Value::Null, "its start was not seen");
+}
+
+#[test]
+fn a_recording_replays_to_the_same_timelines_without_privileges() {
+    let Some(_serial) = privileged("a_recording_replays_to_the_same_timelines") else { return };
+    let (ns, port) = (Netns::new(), port());
+    let recording = std::env::temp_dir().join(format!("td-rec-{port}.tdrec"));
+    let rec = recording.to_str().unwrap();
+    let tracer = Tracer::start(&["--json", "--record", rec, "-P", &port.to_string()]);
+    play("server-closes", &ns, port, &["--delay-ms", "50"]).finish();
+    let live = tracer.json_until(|got| both_ends(got, port));
+    assert_eq!(tracer.stop(libc::SIGINT).0, 0);
+
+    let nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", TRACE])
+            .args(args)
+            .output()
+            .expect("setpriv")
+    };
+    std::fs::set_permissions(&recording, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = nobody(&["--replay", rec, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let replayed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let key = |t: &Value| (t["lport"].clone(), t["role"].clone(), t["pid"].clone(), t["transitions"].clone());
+    let mut a: Vec<_> = live.iter().map(key).collect();
+    let mut b: Vec<_> = replayed.iter().map(key).collect();
+    a.sort_by_key(|k| k.0.to_string());
+    b.sort_by_key(|k| k.0.to_string());
+    assert_eq!(a, b);
+
+    // A truncated recording is an error that says where.
+    let bytes = std::fs::read(&recording).unwrap();
+    std::fs::write(&recording, &bytes[..bytes.len() - 7]).unwrap();
+    let out = nobody(&["--replay", rec]);
+    std::fs::remove_file(&recording).ok();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("at byte"), "{err}");
+}
+
+#[test]
+fn bad_input_gets_one_line_and_a_non_zero_exit() {
+    let Some(_serial) = privileged("bad_input_gets_one_line_and_a_non_zero_exit") else { return };
+    let trace = |args: &[&str]| Command::new(TRACE).args(args).output().unwrap();
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", TRACE])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (out, code, needle) in [
+        (trace(&["-P", "70000"]), 2, "70000"),
+        (trace(&["-p", "abc"]), 2, "abc"),
+        (trace(&["--frobnicate"]), 2, "--frobnicate"),
+        (trace(&["-o", "/nonexistent/dir/t.json"]), 1, "cannot write /nonexistent/dir/t.json"),
+        (trace(&["--replay", "/nonexistent.tdrec"]), 1, "cannot replay"),
+        (as_nobody(&["-d", "1"]), 1, "permission denied"),
+    ] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    }
+}
+
+#[test]
+fn a_signal_leaves_a_complete_document_and_duration_stops_by_itself() {
+    let Some(_serial) = privileged("a_signal_leaves_a_complete_document") else { return };
+    let doc = std::env::temp_dir().join(format!("td-sig-{}.json", port()));
+    let tracer = Tracer::start(&["-o", doc.to_str().unwrap(), "-P", "1"]);
+    assert!(!doc.exists(), "nothing at the target while tracing");
+    assert_eq!(tracer.stop(libc::SIGINT).0, 0);
+    let v: Value = serde_json::from_slice(&std::fs::read(&doc).unwrap()).unwrap();
+    std::fs::remove_file(&doc).ok();
+    assert_eq!(v["timelines"], serde_json::json!([]));
+    assert_eq!(v["filters"]["ports"], serde_json::json!([1]));
+
+    let started = Instant::now();
+    let out = Command::new(TRACE).args(["-d", "1", "-P", "1"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 teardowns"));
+}

@@ -1,0 +1,149 @@
+//! Installs, only when missing, what building and testing the eBPF program needs:
+//! rust-src for the eBPF toolchain, the LLVM that bpf-linker links against, bpf-linker,
+//! and the tools the test lab and the benchmark use (iproute2, nftables, libbpf-tools).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+/// How to build the eBPF crate on this machine.
+pub struct BuildEnv {
+    /// Passed to teardown-user/build.rs; `None` means nightly.
+    toolchain: Option<String>,
+    path: String,
+}
+
+impl BuildEnv {
+    pub fn vars(&self) -> Vec<(&'static str, String)> {
+        let mut vars = vec![("PATH", self.path.clone())];
+        if let Some(toolchain) = &self.toolchain {
+            // A stable toolchain builds core for the BPF target only with bootstrap mode.
+            vars.push(("TEARDOWN_EBPF_TOOLCHAIN", toolchain.clone()));
+            vars.push(("RUSTC_BOOTSTRAP", "1".into()));
+        }
+        vars
+    }
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: {cmd:?}");
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+struct Apt {
+    updated: bool,
+}
+
+impl Apt {
+    fn install(&mut self, packages: &[&str]) -> Result<()> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!(
+                "missing {}: install it (apt-get install {}) or run as root",
+                packages.join(", "),
+                packages.join(" ")
+            );
+        }
+        if !self.updated {
+            run(Command::new("apt-get").args(["update", "-q"]))?;
+            self.updated = true;
+        }
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    }
+}
+
+fn has(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+        || Path::new("/usr/sbin").join(program).is_file()
+}
+
+pub fn ensure() -> Result<BuildEnv> {
+    let mut apt = Apt { updated: false };
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let cargo_bin = PathBuf::from(&home).join(".cargo/bin");
+    let path = format!(
+        "{}:{}",
+        cargo_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    // 1. A toolchain that can build `core` for the BPF target: nightly, else stable in
+    //    bootstrap mode (see README).
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
+    let toolchain = if toolchains.lines().any(|l| l.starts_with("nightly")) {
+        "nightly"
+    } else {
+        "stable"
+    };
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        toolchain,
+    ]))
+    .unwrap_or_default();
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", toolchain]))?;
+    }
+
+    // 2. bpf-linker, built against the LLVM of that toolchain.
+    let linker = cargo_bin.join("bpf-linker");
+    let linker_ok = output(Command::new(&linker).arg("--version")).is_some()
+        || output(Command::new("bpf-linker").arg("--version")).is_some();
+    if !linker_ok {
+        let version = output(Command::new("rustc").args([&format!("+{toolchain}"), "-vV"]))
+            .context("asking rustc for its LLVM version")?;
+        let major = version
+            .lines()
+            .find_map(|l| l.strip_prefix("LLVM version: "))
+            .and_then(|v| v.split('.').next())
+            .context("rustc does not say its LLVM version")?
+            .to_string();
+        let llvm = format!("/usr/lib/llvm-{major}");
+        if !Path::new(&llvm).join("bin/llvm-config").is_file() {
+            apt.install(&[
+                &format!("llvm-{major}-dev"),
+                &format!("libpolly-{major}-dev"),
+                "libzstd-dev",
+            ])?;
+        }
+        // bpf-linker's build finds LLVM through llvm-config on PATH.
+        let llvm_path = format!("{llvm}/bin:{path}");
+        run(Command::new("cargo")
+            .args(["install", "bpf-linker", "--version", "^0.13", "--no-default-features"])
+            .args(["--features", &format!("llvm-{major}")])
+            .env("PATH", &llvm_path))?;
+    }
+
+    // 3. What the test lab and the benchmark drive: namespaces, firewall rules, the peer.
+    for (program, package) in [("ip", "iproute2"), ("nft", "nftables"), ("tcpstates", "libbpf-tools")] {
+        if !has(program) {
+            apt.install(&[package])?;
+        }
+    }
+
+    Ok(BuildEnv {
+        toolchain: (toolchain != "nightly").then(|| toolchain.to_string()),
+        path,
+    })
+}
