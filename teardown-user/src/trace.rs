@@ -106,7 +106,7 @@ impl Outputs {
         self.line.clear();
         match self.mode {
             Mode::Ndjson => json::timeline(&mut self.line, &t, &self.names),
-            Mode::Text => self.line.push_str(&text::timeline(&t, &self.clock)),
+            Mode::Text => self.line.push_str(&text::timeline(&t, &self.clock, &self.names)),
             Mode::RawText | Mode::RawJson => return,
         }
         self.print();

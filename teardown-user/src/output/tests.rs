@@ -99,11 +99,11 @@ fn raw_events_render_as_json_with_reset_reasons() {
 fn text_lines_are_one_line_and_escape_names() {
     let clock = text::Clock { realtime_offset_ns: 3_600_000_000_000 };
     let all = timelines();
-    let line = text::timeline(&all[1], &clock);
+    let line = text::timeline(&all[1], &clock, &names());
     assert!(!line.contains('\n'));
     assert!(line.contains("a\"b\\c\\x0a\\xff\\x01z"), "{line}");
     assert!(line.contains("still CLOSE_WAIT"), "{line}");
-    assert!(text::timeline(&all[0], &clock).starts_with("01:00:00.000 active"));
+    assert!(text::timeline(&all[0], &clock, &names()).starts_with("01:00:00.000 active"));
 
     let mut raw = text::RawPrinter::default();
     let first = raw.line(&ev(0, 1, 80, 9, ESTABLISHED, FIN_WAIT1), &clock, &names());
@@ -154,4 +154,37 @@ fn an_unwritable_path_fails_at_once() {
         .expect("fails");
     assert!(err.to_string().starts_with("cannot write /nonexistent/dir/out.json"), "{err}");
     assert!(DocumentWriter::create(&std::env::temp_dir(), "\"v\":1").is_err(), "a directory");
+}
+
+/// Every field the schema requires is emitted, and nothing is emitted that it does not
+/// describe (it forbids additional properties).
+#[test]
+fn timelines_match_the_json_schema_fields() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../schema/timeline.schema.json")).unwrap();
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        v.as_object().unwrap().keys().cloned().collect::<Vec<_>>()
+    };
+    let required: Vec<String> = serde_json::from_value(schema["required"].clone()).unwrap();
+    let mut declared = keys(&schema["properties"]);
+    declared.sort();
+    let mut required_sorted = required.clone();
+    required_sorted.sort();
+    assert_eq!(declared, required_sorted, "all properties are required");
+    let transition_fields = keys(&schema["properties"]["transitions"]["items"]["properties"]);
+    for t in timelines() {
+        let mut line = String::new();
+        json::timeline(&mut line, &t, &names());
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let mut emitted = keys(&v);
+        emitted.sort();
+        assert_eq!(emitted, required_sorted);
+        for tr in v["transitions"].as_array().unwrap() {
+            let mut got = keys(tr);
+            got.sort();
+            let mut want = transition_fields.clone();
+            want.sort();
+            assert_eq!(got, want);
+        }
+    }
 }

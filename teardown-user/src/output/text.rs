@@ -69,7 +69,7 @@ pub const TIMELINE_HEADER: &str =
     "TIME         ROLE          PID     COMM             LOCAL                  REMOTE                 CLOSE_MS  PHASES (ms)";
 
 /// One completed (or abandoned) teardown.
-pub fn timeline(t: &Timeline, clock: &Clock) -> String {
+pub fn timeline(t: &Timeline, clock: &Clock, names: &KernelNames) -> String {
     let when = t.transitions.first().map(|tr| tr.ts_ns).unwrap_or(0);
     let (pid, comm) = owner_columns(t.owner);
     let role = t.role().map_or("unknown", Role::name);
@@ -80,7 +80,16 @@ pub fn timeline(t: &Timeline, clock: &Clock) -> String {
     }
     if t.complete() {
         match t.time_wait() {
-            Some(state::FIN_WAIT2) => phases.push_str("TIME_WAIT (orphan, peer FIN pending)"),
+            Some(state::FIN_WAIT2) => {
+                phases.push_str("TIME_WAIT mini-socket in FIN_WAIT2");
+                let fin_in = t.waves().into_iter().find(|w| w.what == "fin_received");
+                match (fin_in.and_then(|w| w.ts_ns), t.transitions.last()) {
+                    (Some(fin), Some(last)) => {
+                        let _ = write!(phases, ", peer FIN {} later (from peer)", ms(fin.saturating_sub(last.ts_ns)));
+                    }
+                    _ => phases.push_str(", peer FIN not seen"),
+                }
+            }
             Some(_) => phases.push_str("TIME_WAIT"),
             None => phases.push_str("CLOSE"),
         }
@@ -91,7 +100,13 @@ pub fn timeline(t: &Timeline, clock: &Clock) -> String {
         phases.push_str(" [half-close]");
     }
     if let Some(reset) = t.resets.first() {
-        phases.push_str(if reset.sent { " [RST sent]" } else { " [RST received]" });
+        match (reset.sent, names.reset_reason(reset.reason)) {
+            (true, Some(reason)) => {
+                let _ = write!(phases, " [RST sent: {reason}]");
+            }
+            (true, None) => phases.push_str(" [RST sent]"),
+            (false, _) => phases.push_str(" [RST received]"),
+        }
     }
     if let Some(peer) = t.peer {
         let _ = write!(phases, " [peer #{}]", peer.id);
