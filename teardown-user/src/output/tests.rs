@@ -188,3 +188,12 @@ fn timelines_match_the_json_schema_fields() {
         }
     }
 }
+
+#[test]
+fn numbers_and_addresses_are_written_by_hand_correctly() {
+    for v in [0, 7, 10, 65535, u64::MAX] {
+        let mut out = String::new();
+        json::num(&mut out, v);
+        assert_eq!(out, v.to_string());
+    }
+}

@@ -8,8 +8,8 @@
 pub mod timeline;
 
 use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, HashMap, VecDeque},
+    collections::{HashMap, VecDeque},
+    hash::{BuildHasherDefault, Hasher},
     net::IpAddr,
 };
 
@@ -41,44 +41,56 @@ pub struct Stats {
     pub evicted: u64,
 }
 
-/// Orders pending events by timestamp, then arrival.
-struct Pending {
-    ts_ns: u64,
-    seq: u64,
-    event: Event,
+/// A multiply-rotate hasher: the keys (kernel addresses, 4-tuples) are not chosen by an
+/// attacker, and SipHash was a measurable share of the per-event cost.
+#[derive(Default)]
+pub struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(v.into());
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v.into());
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(v.into());
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
 }
 
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        (self.ts_ns, self.seq) == (other.ts_ns, other.seq)
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.ts_ns, self.seq).cmp(&(other.ts_ns, other.seq))
-    }
-}
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 pub struct Reconstructor {
     filter: Filter,
     window_ns: u64,
     max_open: usize,
-    pending: BinaryHeap<Reverse<Pending>>,
-    seq: u64,
-    open: HashMap<u64, Timeline>,
-    by_tuple: HashMap<Tuple, u64>,
-    recent: HashMap<Tuple, Peer>,
+    /// Events not applied yet, in timestamp order. They arrive almost sorted, so inserting
+    /// from the back is nearly always a push.
+    pending: VecDeque<Event>,
+    open: FastMap<u64, Timeline>,
+    by_tuple: FastMap<Tuple, u64>,
+    recent: FastMap<Tuple, Peer>,
     recent_order: VecDeque<Tuple>,
     /// Orphans handed to a TIME_WAIT mini-socket while their peer, on this host, has not
     /// closed yet: held until it does (the peer's FIN is when their teardown really ends),
     /// or until the mini-socket would give up.
-    parked: HashMap<Tuple, Timeline>,
+    parked: FastMap<Tuple, Timeline>,
     parked_order: VecDeque<(u64, Tuple)>,
     /// Reset-shaped closes waiting `RESET_GRACE_NS` for their RST, oldest first.
     just_reset: VecDeque<Timeline>,
@@ -96,13 +108,12 @@ impl Reconstructor {
             filter,
             window_ns,
             max_open,
-            pending: BinaryHeap::new(),
-            seq: 0,
-            open: HashMap::new(),
-            by_tuple: HashMap::new(),
-            recent: HashMap::new(),
+            pending: VecDeque::new(),
+            open: FastMap::default(),
+            by_tuple: FastMap::default(),
+            recent: FastMap::default(),
             recent_order: VecDeque::new(),
-            parked: HashMap::new(),
+            parked: FastMap::default(),
             parked_order: VecDeque::new(),
             just_reset: VecDeque::new(),
             next_id: 1,
@@ -126,21 +137,22 @@ impl Reconstructor {
             self.stats.ignored += 1;
             return;
         }
-        self.seq += 1;
-        self.pending.push(Reverse(Pending {
-            ts_ns: event.ts_ns,
-            seq: self.seq,
-            event: *event,
-        }));
+        // Equal timestamps keep their arrival order.
+        let at = self
+            .pending
+            .iter()
+            .rposition(|e| e.ts_ns <= event.ts_ns)
+            .map_or(0, |i| i + 1);
+        self.pending.insert(at, *event);
     }
 
     /// Applies every event older than `now_ns` minus the reorder window; finished timelines
     /// go to `emit`.
     pub fn advance(&mut self, now_ns: u64, emit: &mut impl FnMut(Timeline)) {
         let horizon = now_ns.saturating_sub(self.window_ns);
-        while self.pending.peek().is_some_and(|p| p.0.ts_ns <= horizon) {
-            if let Some(Reverse(p)) = self.pending.pop() {
-                self.apply(&p.event, emit);
+        while self.pending.front().is_some_and(|e| e.ts_ns <= horizon) {
+            if let Some(event) = self.pending.pop_front() {
+                self.apply(&event, emit);
             }
         }
         while self
