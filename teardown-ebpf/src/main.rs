@@ -15,10 +15,7 @@
 #![no_std]
 #![no_main]
 
-use core::{
-    ffi::c_void,
-    ptr::{addr_of, read_volatile},
-};
+use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -92,25 +89,26 @@ static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 /// Socket address → owner. An entry lives from connect/listen/accept until the socket's
 /// transition to CLOSE, so the table holds only live sockets; entries are allocated on use.
 #[map]
-static OWNERS: HashMap<u64, Owner> = HashMap::with_max_entries(1 << 18, BPF_F_NO_PREALLOC);
+static OWNERS: HashMap<u64, Owner> = HashMap::with_max_entries(1 << 17, 0);
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    let sk: *const c_void = ctx.arg(0);
+    let sk: *const u8 = ctx.arg(0);
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
-    try_inet_sock_set_state(sk as u64, old as u8, new as u8);
+    try_inet_sock_set_state(Typed(sk), old as u8, new as u8);
     0
 }
 
-fn try_inet_sock_set_state(sk: u64, old: u8, new: u8) {
+fn try_inet_sock_set_state(sk: Typed, old: u8, new: u8) {
+    let key = sk.addr();
     match new {
-        state::SYN_SENT => record_owner(sk, owner_source::CONNECT),
-        state::LISTEN => record_owner(sk, owner_source::LISTEN),
-        state::FIN_WAIT1 | state::LAST_ACK => record_owner(sk, owner_source::CLOSE),
+        state::SYN_SENT => record_owner(key, owner_source::CONNECT),
+        state::LISTEN => record_owner(key, owner_source::LISTEN),
+        state::FIN_WAIT1 | state::LAST_ACK => record_owner(key, owner_source::CLOSE),
         // A new child socket, possibly at the address of a dead one.
         state::SYN_RECV => {
-            let _ = OWNERS.remove(sk);
+            let _ = OWNERS.remove(key);
         }
         _ => {}
     }
@@ -124,15 +122,15 @@ fn try_inet_sock_set_state(sk: u64, old: u8, new: u8) {
         }
     }
     if new == state::CLOSE {
-        let _ = OWNERS.remove(sk);
+        let _ = OWNERS.remove(key);
     }
 }
 
 /// `tcp_receive_reset(struct sock *sk)`
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
-    let sk: *const c_void = ctx.arg(0);
-    reset_event(sk as u64, kind::RESET_RECEIVED, 0);
+    let sk: *const u8 = ctx.arg(0);
+    reset_event(Typed(sk), kind::RESET_RECEIVED, 0);
     0
 }
 
@@ -140,18 +138,18 @@ pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
 /// `sk` is NULL for resets that answer a segment no socket owns.
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
-    let sk: *const c_void = ctx.arg(0);
+    let sk: *const u8 = ctx.arg(0);
     // The reason argument exists since Linux 6.10; the verifier drops the untaken branch.
     let reason: u32 = if config!(send_reset_nargs) >= 3 { ctx.arg(2) } else { 0 };
     if !sk.is_null() {
-        reset_event(sk as u64, kind::RESET_SENT, reason as u8);
+        reset_event(Typed(sk), kind::RESET_SENT, reason as u8);
     }
     0
 }
 
-fn reset_event(sk: u64, event_kind: u8, reason: u8) {
+fn reset_event(sk: Typed, event_kind: u8, reason: u8) {
     // Time-wait and request sockets share only `sock_common` with a full socket.
-    let Some(current) = read::<u8>(sk, config!(layout.state)) else {
+    let Some(current) = sk.field::<u8>(config!(layout.state)) else {
         return;
     };
     if matches!(current, state::TIME_WAIT | state::NEW_SYN_RECV) {
@@ -176,7 +174,7 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
     };
     if ret >= 0 {
         if let Some((sk, current)) = socket_of_fd(ret as u64) {
-            record_owner(sk, owner_source::ACCEPT);
+            record_owner(sk.addr(), owner_source::ACCEPT);
             // Its earlier transitions went out without an owner: say it now.
             if current != state::ESTABLISHED {
                 if let Some(mut event) = socket_event(sk) {
@@ -192,7 +190,7 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
 }
 
 /// The TCP socket behind `fd` and its state.
-fn socket_of_fd(fd: u64) -> Option<(u64, u8)> {
+fn socket_of_fd(fd: u64) -> Option<(Untyped, u8)> {
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = read(task, config!(layout.task_files))?;
     let fdt: u64 = read(files, config!(layout.files_fdt))?;
@@ -203,10 +201,10 @@ fn socket_of_fd(fd: u64) -> Option<(u64, u8)> {
     let fd_array: u64 = read(fdt, config!(layout.fdt_fd))?;
     let file: u64 = read(fd_array + fd * 8, 0)?;
     let socket: u64 = read(file, config!(layout.file_private_data))?;
-    let sk: u64 = read(socket, config!(layout.socket_sk))?;
+    let sk = Untyped(read(socket, config!(layout.socket_sk))?);
     // accept() also serves Unix and other sockets: keep only live TCP ones, whose CLOSE
     // transition will remove the entry again.
-    let current: u8 = read(sk, config!(layout.state))?;
+    let current: u8 = sk.field(config!(layout.state))?;
     (is_tcp(sk)? && current != state::CLOSE).then_some((sk, current))
 }
 
@@ -226,20 +224,59 @@ fn read<T>(base: u64, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
 }
 
-fn is_tcp(sk: u64) -> Option<bool> {
+/// A `struct sock` to read fields from.
+trait Sock: Copy {
+    fn addr(self) -> u64;
+    /// A field of `struct sock` itself.
+    fn field<T: Copy>(self, offset: u32) -> Option<T>;
+    /// A field beyond `struct sock` (in `inet_sock`) or inside a nested array.
+    fn outer<T>(self, offset: u32) -> Option<T> {
+        read(self.addr(), offset)
+    }
+}
+
+/// A BTF-typed pointer from a BTF tracepoint: the verifier checks each load against the
+/// kernel's types, so plain loads are safe and much cheaper than `bpf_probe_read_kernel`.
+#[derive(Clone, Copy)]
+struct Typed(*const u8);
+
+impl Sock for Typed {
+    fn addr(self) -> u64 {
+        self.0 as u64
+    }
+    #[inline(always)]
+    fn field<T: Copy>(self, offset: u32) -> Option<T> {
+        Some(unsafe { read_volatile(self.0.add(offset as usize) as *const T) })
+    }
+}
+
+/// An address found by following pointers: only `bpf_probe_read_kernel` may read it.
+#[derive(Clone, Copy)]
+struct Untyped(u64);
+
+impl Sock for Untyped {
+    fn addr(self) -> u64 {
+        self.0
+    }
+    fn field<T: Copy>(self, offset: u32) -> Option<T> {
+        read(self.0, offset)
+    }
+}
+
+fn is_tcp(sk: impl Sock) -> Option<bool> {
     let protocol = if config!(layout.protocol_size) == 1 {
-        read::<u8>(sk, config!(layout.protocol))? as u16
+        sk.field::<u8>(config!(layout.protocol))? as u16
     } else {
-        read::<u16>(sk, config!(layout.protocol))?
+        sk.field::<u16>(config!(layout.protocol))?
     };
     Some(protocol == IPPROTO_TCP)
 }
 
 /// Reads the socket's identity and owner, applying the filters cheapest first. `None`: not
 /// a TCP socket, or filtered out.
-fn socket_event(sk: u64) -> Option<Event> {
+fn socket_event(sk: impl Sock) -> Option<Event> {
     let filters = config!(filters);
-    let family: u16 = read(sk, config!(layout.family))?;
+    let family: u16 = sk.field(config!(layout.family))?;
     match family {
         AF_INET if filters & filter::IPV6_ONLY == 0 => {}
         AF_INET6 if filters & filter::IPV4_ONLY == 0 => {}
@@ -248,8 +285,8 @@ fn socket_event(sk: u64) -> Option<Event> {
     if !is_tcp(sk)? {
         return None;
     }
-    let sport = u16::from_be(read(sk, config!(layout.sport))?);
-    let dport = u16::from_be(read(sk, config!(layout.dport))?);
+    let sport = u16::from_be(sk.outer(config!(layout.sport))?);
+    let dport = u16::from_be(sk.field(config!(layout.dport))?);
     if filters & (filter::PORT_ANY | filter::PORT_LOCAL | filter::PORT_REMOTE) != 0
         && !ports_wanted(filters, sport, dport)
     {
@@ -257,7 +294,7 @@ fn socket_event(sk: u64) -> Option<Event> {
     }
 
     let mut event: Event = unsafe { core::mem::zeroed() };
-    if let Some(owner) = unsafe { OWNERS.get(sk) } {
+    if let Some(owner) = unsafe { OWNERS.get(sk.addr()) } {
         // Sockets of other processes go no further; sockets whose owner is not known yet
         // go up, and user space decides once the owner shows itself.
         if filters & filter::PID != 0 && unsafe { PIDS.get(owner.pid) }.is_none() {
@@ -272,25 +309,25 @@ fn socket_event(sk: u64) -> Option<Event> {
     event.sport = sport;
     event.dport = dport;
     if family == AF_INET {
-        let saddr: [u8; 4] = read(sk, config!(layout.rcv_saddr))?;
-        let daddr: [u8; 4] = read(sk, config!(layout.daddr))?;
-        event.saddr[..4].copy_from_slice(&saddr);
-        event.daddr[..4].copy_from_slice(&daddr);
+        let saddr: u32 = sk.field(config!(layout.rcv_saddr))?;
+        let daddr: u32 = sk.field(config!(layout.daddr))?;
+        event.saddr[..4].copy_from_slice(&saddr.to_ne_bytes());
+        event.daddr[..4].copy_from_slice(&daddr.to_ne_bytes());
     } else if config!(layout.v6_daddr) != SockLayout::NONE {
-        event.saddr = read(sk, config!(layout.v6_rcv_saddr))?;
-        event.daddr = read(sk, config!(layout.v6_daddr))?;
+        event.saddr = sk.outer(config!(layout.v6_rcv_saddr))?;
+        event.daddr = sk.outer(config!(layout.v6_daddr))?;
     }
     event.sock_flags = sock_flags(sk);
-    event.skaddr = sk;
+    event.skaddr = sk.addr();
     event.ts_ns = unsafe { bpf_ktime_get_ns() };
     event.task_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     event.task_comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
     Some(event)
 }
 
-fn sock_flags(sk: u64) -> u8 {
-    let shutdown: u8 = read(sk, config!(layout.shutdown)).unwrap_or(0);
-    let flags: u64 = read(sk, config!(layout.flags)).unwrap_or(0);
+fn sock_flags(sk: impl Sock) -> u8 {
+    let shutdown: u8 = sk.field(config!(layout.shutdown)).unwrap_or(0);
+    let flags: u64 = sk.field(config!(layout.flags)).unwrap_or(0);
     let bit = |n: u32| (flags >> (n & 63)) & 1 == 1;
     let mut out = shutdown & (sock_flags::RCV_SHUTDOWN | sock_flags::SEND_SHUTDOWN);
     if bit(config!(layout.flag_done)) {
