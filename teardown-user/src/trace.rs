@@ -73,7 +73,7 @@ struct Outputs {
     clock: Clock,
     raw: RawPrinter,
     summary: Summary,
-    line: String,
+    line: Vec<u8>,
     error: Option<Error>,
 }
 
@@ -82,8 +82,8 @@ impl Outputs {
         if self.stdout_closed {
             return;
         }
-        self.line.push('\n');
-        if let Err(e) = self.stdout.write_all(self.line.as_bytes()) {
+        self.line.push(b'\n');
+        if let Err(e) = self.stdout.write_all(&self.line) {
             self.stdout_failed(e);
         }
     }
@@ -106,7 +106,7 @@ impl Outputs {
         self.line.clear();
         match self.mode {
             Mode::Ndjson => json::timeline(&mut self.line, &t, &self.names),
-            Mode::Text => self.line.push_str(&text::timeline(&t, &self.clock, &self.names)),
+            Mode::Text => json::push(&mut self.line, &text::timeline(&t, &self.clock, &self.names)),
             Mode::RawText | Mode::RawJson => return,
         }
         self.print();
@@ -118,7 +118,7 @@ impl Outputs {
             Mode::RawJson => json::raw_event(&mut self.line, e, &self.names),
             Mode::RawText => {
                 let line = self.raw.line(e, &self.clock, &self.names);
-                self.line.push_str(&line);
+                json::push(&mut self.line, &line);
             }
             Mode::Text | Mode::Ndjson => return,
         }
@@ -196,7 +196,7 @@ fn document_header(cli: &Cli, clock: &Clock) -> String {
         env!("CARGO_PKG_VERSION")
     );
     match &cli.replay {
-        Some(path) => json::string(&mut out, path.to_string_lossy().as_bytes()),
+        Some(path) => out.push_str(&json_string(path.to_string_lossy().as_bytes())),
         None => out.push_str("\"live\""),
     }
     let f = cli.filter();
@@ -219,6 +219,12 @@ fn document_header(cli: &Cli, clock: &Clock) -> String {
     out
 }
 
+fn json_string(bytes: &[u8]) -> String {
+    let mut out = Vec::new();
+    json::string(&mut out, bytes);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn trailer(summary: &Summary, degraded: &[String]) -> String {
     let mut out = format!(
         "\"ended_unix_ns\":{},\"lost_events\":{},\"lost_owners\":{},\"evicted\":{},\"summary\":{{",
@@ -238,7 +244,7 @@ fn trailer(summary: &Summary, degraded: &[String]) -> String {
         if i > 0 {
             out.push(',');
         }
-        json::string(&mut out, d.as_bytes());
+        out.push_str(&json_string(d.as_bytes()));
     }
     out.push(']');
     out
@@ -275,7 +281,7 @@ fn pipeline(cli: &Cli) -> Result<(Pipeline, Option<File>)> {
         clock,
         raw: RawPrinter::default(),
         summary: Summary::default(),
-        line: String::new(),
+        line: Vec::new(),
         error: None,
     };
     let pipeline = Pipeline {
@@ -291,8 +297,8 @@ fn pipeline(cli: &Cli) -> Result<(Pipeline, Option<File>)> {
 fn header(pipeline: &mut Pipeline) {
     pipeline.outputs.line.clear();
     match pipeline.outputs.mode {
-        Mode::Text => pipeline.outputs.line.push_str(text::TIMELINE_HEADER),
-        Mode::RawText => pipeline.outputs.line.push_str(text::RAW_HEADER),
+        Mode::Text => json::push(&mut pipeline.outputs.line, text::TIMELINE_HEADER),
+        Mode::RawText => json::push(&mut pipeline.outputs.line, text::RAW_HEADER),
         Mode::Ndjson | Mode::RawJson => return,
     }
     pipeline.outputs.print();

@@ -22,7 +22,7 @@ pub struct DocumentWriter {
     tmp: PathBuf,
     file: Option<BufWriter<File>>,
     count: u64,
-    line: String,
+    line: Vec<u8>,
 }
 
 impl DocumentWriter {
@@ -51,20 +51,20 @@ impl DocumentWriter {
             tmp,
             file: Some(file),
             count: 0,
-            line: String::new(),
+            line: Vec::new(),
         })
     }
 
     pub fn timeline(&mut self, t: &Timeline, names: &KernelNames) -> Result<()> {
         self.line.clear();
         if self.count > 0 {
-            self.line.push(',');
+            self.line.push(b',');
         }
-        self.line.push('\n');
+        self.line.push(b'\n');
         json::timeline(&mut self.line, t, names);
         self.count += 1;
         let file = self.file.as_mut().expect("written before finish");
-        file.write_all(self.line.as_bytes()).map_err(|source| Error::Output {
+        file.write_all(&self.line).map_err(|source| Error::Output {
             path: self.path.clone(),
             source,
         })

@@ -2,7 +2,7 @@
 //! valid JSON whatever they hold (invalid UTF-8 becomes U+FFFD; control characters are
 //! escaped, so a record never spans two lines).
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use teardown_common::{kind, owner_source, sock_flags, state};
 
@@ -26,38 +26,43 @@ impl KernelNames {
 }
 
 /// Appends `bytes` as a JSON string literal.
-pub fn string(out: &mut String, bytes: &[u8]) {
+pub fn string(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
     // Nearly every name is plain printable ASCII: copy it in one go.
     if bytes.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
-        out.push('"');
-        out.push_str(std::str::from_utf8(bytes).unwrap_or_default());
-        out.push('"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
         return;
     }
-    out.push('"');
+    let mut utf8 = [0u8; 4];
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
+                '"' => push(out, "\\\""),
+                '\\' => push(out, "\\\\"),
+                '\n' => push(out, "\\n"),
+                '\r' => push(out, "\\r"),
+                '\t' => push(out, "\\t"),
                 c if (c as u32) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
                     let _ = write!(out, "\\u{:04x}", c as u32);
                 }
-                c => out.push(c),
+                c => push(out, c.encode_utf8(&mut utf8)),
             }
         }
         if !chunk.invalid().is_empty() {
-            out.push('\u{fffd}');
+            push(out, "\u{fffd}");
         }
     }
-    out.push('"');
+    out.push(b'"');
+}
+
+/// Appends text as it is.
+pub fn push(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.as_bytes());
 }
 
 /// Appends a decimal integer (faster than `core::fmt`, which showed in profiles).
-pub fn num(out: &mut String, mut v: u64) {
+pub fn num(out: &mut Vec<u8>, mut v: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -68,23 +73,23 @@ pub fn num(out: &mut String, mut v: u64) {
             break;
         }
     }
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+    out.extend_from_slice(&buf[i..]);
 }
 
-fn opt_u64(out: &mut String, value: Option<u64>) {
+fn opt_u64(out: &mut Vec<u8>, value: Option<u64>) {
     match value {
         Some(v) => num(out, v),
-        None => out.push_str("null"),
+        None => push(out, "null"),
     }
 }
 
-fn ip(out: &mut String, addr: std::net::IpAddr) {
-    out.push('"');
+fn ip(out: &mut Vec<u8>, addr: std::net::IpAddr) {
+    out.push(b'"');
     match addr {
         std::net::IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    out.push(b'.');
                 }
                 num(out, octet.into());
             }
@@ -93,7 +98,7 @@ fn ip(out: &mut String, addr: std::net::IpAddr) {
             let _ = write!(out, "{v6}");
         }
     }
-    out.push('"');
+    out.push(b'"');
 }
 
 fn family(f: Family) -> &'static str {
@@ -103,154 +108,154 @@ fn family(f: Family) -> &'static str {
     }
 }
 
-fn bool(out: &mut String, v: bool) {
-    out.push_str(if v { "true" } else { "false" });
+fn bool(out: &mut Vec<u8>, v: bool) {
+    push(out, if v { "true" } else { "false" });
 }
 
-fn quoted(out: &mut String, s: &str) {
-    out.push('"');
-    out.push_str(s);
-    out.push('"');
+fn quoted(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    push(out, s);
+    out.push(b'"');
 }
 
-fn owner_fields(out: &mut String, owner: Option<Owner>) {
+fn owner_fields(out: &mut Vec<u8>, owner: Option<Owner>) {
     match owner {
         Some(o) => {
-            out.push_str("\"pid\":");
+            push(out, "\"pid\":");
             num(out, o.task.pid.into());
-            out.push_str(",\"comm\":");
+            push(out, ",\"comm\":");
             string(out, event::comm(&o.task.comm));
-            out.push_str(",\"owner_source\":");
+            push(out, ",\"owner_source\":");
             quoted(out, owner_source::name(o.source));
         }
-        None => out.push_str("\"pid\":null,\"comm\":null,\"owner_source\":null"),
+        None => push(out, "\"pid\":null,\"comm\":null,\"owner_source\":null"),
     }
 }
 
-fn role(out: &mut String, role: Option<crate::reconstruct::Role>) {
+fn role(out: &mut Vec<u8>, role: Option<crate::reconstruct::Role>) {
     match role {
         Some(role) => quoted(out, role.name()),
-        None => out.push_str("null"),
+        None => push(out, "null"),
     }
 }
 
-fn endpoints(out: &mut String, fam: Family, laddr: std::net::IpAddr, lport: u16, raddr: std::net::IpAddr, rport: u16) {
-    out.push_str("\"family\":");
-    out.push_str(family(fam));
-    out.push_str(",\"laddr\":");
+fn endpoints(out: &mut Vec<u8>, fam: Family, laddr: std::net::IpAddr, lport: u16, raddr: std::net::IpAddr, rport: u16) {
+    push(out, "\"family\":");
+    push(out, family(fam));
+    push(out, ",\"laddr\":");
     ip(out, laddr);
-    out.push_str(",\"lport\":");
+    push(out, ",\"lport\":");
     num(out, lport.into());
-    out.push_str(",\"raddr\":");
+    push(out, ",\"raddr\":");
     ip(out, raddr);
-    out.push_str(",\"rport\":");
+    push(out, ",\"rport\":");
     num(out, rport.into());
 }
 
 /// One timeline as a single-line JSON object (no trailing newline).
-pub fn timeline(out: &mut String, t: &Timeline, names: &KernelNames) {
-    out.push_str("{\"id\":");
+pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
+    push(out, "{\"id\":");
     num(out, t.id);
     let _ = write!(out, ",\"sock\":\"{:#x}\",", t.sock);
     endpoints(out, t.family, t.laddr, t.lport, t.raddr, t.rport);
-    out.push(',');
+    out.push(b',');
     owner_fields(out, t.owner);
-    out.push_str(",\"role\":");
+    push(out, ",\"role\":");
     role(out, t.role());
-    out.push_str(",\"complete\":");
+    push(out, ",\"complete\":");
     bool(out, t.complete());
-    out.push_str(",\"transitions\":[");
+    push(out, ",\"transitions\":[");
     for (i, tr) in t.transitions.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str("{\"from\":");
+        push(out, "{\"from\":");
         quoted(out, state::name(tr.from));
-        out.push_str(",\"to\":");
+        push(out, ",\"to\":");
         quoted(out, state::name(tr.to));
-        out.push_str(",\"ts_ns\":");
+        push(out, ",\"ts_ns\":");
         num(out, tr.ts_ns);
-        out.push_str(",\"task_pid\":");
+        push(out, ",\"task_pid\":");
         num(out, tr.task.pid.into());
-        out.push_str(",\"task_comm\":");
+        push(out, ",\"task_comm\":");
         string(out, event::comm(&tr.task.comm));
-        out.push_str(",\"fin_received\":");
+        push(out, ",\"fin_received\":");
         bool(out, tr.sock_flags & sock_flags::FIN_RECEIVED != 0);
-        out.push_str(",\"orphan\":");
+        push(out, ",\"orphan\":");
         bool(out, tr.sock_flags & sock_flags::ORPHAN != 0);
-        out.push('}');
+        out.push(b'}');
     }
-    out.push_str("],\"durations_ns\":{");
+    push(out, "],\"durations_ns\":{");
     for (i, (st, ns)) in t.durations_ns().iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
         quoted(out, state::name(*st));
-        out.push(':');
+        out.push(b':');
         num(out, *ns);
     }
-    out.push_str("},\"teardown_ns\":");
+    push(out, "},\"teardown_ns\":");
     opt_u64(out, t.teardown_ns());
-    out.push_str(",\"waves\":[");
+    push(out, ",\"waves\":[");
     for (i, w) in t.waves().iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str("{\"what\":");
+        push(out, "{\"what\":");
         quoted(out, w.what);
-        out.push_str(",\"ts_ns\":");
+        push(out, ",\"ts_ns\":");
         opt_u64(out, w.ts_ns);
-        out.push_str(",\"evidence\":");
+        push(out, ",\"evidence\":");
         quoted(out, w.evidence.name());
-        out.push_str(",\"basis\":");
+        push(out, ",\"basis\":");
         quoted(out, w.basis);
-        out.push('}');
+        out.push(b'}');
     }
-    out.push_str("],\"time_wait\":");
+    push(out, "],\"time_wait\":");
     match t.time_wait() {
         Some(substate) => quoted(out, state::name(substate)),
-        None => out.push_str("null"),
+        None => push(out, "null"),
     }
-    out.push_str(",\"half_close\":");
+    push(out, ",\"half_close\":");
     bool(out, t.half_close());
-    out.push_str(",\"resets\":[");
+    push(out, ",\"resets\":[");
     for (i, r) in t.resets.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str("{\"ts_ns\":");
+        push(out, "{\"ts_ns\":");
         num(out, r.ts_ns);
-        out.push_str(",\"direction\":");
+        push(out, ",\"direction\":");
         quoted(out, if r.sent { "sent" } else { "received" });
-        out.push_str(",\"reason\":");
+        push(out, ",\"reason\":");
         match names.reset_reason(r.reason).filter(|_| r.sent) {
             Some(name) => string(out, name.as_bytes()),
-            None => out.push_str("null"),
+            None => push(out, "null"),
         }
-        out.push('}');
+        out.push(b'}');
     }
-    out.push_str("],\"peer\":");
+    push(out, "],\"peer\":");
     match t.peer {
         Some(p) => {
-            out.push_str("{\"id\":");
+            push(out, "{\"id\":");
             num(out, p.id);
-            out.push(',');
+            out.push(b',');
             owner_fields(out, p.owner);
-            out.push_str(",\"role\":");
+            push(out, ",\"role\":");
             role(out, p.role);
-            out.push('}');
+            out.push(b'}');
         }
-        None => out.push_str("null"),
+        None => push(out, "null"),
     }
-    out.push_str(",\"first_seen_mid_close\":");
+    push(out, ",\"first_seen_mid_close\":");
     bool(out, t.first_seen_mid_close);
-    out.push_str(",\"gap\":");
+    push(out, ",\"gap\":");
     bool(out, t.gap);
-    out.push('}');
+    out.push(b'}');
 }
 
 /// One raw kernel event as a single-line JSON object (`--raw --json`).
-pub fn raw_event(out: &mut String, e: &Event, names: &KernelNames) {
+pub fn raw_event(out: &mut Vec<u8>, e: &Event, names: &KernelNames) {
     let what = match e.kind {
         kind::RESET_SENT => "reset_sent",
         kind::RESET_RECEIVED => "reset_received",
@@ -276,10 +281,10 @@ pub fn raw_event(out: &mut String, e: &Event, names: &KernelNames) {
     owner_fields(out, owner);
     let _ = write!(out, ",\"task_pid\":{},\"task_comm\":", e.task_pid);
     string(out, event::comm(&e.task_comm));
-    out.push_str(",\"reason\":");
+    push(out, ",\"reason\":");
     match names.reset_reason(e.reason).filter(|_| e.kind == kind::RESET_SENT) {
         Some(name) => string(out, name.as_bytes()),
-        None => out.push_str("null"),
+        None => push(out, "null"),
     }
     let _ = write!(
         out,

@@ -40,15 +40,15 @@ fn timelines() -> Vec<Timeline> {
 #[test]
 fn timeline_json_has_the_contract_fields_and_survives_any_comm() {
     for t in timelines() {
-        let mut line = String::new();
+        let mut line = Vec::new();
         json::timeline(&mut line, &t, &names());
-        assert!(!line.contains('\n'), "NDJSON stays one line: {line}");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+        assert!(!line.contains(&b'\n'), "NDJSON stays one line: {line:?}");
+        let v: serde_json::Value = serde_json::from_slice(&line).expect("valid JSON");
         for field in [
             "laddr", "lport", "raddr", "rport", "family", "pid", "comm", "role", "transitions",
             "durations_ns", "teardown_ns", "complete",
         ] {
-            assert!(v.get(field).is_some(), "missing {field} in {line}");
+            assert!(v.get(field).is_some(), "missing {field} in {v}");
         }
         assert_eq!(v["family"], "ipv4");
         assert_eq!(v["laddr"], "127.0.0.1");
@@ -58,9 +58,9 @@ fn timeline_json_has_the_contract_fields_and_survives_any_comm() {
 #[test]
 fn json_values_match_the_timeline() {
     let all = timelines();
-    let mut line = String::new();
+    let mut line = Vec::new();
     json::timeline(&mut line, &all[0], &names());
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
     assert_eq!(v["role"], "active");
     assert_eq!(v["complete"], true);
     assert_eq!(v["teardown_ns"], 20);
@@ -73,7 +73,7 @@ fn json_values_match_the_timeline() {
 
     line.clear();
     json::timeline(&mut line, &all[1], &names());
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
     assert_eq!(v["comm"], "a\"b\\c\n\u{fffd}\u{1}z");
     assert_eq!(v["pid"], 42);
     assert_eq!(v["complete"], false);
@@ -87,9 +87,9 @@ fn raw_events_render_as_json_with_reset_reasons() {
     e.kind = kind::RESET_SENT;
     e.reason = 1;
     e.task_comm = nasty_comm();
-    let mut line = String::new();
+    let mut line = Vec::new();
     json::raw_event(&mut line, &e, &names());
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
     assert_eq!(v["event"], "reset_sent");
     assert_eq!(v["reason"], "NO_SOCKET");
     assert_eq!(v["pid"], serde_json::Value::Null);
@@ -173,9 +173,9 @@ fn timelines_match_the_json_schema_fields() {
     assert_eq!(declared, required_sorted, "all properties are required");
     let transition_fields = keys(&schema["properties"]["transitions"]["items"]["properties"]);
     for t in timelines() {
-        let mut line = String::new();
+        let mut line = Vec::new();
         json::timeline(&mut line, &t, &names());
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
         let mut emitted = keys(&v);
         emitted.sort();
         assert_eq!(emitted, required_sorted);
@@ -192,8 +192,8 @@ fn timelines_match_the_json_schema_fields() {
 #[test]
 fn numbers_and_addresses_are_written_by_hand_correctly() {
     for v in [0, 7, 10, 65535, u64::MAX] {
-        let mut out = String::new();
+        let mut out = Vec::new();
         json::num(&mut out, v);
-        assert_eq!(out, v.to_string());
+        assert_eq!(out, v.to_string().into_bytes());
     }
 }

@@ -347,8 +347,13 @@ impl Reconstructor {
         }
     }
 
-    /// Keeps a finished socket's summary for a peer that finishes later.
+    /// Keeps a finished socket's summary for its peer, if that peer is still open (or held)
+    /// on this host and so will want to name it when it finishes.
     fn remember(&mut self, timeline: &Timeline) {
+        let mirror = timeline.peer_tuple();
+        if !self.by_tuple.contains_key(&mirror) && !self.parked.contains_key(&mirror) {
+            return;
+        }
         if self.recent_order.len() >= RECENT_PEERS {
             if let Some(old) = self.recent_order.pop_front() {
                 self.recent.remove(&old);
@@ -365,7 +370,8 @@ impl Reconstructor {
         let peer_open = self.by_tuple.contains_key(&mirror);
         timeline.peer = match self.by_tuple.get(&mirror) {
             Some(sock) => self.open.get(sock).map(Self::as_peer),
-            None => self.recent.get(&mirror).copied(),
+            // A connection has two ends: once read, the entry has served its purpose.
+            None => self.recent.remove(&mirror),
         };
         if timeline.complete() && timeline.time_wait() == Some(state::FIN_WAIT2) && peer_open {
             let since = timeline.closed_ns().unwrap_or(0);
