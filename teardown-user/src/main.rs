@@ -1,13 +1,15 @@
 //! `teardown-trace`: the binary's edge. Parses the command line, runs, and turns any error
 //! into one line on stderr and a non-zero exit.
 
-use std::process::ExitCode;
+use std::{io::Write as _, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use teardown_user::{cli::Cli, trace};
 
 fn main() -> ExitCode {
+    // A bug still ends in one line, never a backtrace.
+    std::panic::set_hook(Box::new(|info| eprintln!("teardown-trace: internal error: {info}")));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version print in full; a usage error is one line.
@@ -40,7 +42,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     if cli.json || cli.raw {
         eprintln!("{}", summary.line());
     } else {
-        println!("\n{}", summary.line());
+        // stdout may be gone (`| head`): nothing left to tell it.
+        let _ = writeln!(std::io::stdout(), "\n{}", summary.line());
     }
     Ok(())
 }

@@ -178,6 +178,20 @@ fn ends(timelines: &[Value], port: u16) -> (&Value, &Value) {
     (server, client)
 }
 
+/// Plays `pattern` in a new namespace under `teardown-trace --json -P PORT`; returns who
+/// played what, the timelines of both ends and the port, once the tracer has stopped cleanly
+/// without losing events.
+fn traced(pattern: &str, extra: &[&str]) -> (Played, Vec<Value>, u16) {
+    let (ns, port) = (Netns::new(), port());
+    let tracer = Tracer::start(&["--json", "-P", &port.to_string()]);
+    let played = play(pattern, &ns, port, extra).finish();
+    let timelines = tracer.json_until(|got| both_ends(got, port));
+    let (code, _, stderr) = tracer.stop(libc::SIGINT);
+    assert_eq!(code, 0, "{stderr:?}");
+    assert!(stderr.iter().any(|l| l.contains(" 0 lost events")), "{stderr:?}");
+    (played, timelines, port)
+}
+
 fn ms(v: &Value) -> f64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}")) as f64 / 1e6
 }
@@ -265,10 +279,7 @@ fn raw_text_has_tcpstates_like_columns() {
 #[test]
 fn active_and_passive_close_with_200ms_in_close_wait() {
     let Some(_serial) = privileged("active_and_passive_close_with_200ms_in_close_wait") else { return };
-    let (ns, port) = (Netns::new(), port());
-    let tracer = Tracer::start(&["--json", "-P", &port.to_string()]);
-    let played = play("server-closes", &ns, port, &["--delay-ms", "200"]).finish();
-    let timelines = tracer.json_until(|got| both_ends(got, port));
+    let (played, timelines, port) = traced("server-closes", &["--delay-ms", "200"]);
     let (server, client) = ends(&timelines, port);
 
     assert_eq!(server["role"], "active");
@@ -290,19 +301,12 @@ fn active_and_passive_close_with_200ms_in_close_wait() {
     assert_eq!(server["peer"]["id"], client["id"]);
     assert_eq!(client["peer"]["id"], server["id"]);
     assert_eq!(client["peer"]["pid"], played.server);
-    let (code, _, stderr) = tracer.stop(libc::SIGINT);
-    assert_eq!(code, 0);
-    assert!(stderr.iter().any(|l| l.contains("0 lost events")), "{stderr:?}");
 }
 
 #[test]
 fn half_close_waits_200ms_in_fin_wait2_for_the_real_fin() {
     let Some(_serial) = privileged("half_close_waits_200ms_in_fin_wait2_for_the_real_fin") else { return };
-    let (ns, port) = (Netns::new(), port());
-    let tracer = Tracer::start(&["--json", "-P", &port.to_string()]);
-    let played = play("half-close", &ns, port, &["--delay-ms", "200"]).finish();
-    let timelines = tracer.json_until(|got| both_ends(got, port));
-    tracer.stop(libc::SIGINT);
+    let (played, timelines, port) = traced("half-close", &["--delay-ms", "200"]);
     let (server, client) = ends(&timelines, port);
     assert_eq!(server["role"], "active");
     assert_eq!(server["half_close"], true);
@@ -321,11 +325,7 @@ fn half_close_waits_200ms_in_fin_wait2_for_the_real_fin() {
 #[test]
 fn simultaneous_close_goes_through_closing_on_both_sides() {
     let Some(_serial) = privileged("simultaneous_close_goes_through_closing_on_both_sides") else { return };
-    let (ns, port) = (Netns::new(), port());
-    let tracer = Tracer::start(&["--json", "-P", &port.to_string()]);
-    play("simultaneous", &ns, port, &[]).finish();
-    let timelines = tracer.json_until(|got| both_ends(got, port));
-    tracer.stop(libc::SIGINT);
+    let (_, timelines, port) = traced("simultaneous", &[]);
     let (server, client) = ends(&timelines, port);
     for t in [server, client] {
         assert_eq!(t["role"], "simultaneous", "{t}");
@@ -338,11 +338,7 @@ fn simultaneous_close_goes_through_closing_on_both_sides() {
 fn resets_are_seen_from_both_sides_with_the_reason() {
     let Some(_serial) = privileged("resets_are_seen_from_both_sides_with_the_reason") else { return };
     for pattern in ["reset", "reset-unread"] {
-        let (ns, port) = (Netns::new(), port());
-        let tracer = Tracer::start(&["--json", "-P", &port.to_string()]);
-        let played = play(pattern, &ns, port, &[]).finish();
-        let timelines = tracer.json_until(|got| both_ends(got, port));
-        tracer.stop(libc::SIGINT);
+        let (played, timelines, port) = traced(pattern, &[]);
         let (server, client) = ends(&timelines, port);
         assert_eq!(server["role"], "reset", "{pattern}: {server}");
         assert_eq!(server["pid"], played.server);
@@ -358,11 +354,7 @@ fn resets_are_seen_from_both_sides_with_the_reason() {
 #[test]
 fn a_lost_fin_shows_its_retransmission_time_in_fin_wait1() {
     let Some(_serial) = privileged("a_lost_fin_shows_its_retransmission_time_in_fin_wait1") else { return };
-    let (ns, port) = (Netns::new(), port());
-    let tracer = Tracer::start(&["--json", "-P", &port.to_string()]);
-    play("lost-fin", &ns, port, &[]).finish();
-    let timelines = tracer.json_until(|got| both_ends(got, port));
-    tracer.stop(libc::SIGINT);
+    let (_, timelines, port) = traced("lost-fin", &[]);
     let (server, _) = ends(&timelines, port);
     let fin_wait1 = ms(&server["durations_ns"]["FIN_WAIT1"]);
     assert!(fin_wait1 >= 150.0, "the FIN was dropped, then retransmitted: {fin_wait1} ms");

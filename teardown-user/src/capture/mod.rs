@@ -94,7 +94,7 @@ impl Capture {
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", options.ring_bytes)
             .load(EBPF_OBJECT)
-            .map_err(|e| Error::Bpf(format!("loading the kernel program: {e}")))?;
+            .map_err(|e| Error::Bpf(format!("loading the kernel program: {}", first_line(e))))?;
         fill_filter_maps(&mut ebpf, &options.filter)?;
 
         let aya_btf = aya::Btf::parse(&btf_bytes, aya::Endianness::default())
@@ -271,11 +271,16 @@ where
     M::try_from(map).map_err(|e| Error::Bpf(format!("map {name}: {e}")))
 }
 
+/// The first line of an aya error: a verifier log would not fit on one line.
+fn first_line(e: impl std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().trim_end_matches(". Verifier output:").to_string()
+}
+
 fn attach_btf_tracepoint(ebpf: &mut Ebpf, btf: &aya::Btf, name: &'static str) -> Result<()> {
     let hook_err = |action, e: aya::programs::ProgramError| Error::Hook {
         action,
         hook: name,
-        reason: e.to_string(),
+        reason: first_line(e),
     };
     let program: &mut BtfTracePoint = ebpf
         .program_mut(name)
@@ -291,7 +296,7 @@ fn attach_accept(ebpf: &mut Ebpf) -> Result<()> {
     let hook_err = |action, e: aya::programs::ProgramError| Error::Hook {
         action,
         hook: "syscalls:sys_exit_accept",
-        reason: e.to_string(),
+        reason: first_line(e),
     };
     let program: &mut TracePoint = ebpf
         .program_mut("sys_exit_accept")
