@@ -69,6 +69,18 @@ impl Apt {
     }
 }
 
+/// Debian packages of `packages` that are not installed.
+fn not_installed<'a>(packages: &[&'a str]) -> Vec<&'a str> {
+    packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_none_or(|status| !status.ends_with("install ok installed"))
+        })
+        .collect()
+}
+
 fn has(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
@@ -120,12 +132,11 @@ pub fn ensure() -> Result<BuildEnv> {
             .context("rustc does not say its LLVM version")?
             .to_string();
         let llvm = format!("/usr/lib/llvm-{major}");
-        if !Path::new(&llvm).join("bin/llvm-config").is_file() {
-            apt.install(&[
-                &format!("llvm-{major}-dev"),
-                &format!("libpolly-{major}-dev"),
-                "libzstd-dev",
-            ])?;
+        // llvm-config alone is not enough: bpf-linker links the development libraries.
+        let dev = [format!("llvm-{major}-dev"), format!("libpolly-{major}-dev"), "libzstd-dev".into()];
+        let missing = not_installed(&dev.iter().map(String::as_str).collect::<Vec<_>>());
+        if !missing.is_empty() {
+            apt.install(&missing)?;
         }
         // bpf-linker's build finds LLVM through llvm-config on PATH.
         let llvm_path = format!("{llvm}/bin:{path}");
