@@ -12,13 +12,13 @@
 //!
 //! No kernel layout is compiled in: user space reads field offsets from the running kernel's
 //! BTF into `CONFIG` (read-only data, so the verifier treats the values as constants).
-#![no_std]
-#![no_main]
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
 
 use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         bpf_probe_read_kernel,
@@ -26,7 +26,9 @@ use aya_ebpf::{
     macros::{btf_tracepoint, map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
+    EbpfContext,
 };
+use aya_log_ebpf::warn;
 use teardown_common::{
     counter, filter, kind, owner_source, sock_flags, state, Config, Event, Owner, SockLayout, AF_INET,
     AF_INET6, COMM_LEN, IPPROTO_TCP,
@@ -87,7 +89,8 @@ static PORTS: HashMap<u16, u32> = HashMap::with_max_entries(1024, 0);
 static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 
 /// Socket address → owner. An entry lives from connect/listen/accept until the socket's
-/// transition to CLOSE, so the table holds only live sockets; entries are allocated on use.
+/// transition to CLOSE, so the table holds only live sockets. Preallocated: no allocation
+/// per connection. User space sizes it (`--max-sockets`).
 #[map]
 static OWNERS: HashMap<u64, Owner> = HashMap::with_max_entries(1 << 17, 0);
 
@@ -96,16 +99,16 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
-    try_inet_sock_set_state(Typed(sk), old as u8, new as u8);
+    try_inet_sock_set_state(&ctx, Typed(sk), old as u8, new as u8);
     0
 }
 
-fn try_inet_sock_set_state(sk: Typed, old: u8, new: u8) {
+fn try_inet_sock_set_state(ctx: &BtfTracePointContext, sk: Typed, old: u8, new: u8) {
     let key = sk.addr();
     match new {
-        state::SYN_SENT => record_owner(key, owner_source::CONNECT),
-        state::LISTEN => record_owner(key, owner_source::LISTEN),
-        state::FIN_WAIT1 | state::LAST_ACK => record_owner(key, owner_source::CLOSE),
+        state::SYN_SENT => record_owner(ctx, key, owner_source::CONNECT),
+        state::LISTEN => record_owner(ctx, key, owner_source::LISTEN),
+        state::FIN_WAIT1 | state::LAST_ACK => record_owner(ctx, key, owner_source::CLOSE),
         // A new child socket, possibly at the address of a dead one.
         state::SYN_RECV => {
             let _ = OWNERS.remove(key);
@@ -174,7 +177,7 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
     };
     if ret >= 0 {
         if let Some((sk, current)) = socket_of_fd(ret as u64) {
-            record_owner(sk.addr(), owner_source::ACCEPT);
+            record_owner(&ctx, sk.addr(), owner_source::ACCEPT);
             // Its earlier transitions went out without an owner: say it now.
             if current != state::ESTABLISHED {
                 if let Some(mut event) = socket_event(sk) {
@@ -208,15 +211,16 @@ fn socket_of_fd(fd: u64) -> Option<(Untyped, u8)> {
     (is_tcp(sk)? && current != state::CLOSE).then_some((sk, current))
 }
 
-fn record_owner(sk: u64, source: u8) {
+fn record_owner(ctx: &impl EbpfContext, sk: u64, source: u8) {
     let owner = Owner {
         pid: (bpf_get_current_pid_tgid() >> 32) as u32,
         source,
         _pad: [0; 3],
         comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
     };
-    if OWNERS.insert(sk, owner, 0).is_err() {
-        count(counter::LOST_OWNERS);
+    // Counted every time; said once per CPU, so a full table cannot flood the log.
+    if OWNERS.insert(sk, owner, 0).is_err() && count(counter::LOST_OWNERS) == 0 {
+        warn!(ctx, "owner table full: new sockets get no owner (raise --max-sockets)");
     }
 }
 
@@ -359,17 +363,27 @@ fn submit(event: &Event) {
         BPF_RB_NO_WAKEUP
     };
     if EVENTS.output::<Event>(event, flags.into()).is_err() {
-        count(counter::LOST_EVENTS);
+        let _ = count(counter::LOST_EVENTS);
     }
 }
 
-fn count(index: u32) {
-    if let Some(value) = COUNTERS.get_ptr_mut(index) {
-        unsafe { *value += 1 };
+/// Adds one to a per-CPU counter; returns its value before.
+fn count(index: u32) -> u64 {
+    match COUNTERS.get_ptr_mut(index) {
+        Some(value) => unsafe {
+            let before = *value;
+            *value = before + 1;
+            before
+        },
+        None => 0,
     }
 }
 
-#[cfg(not(test))]
+/// Built for the host only by workspace-wide commands: the programs are for the BPF target.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
+
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}

@@ -90,6 +90,11 @@ pub struct Cli {
     #[arg(long = "ring-mb", value_name = "MIB", default_value_t = 4,
           value_parser = ring_mb)]
     pub ring_mb: u32,
+
+    /// Live sockets whose owner the kernel can remember at once; raise it on hosts with more
+    #[arg(long = "max-sockets", value_name = "N", default_value_t = 131_072,
+          value_parser = value_parser!(u32).range(1..=16_777_216))]
+    pub max_sockets: u32,
 }
 
 fn ring_mb(s: &str) -> Result<u32, String> {
@@ -148,6 +153,7 @@ mod tests {
             (&["--raw", "-o", "x.json"][..], "cannot be used with"),
             (&["--replay", "a", "--record", "b"][..], "cannot be used with"),
             (&["--ring-mb", "3"][..], "power of two"),
+            (&["--max-sockets", "0"][..], "0"),
         ] {
             let err = parse(args).expect_err(&format!("{args:?} accepted"));
             assert!(err.to_string().contains(needle), "{args:?}: {err}");

@@ -310,6 +310,7 @@ async fn live(cli: &Cli) -> Result<Summary> {
         filter: cli.filter(),
         closing_only: !cli.raw,
         ring_bytes: cli.ring_mb << 20,
+        max_sockets: cli.max_sockets,
     };
     let capture = Capture::start(&options)?;
     for warning in &capture.degraded {

@@ -516,3 +516,19 @@ fn a_signal_leaves_a_complete_document_and_duration_stops_by_itself() {
     assert!(started.elapsed() < Duration::from_secs(15));
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 teardowns"));
 }
+
+#[test]
+fn a_full_owner_table_is_said_once_and_counted() {
+    let Some(_serial) = privileged("a_full_owner_table_is_said_once_and_counted") else { return };
+    let (ns, port) = (Netns::new(), port());
+    // One slot: the lab's listener takes it, the client's connect finds the table full.
+    let tracer = Tracer::start(&["--json", "--max-sockets", "1", "-P", &port.to_string()]);
+    play("server-closes", &ns, port, &["--delay-ms", "0"]).finish();
+    tracer.json_until(|got| both_ends(got, port));
+    let (code, _, stderr) = tracer.stop(libc::SIGINT);
+    assert_eq!(code, 0);
+    let warnings = stderr.iter().filter(|l| l.contains("kernel: owner table full")).count();
+    assert!(warnings >= 1, "{stderr:?}");
+    assert!(warnings <= 2, "once per CPU at most: {stderr:?}");
+    assert!(stderr.iter().any(|l| l.contains("owners not recorded")), "{stderr:?}");
+}

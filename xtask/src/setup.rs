@@ -92,11 +92,12 @@ pub fn ensure() -> Result<BuildEnv> {
     let mut apt = Apt { updated: false };
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let cargo_bin = PathBuf::from(&home).join(".cargo/bin");
-    let path = format!(
-        "{}:{}",
-        cargo_bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let current = std::env::var("PATH").unwrap_or_default();
+    let path = if std::env::split_paths(&current).any(|p| p == cargo_bin) {
+        current
+    } else {
+        format!("{}:{current}", cargo_bin.display())
+    };
 
     // 1. A toolchain that can build `core` for the BPF target: nightly, else stable in
     //    bootstrap mode (see README).

@@ -37,6 +37,8 @@ pub struct CaptureOptions {
     pub closing_only: bool,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// Live sockets whose owner the kernel can hold at once.
+    pub max_sockets: u32,
 }
 
 impl Default for CaptureOptions {
@@ -45,13 +47,28 @@ impl Default for CaptureOptions {
             filter: Filter::default(),
             closing_only: false,
             ring_bytes: 4 << 20,
+            max_sockets: 1 << 17,
         }
     }
+}
+
+/// Prints what the kernel program logs (rare conditions only) as one line on stderr.
+struct KernelLog;
+
+impl log::Log for KernelLog {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        eprintln!("teardown-trace: kernel: {}", record.args());
+    }
+    fn flush(&self) {}
 }
 
 /// A running capture. Dropping it detaches everything.
 pub struct Capture {
     ring: RingBuf<MapData>,
+    log: aya_log::EbpfLogger<KernelLog>,
     counters: PerCpuArray<MapData, u64>,
     /// Hooks this kernel lacks, and what the output loses because of it.
     pub degraded: Vec<String>,
@@ -93,9 +110,12 @@ impl Capture {
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", options.ring_bytes)
+            .map_max_entries("OWNERS", options.max_sockets)
             .load(EBPF_OBJECT)
             .map_err(|e| Error::Bpf(format!("loading the kernel program: {}", first_line(e))))?;
         fill_filter_maps(&mut ebpf, &options.filter)?;
+        let log = aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLog)
+            .map_err(|e| Error::Bpf(format!("kernel log: {e}")))?;
 
         let aya_btf = aya::Btf::parse(&btf_bytes, aya::Endianness::default())
             .map_err(|e| Error::Bpf(format!("parsing kernel BTF: {e}")))?;
@@ -115,6 +135,7 @@ impl Capture {
         let counters = take_map(&mut ebpf, "COUNTERS")?;
         Ok(Capture {
             ring,
+            log,
             counters,
             degraded,
             names: kernel_names(&kernel),
@@ -124,6 +145,7 @@ impl Capture {
 
     /// Hands every event waiting in the ring buffer to `sink`; returns how many.
     pub fn drain(&mut self, mut sink: impl FnMut(&Event)) -> usize {
+        self.log.flush();
         let mut count = 0;
         while let Some(item) = self.ring.next() {
             if item.len() >= size_of::<Event>() {
