@@ -12,6 +12,7 @@ EXAMPLES:
     teardown-trace -P 443                # only connections with port 443 at either end
     teardown-trace -p 1234,1240 --json   # sockets owned by those processes, NDJSON
     teardown-trace -d 60 -o closes.json  # trace one minute, write one JSON document
+    teardown-trace -x -P 8080            # both ends on this host: the whole exchange at once
     teardown-trace --raw                 # every state transition live, with its owner
     teardown-trace --record run.tdrec    # also save the raw transitions to a file
     teardown-trace --replay run.tdrec    # rebuild timelines from a recording (no root)
@@ -77,6 +78,11 @@ pub struct Cli {
     /// Print every state transition as it happens instead of timelines
     #[arg(long)]
     pub raw: bool,
+
+    /// Also print each connection whose two ends are both on this host as one exchange,
+    /// in time order, with what each transition means on the wire
+    #[arg(short = 'x', long, conflicts_with_all = ["json", "raw"])]
+    pub exchange: bool,
 
     /// Also save the raw transitions to FILE, for --replay
     #[arg(long, value_name = "FILE", conflicts_with = "replay")]
@@ -154,6 +160,7 @@ mod tests {
             (&["--replay", "a", "--record", "b"][..], "cannot be used with"),
             (&["--ring-mb", "3"][..], "power of two"),
             (&["--max-sockets", "0"][..], "0"),
+            (&["-x", "--json"][..], "cannot be used with"),
         ] {
             let err = parse(args).expect_err(&format!("{args:?} accepted"));
             assert!(err.to_string().contains(needle), "{args:?}: {err}");

@@ -20,7 +20,7 @@ use crate::{
     cli::Cli,
     error::{Error, Result},
     event::Event,
-    output::{json, text, Clock, DocumentWriter, KernelNames, RawPrinter, Summary},
+    output::{json, text, Clock, DocumentWriter, ExchangePrinter, KernelNames, RawPrinter, Summary},
     reconstruct::{Reconstructor, Timeline},
     record::{Recorder, Replay},
 };
@@ -72,6 +72,8 @@ struct Outputs {
     names: KernelNames,
     clock: Clock,
     raw: RawPrinter,
+    /// `--exchange`: pairs both ends of local connections.
+    exchange: Option<ExchangePrinter>,
     summary: Summary,
     line: Vec<u8>,
     error: Option<Error>,
@@ -110,6 +112,12 @@ impl Outputs {
             Mode::RawText | Mode::RawJson => return,
         }
         self.print();
+        let exchange = self.exchange.as_mut().and_then(|x| x.timeline(&t, &self.clock, &self.names));
+        if let Some(block) = exchange {
+            self.line.clear();
+            json::push(&mut self.line, &block);
+            self.print();
+        }
     }
 
     fn event(&mut self, e: &Event) {
@@ -280,6 +288,7 @@ fn pipeline(cli: &Cli) -> Result<(Pipeline, Option<File>)> {
         names: KernelNames::default(),
         clock,
         raw: RawPrinter::default(),
+        exchange: cli.exchange.then(ExchangePrinter::default),
         summary: Summary::default(),
         line: Vec::new(),
         error: None,

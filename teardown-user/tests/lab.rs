@@ -532,3 +532,33 @@ fn a_full_owner_table_is_said_once_and_counted() {
     assert!(warnings <= 2, "once per CPU at most: {stderr:?}");
     assert!(stderr.iter().any(|l| l.contains("owners not recorded")), "{stderr:?}");
 }
+
+#[test]
+fn exchange_shows_both_ends_as_one_sequence() {
+    let Some(_serial) = privileged("exchange_shows_both_ends_as_one_sequence") else { return };
+    let (ns, port) = (Netns::new(), port());
+    let tracer = Tracer::start(&["-x", "-P", &port.to_string()]);
+    play("half-close", &ns, port, &["--delay-ms", "50"]).finish();
+    let deadline = Instant::now() + WAIT;
+    let mut lines: Vec<String> = Vec::new();
+    while lines.iter().filter(|l| l.contains(" -> ")).count() < 6 {
+        lines.push(tracer.lines.recv_timeout(deadline - Instant::now()).expect("exchange lines"));
+    }
+    tracer.stop(libc::SIGINT);
+    let head = lines.iter().position(|l| l.starts_with("== ")).expect("an exchange block");
+    let block = &lines[head..];
+    assert!(block[0].contains("closed first"), "{block:#?}");
+    let meanings: Vec<&str> = block[1..7].iter().map(|l| l.rsplit("  ").next().unwrap()).collect();
+    assert_eq!(
+        meanings,
+        [
+            "sends FIN",
+            "receives FIN, ACKs it",
+            "receives the ACK of its FIN",
+            "sends FIN",
+            "receives FIN, sends the last ACK: TIME_WAIT",
+            "receives the last ACK: closed",
+        ],
+        "{block:#?}"
+    );
+}

@@ -7,7 +7,7 @@ pub mod text;
 
 pub use document::DocumentWriter;
 pub use json::KernelNames;
-pub use text::{Clock, RawPrinter, Summary};
+pub use text::{Clock, ExchangePrinter, RawPrinter, Summary};
 
 #[cfg(test)]
 mod tests;

@@ -197,3 +197,32 @@ fn numbers_and_addresses_are_written_by_hand_correctly() {
         assert_eq!(out, v.to_string().into_bytes());
     }
 }
+
+#[test]
+fn an_exchange_merges_both_ends_in_time_with_their_meaning() {
+    let mut events = vec![
+        ev(0, 1, 80, 5000, ESTABLISHED, FIN_WAIT1),
+        ev(30, 2, 5000, 80, ESTABLISHED, CLOSE_WAIT),
+        ev(60, 1, 80, 5000, FIN_WAIT1, FIN_WAIT2),
+        ev(62, 1, 80, 5000, FIN_WAIT2, CLOSE),
+        ev(200_000_000, 2, 5000, 80, CLOSE_WAIT, LAST_ACK),
+        ev(200_000_050, 2, 5000, 80, LAST_ACK, CLOSE),
+    ];
+    events[3].sock_flags = sock_flags::ORPHAN;
+    let mut r = Reconstructor::new(Filter::default());
+    events.iter().for_each(|e| r.push(e));
+    let mut out = Vec::new();
+    r.finish(&mut |t| out.push(t));
+    let clock = text::Clock::default();
+    let mut printer = text::ExchangePrinter::default();
+    assert_eq!(printer.timeline(&out[0], &clock, &names()), None, "waits for the other end");
+    let block = printer.timeline(&out[1], &clock, &names()).expect("both ends seen");
+    let lines: Vec<&str> = block.lines().collect();
+    assert!(lines[0].contains("#1 closed first"), "{block}");
+    assert_eq!(lines.len(), 7, "{block}");
+    assert!(lines[1].contains("127.0.0.1:80") && lines[1].ends_with("sends FIN"), "{block}");
+    assert!(lines[2].contains("127.0.0.1:5000") && lines[2].ends_with("receives FIN, ACKs it"), "{block}");
+    assert!(lines[4].ends_with("waits for the FIN"), "{block}");
+    assert!(lines[5].contains("+200.000 ms") && lines[5].ends_with("sends FIN"), "{block}");
+    assert!(lines[6].ends_with("receives the last ACK: closed"), "{block}");
+}

@@ -7,7 +7,7 @@ use teardown_common::{kind, owner_source, state};
 
 use crate::{
     event::{self, Event},
-    reconstruct::{Owner, Role, Timeline},
+    reconstruct::{Owner, Role, Timeline, Transition},
 };
 
 use super::json::KernelNames;
@@ -123,6 +123,114 @@ pub fn timeline(t: &Timeline, clock: &Clock, names: &KernelNames) -> String {
         t.id,
         phases
     )
+}
+
+/// What a transition tells about the segments on the wire, in the words of the four-way
+/// close.
+fn meaning(tr: &Transition) -> &'static str {
+    use teardown_common::sock_flags::{FIN_RECEIVED, ORPHAN};
+    match (tr.from, tr.to) {
+        (state::ESTABLISHED | state::SYN_RECV, state::FIN_WAIT1) => "sends FIN",
+        (state::ESTABLISHED, state::CLOSE_WAIT) => "receives FIN, ACKs it",
+        (state::FIN_WAIT1, state::FIN_WAIT2) => "receives the ACK of its FIN",
+        (state::FIN_WAIT1, state::CLOSING) => "receives FIN before the ACK of its own (crossing)",
+        (state::CLOSE_WAIT, state::LAST_ACK) => "sends FIN",
+        (state::LAST_ACK, state::CLOSE) => "receives the last ACK: closed",
+        (state::CLOSING, state::CLOSE) => "receives the ACK of its FIN: TIME_WAIT",
+        (state::FIN_WAIT2, state::CLOSE) if tr.sock_flags & FIN_RECEIVED != 0 => {
+            "receives FIN, sends the last ACK: TIME_WAIT"
+        }
+        (state::FIN_WAIT2, state::CLOSE) if tr.sock_flags & ORPHAN != 0 => {
+            "orphan handed to a TIME_WAIT mini-socket, which waits for the FIN"
+        }
+        (state::FIN_WAIT1, state::CLOSE) => "closed without the ACK of its FIN (reset or timeout)",
+        (_, state::CLOSE) => "closed without a FIN exchange (reset)",
+        _ => "",
+    }
+}
+
+/// `--exchange`: both ends of a connection on this host, as one exchange in time order,
+/// printed when the second end's timeline is out.
+#[derive(Default)]
+pub struct ExchangePrinter {
+    /// First ends, waiting for their peer, by id; bounded.
+    waiting: HashMap<u64, Timeline>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl ExchangePrinter {
+    const MAX_WAITING: usize = 4096;
+
+    pub fn timeline(&mut self, t: &Timeline, clock: &Clock, names: &KernelNames) -> Option<String> {
+        let peer = t.peer?;
+        match self.waiting.remove(&peer.id) {
+            Some(first) => Some(exchange(&first, t, clock, names)),
+            None => {
+                if self.order.len() >= Self::MAX_WAITING {
+                    if let Some(old) = self.order.pop_front() {
+                        self.waiting.remove(&old);
+                    }
+                }
+                self.order.push_back(t.id);
+                self.waiting.insert(t.id, t.clone());
+                None
+            }
+        }
+    }
+}
+
+fn who(t: &Timeline) -> String {
+    let (pid, comm) = owner_columns(t.owner);
+    format!("#{} {} ({comm} {pid})", t.id, endpoint(t.laddr, t.lport))
+}
+
+/// Both ends' transitions merged in time, each with what it means on the wire.
+pub fn exchange(a: &Timeline, b: &Timeline, clock: &Clock, names: &KernelNames) -> String {
+    let mut steps: Vec<(&Timeline, &Transition)> = a
+        .transitions
+        .iter()
+        .map(|tr| (a, tr))
+        .chain(b.transitions.iter().map(|tr| (b, tr)))
+        .collect();
+    steps.sort_by_key(|(_, tr)| tr.ts_ns);
+    let start = steps.first().map_or(0, |(_, tr)| tr.ts_ns);
+    let how = match (a.role(), b.role()) {
+        (Some(Role::Active), _) => format!("#{} closed first", a.id),
+        (_, Some(Role::Active)) => format!("#{} closed first", b.id),
+        (Some(Role::Simultaneous), _) | (_, Some(Role::Simultaneous)) => "both closed at once".into(),
+        (Some(Role::Reset), _) | (_, Some(Role::Reset)) => "reset".into(),
+        _ => "seen mid-close".into(),
+    };
+    let mut out = format!(
+        "== {} <-> {}: {how}, at {}",
+        who(a),
+        who(b),
+        clock.time_of_day(start)
+    );
+    let mut lines: Vec<(u64, String)> = steps
+        .iter()
+        .map(|(t, tr)| {
+            let line = format!(
+                "{:<22} {:<11} -> {:<11}  {}",
+                endpoint(t.laddr, t.lport),
+                state::name(tr.from),
+                state::name(tr.to),
+                meaning(tr)
+            );
+            (tr.ts_ns, line)
+        })
+        .collect();
+    for (t, reset) in a.resets.iter().map(|r| (a, r)).chain(b.resets.iter().map(|r| (b, r))) {
+        let what = if reset.sent { "sends RST" } else { "receives RST" };
+        let reason = names.reset_reason(reset.reason).filter(|_| reset.sent).unwrap_or("");
+        let line = format!("{:<22} {what} {reason}", endpoint(t.laddr, t.lport));
+        lines.push((reset.ts_ns, line));
+    }
+    lines.sort_by_key(|(ts, _)| *ts);
+    for (ts, line) in lines {
+        let _ = write!(out, "\n  {:>12} ms  {}", format!("+{}", ms(ts.saturating_sub(start))), line.trim_end());
+    }
+    out
 }
 
 pub const RAW_HEADER: &str = "TIME         SKADDR             PID     COMM             LOCAL                  REMOTE                 OLDSTATE    -> NEWSTATE    MS        CONTEXT";

@@ -347,13 +347,10 @@ impl Reconstructor {
         }
     }
 
-    /// Keeps a finished socket's summary for its peer, if that peer is still open (or held)
-    /// on this host and so will want to name it when it finishes.
+    /// Keeps a finished socket's summary for a peer that finishes later. Even a peer not
+    /// seen yet may come: the receiver of an RST has its first event after the sender's
+    /// CLOSE. The peer consumes the entry; entries nobody reads age out.
     fn remember(&mut self, timeline: &Timeline) {
-        let mirror = timeline.peer_tuple();
-        if !self.by_tuple.contains_key(&mirror) && !self.parked.contains_key(&mirror) {
-            return;
-        }
         if self.recent_order.len() >= RECENT_PEERS {
             if let Some(old) = self.recent_order.pop_front() {
                 self.recent.remove(&old);

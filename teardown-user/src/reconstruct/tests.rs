@@ -189,6 +189,9 @@ fn resets_sent_and_received() {
     assert_eq!(server.resets, vec![Reset { ts_ns: 0, sent: true, reason: 12 }]);
     assert_eq!(client.role(), Some(Role::Reset));
     assert!(!client.resets[0].sent);
+    // The receiver's first event comes after the sender closed: still linked both ways.
+    assert_eq!(server.peer.map(|p| p.id), Some(client.id));
+    assert_eq!(client.peer.map(|p| p.id), Some(server.id));
     assert!(server.waves().is_empty());
     assert_eq!(server.teardown_ns(), Some(0), "straight from ESTABLISHED to CLOSE");
 }
