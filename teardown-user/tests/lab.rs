@@ -562,3 +562,27 @@ fn exchange_shows_both_ends_as_one_sequence() {
         "{block:#?}"
     );
 }
+
+#[test]
+fn ipv6_connections_are_traced_and_filtered_by_family() {
+    let Some(_serial) = privileged("ipv6_connections_are_traced_and_filtered_by_family") else { return };
+    let (ns, port) = (Netns::new(), port());
+    let tracer = Tracer::start(&["--json", "-6", "-P", &port.to_string()]);
+    play("server-closes", &ns, port, &["--delay-ms", "0"]).finish(); // IPv4: filtered out
+    let played = play("server-closes", &ns, port, &["--delay-ms", "0", "--ipv6"]).finish();
+    let timelines = tracer.json_until(|got| both_ends(got, port));
+    let (code, rest, _) = tracer.stop(libc::SIGINT);
+    assert_eq!(code, 0);
+    assert!(rest.is_empty(), "{rest:?}");
+    let (server, client) = ends(&timelines, port);
+    for t in [server, client] {
+        assert_eq!(t["family"], "ipv6", "{t}");
+        assert_eq!((t["laddr"].as_str(), t["raddr"].as_str()), (Some("::1"), Some("::1")), "{t}");
+    }
+    assert_eq!(server["role"], "active");
+    assert_eq!(server["pid"], played.server);
+    assert_eq!(client["role"], "passive");
+    assert_eq!(client["pid"], played.client);
+    assert_eq!(server["peer"]["id"], client["id"]);
+    assert_eq!(timelines.len(), 2, "only the IPv6 connection: {timelines:?}");
+}

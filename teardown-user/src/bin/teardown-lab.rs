@@ -57,6 +57,9 @@ struct Args {
     /// Server port inside the namespace
     #[arg(long, default_value_t = 8080)]
     port: u16,
+    /// Talk over ::1 instead of 127.0.0.1
+    #[arg(long)]
+    ipv6: bool,
     /// How long the second closer waits after seeing the first FIN
     #[arg(long, default_value_t = 200)]
     delay_ms: u64,
@@ -144,6 +147,7 @@ impl Peer {
             .args(["--port", &args.port.to_string(), "--delay-ms", &args.delay_ms.to_string()])
             .args(["--hold-ms", &args.hold_ms.to_string(), "--count", &args.count.to_string()])
             .args(["--concurrency", &args.concurrency.to_string()])
+            .args(args.ipv6.then_some("--ipv6"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -300,7 +304,11 @@ fn set_linger_zero(s: &TcpStream) -> Result<()> {
 }
 
 fn play(role: Role, args: &Args) -> Result<()> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let addr = if args.ipv6 {
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, args.port))
+    } else {
+        SocketAddr::from(([127, 0, 0, 1], args.port))
+    };
     let delay = Duration::from_millis(args.delay_ms);
     if args.pattern == Pattern::Churn {
         return churn(role, args, addr);
