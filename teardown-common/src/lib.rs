@@ -46,7 +46,10 @@ pub mod state {
     /// Transitions into these states open a connection (or listen); they do not close one.
     /// Reconstruction does not need them, so the kernel can drop them before the ring buffer.
     pub const fn is_opening(new: u8) -> bool {
-        matches!(new, SYN_SENT | SYN_RECV | ESTABLISHED | LISTEN | NEW_SYN_RECV)
+        matches!(
+            new,
+            SYN_SENT | SYN_RECV | ESTABLISHED | LISTEN | NEW_SYN_RECV
+        )
     }
 }
 
@@ -266,7 +269,10 @@ mod tests {
         assert!(is_opening(ESTABLISHED));
         assert!(is_opening(LISTEN));
         assert!(!is_opening(CLOSE), "a failed connect ends a socket");
-        assert!(!is_opening(FIN_WAIT1), "also when a fast-open socket closes from SYN_RECV");
+        assert!(
+            !is_opening(FIN_WAIT1),
+            "also when a fast-open socket closes from SYN_RECV"
+        );
         assert!(!is_opening(CLOSE_WAIT));
     }
 

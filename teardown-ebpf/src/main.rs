@@ -30,8 +30,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use teardown_common::{
-    counter, filter, kind, owner_source, sock_flags, state, Config, Event, Owner, SockLayout, AF_INET,
-    AF_INET6, COMM_LEN, IPPROTO_TCP,
+    counter, filter, kind, owner_source, sock_flags, state, Config, Event, Owner, SockLayout,
+    AF_INET, AF_INET6, COMM_LEN, IPPROTO_TCP,
 };
 
 /// Filled by user space before loading (see `teardown-user/src/capture/mod.rs`).
@@ -143,7 +143,11 @@ pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
 pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     // The reason argument exists since Linux 6.10; the verifier drops the untaken branch.
-    let reason: u32 = if config!(send_reset_nargs) >= 3 { ctx.arg(2) } else { 0 };
+    let reason: u32 = if config!(send_reset_nargs) >= 3 {
+        ctx.arg(2)
+    } else {
+        0
+    };
     if !sk.is_null() {
         reset_event(Typed(sk), kind::RESET_SENT, reason as u8);
     }
@@ -220,7 +224,10 @@ fn record_owner(ctx: &impl EbpfContext, sk: u64, source: u8) {
     };
     // Counted every time; said once per CPU, so a full table cannot flood the log.
     if OWNERS.insert(sk, owner, 0).is_err() && count(counter::LOST_OWNERS) == 0 {
-        warn!(ctx, "owner table full: new sockets get no owner (raise --max-sockets)");
+        warn!(
+            ctx,
+            "owner table full: new sockets get no owner (raise --max-sockets)"
+        );
     }
 }
 

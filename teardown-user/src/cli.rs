@@ -72,7 +72,12 @@ pub struct Cli {
     pub json: bool,
 
     /// At exit, write all timelines to FILE as one JSON document (atomically)
-    #[arg(short = 'o', long = "output", value_name = "FILE", conflicts_with = "raw")]
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "FILE",
+        conflicts_with = "raw"
+    )]
     pub output: Option<PathBuf>,
 
     /// Print every state transition as it happens instead of timelines
@@ -104,7 +109,9 @@ pub struct Cli {
 }
 
 fn ring_mb(s: &str) -> Result<u32, String> {
-    let mb: u32 = s.parse().map_err(|_| format!("`{s}` is not a number of MiB"))?;
+    let mb: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of MiB"))?;
     if mb.is_power_of_two() && mb <= 1024 {
         Ok(mb)
     } else {
@@ -157,7 +164,10 @@ mod tests {
             (&["-4", "-6"][..], "cannot be used with"),
             (&["-d", "0"][..], "0"),
             (&["--raw", "-o", "x.json"][..], "cannot be used with"),
-            (&["--replay", "a", "--record", "b"][..], "cannot be used with"),
+            (
+                &["--replay", "a", "--record", "b"][..],
+                "cannot be used with",
+            ),
             (&["--ring-mb", "3"][..], "power of two"),
             (&["--max-sockets", "0"][..], "0"),
             (&["-x", "--json"][..], "cannot be used with"),

@@ -65,7 +65,8 @@ impl Filter {
 
     /// Same rule as the kernel's `ports_allowed` and family check.
     pub fn matches_socket(&self, lport: u16, rport: u16, family: Family) -> bool {
-        let any = self.ports.is_empty() || self.ports.contains(&lport) || self.ports.contains(&rport);
+        let any =
+            self.ports.is_empty() || self.ports.contains(&lport) || self.ports.contains(&rport);
         let local = self.lports.is_empty() || self.lports.contains(&lport);
         let remote = self.rports.is_empty() || self.rports.contains(&rport);
         any && local && remote && self.family.is_none_or(|f| f == family)
@@ -88,31 +89,69 @@ mod tests {
     #[test]
     fn kernel_bits_follow_the_lists() {
         assert_eq!(Filter::default().kernel_bits(), 0);
-        let f = Filter { ports: vec![80], rports: vec![5432], pids: vec![7], family: Some(Family::Ipv6), ..Default::default() };
-        assert_eq!(f.kernel_bits(), bits::PORT_ANY | bits::PORT_REMOTE | bits::PID | bits::IPV6_ONLY);
+        let f = Filter {
+            ports: vec![80],
+            rports: vec![5432],
+            pids: vec![7],
+            family: Some(Family::Ipv6),
+            ..Default::default()
+        };
+        assert_eq!(
+            f.kernel_bits(),
+            bits::PORT_ANY | bits::PORT_REMOTE | bits::PID | bits::IPV6_ONLY
+        );
     }
 
     #[test]
     fn a_port_in_several_lists_gets_every_role() {
-        let f = Filter { ports: vec![80], lports: vec![80, 443], ..Default::default() };
-        assert_eq!(f.port_roles(), vec![(80, bits::PORT_ANY | bits::PORT_LOCAL), (443, bits::PORT_LOCAL)]);
+        let f = Filter {
+            ports: vec![80],
+            lports: vec![80, 443],
+            ..Default::default()
+        };
+        assert_eq!(
+            f.port_roles(),
+            vec![
+                (80, bits::PORT_ANY | bits::PORT_LOCAL),
+                (443, bits::PORT_LOCAL)
+            ]
+        );
     }
 
     #[test]
     fn every_given_port_list_must_match() {
-        let f = Filter { ports: vec![80], rports: vec![9000], ..Default::default() };
+        let f = Filter {
+            ports: vec![80],
+            rports: vec![9000],
+            ..Default::default()
+        };
         assert!(f.matches_socket(80, 9000, Family::Ipv4));
-        assert!(!f.matches_socket(80, 9001, Family::Ipv4), "rport must match too");
+        assert!(
+            !f.matches_socket(80, 9001, Family::Ipv4),
+            "rport must match too"
+        );
         assert!(!f.matches_socket(81, 9000, Family::Ipv4));
-        let any = Filter { ports: vec![80], ..Default::default() };
-        assert!(any.matches_socket(40000, 80, Family::Ipv6), "-P matches the remote side too");
-        let v4 = Filter { family: Some(Family::Ipv4), ..Default::default() };
+        let any = Filter {
+            ports: vec![80],
+            ..Default::default()
+        };
+        assert!(
+            any.matches_socket(40000, 80, Family::Ipv6),
+            "-P matches the remote side too"
+        );
+        let v4 = Filter {
+            family: Some(Family::Ipv4),
+            ..Default::default()
+        };
         assert!(!v4.matches_socket(1, 2, Family::Ipv6));
     }
 
     #[test]
     fn owners_match_by_pid() {
-        let f = Filter { pids: vec![10, 20], ..Default::default() };
+        let f = Filter {
+            pids: vec![10, 20],
+            ..Default::default()
+        };
         assert!(f.matches_owner(20));
         assert!(!f.matches_owner(30));
         assert!(Filter::default().matches_owner(30));

@@ -9,7 +9,9 @@ use teardown_user::{cli::Cli, trace};
 
 fn main() -> ExitCode {
     // A bug still ends in one line, never a backtrace.
-    std::panic::set_hook(Box::new(|info| eprintln!("teardown-trace: internal error: {info}")));
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("teardown-trace: internal error: {info}")
+    }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version print in full; a usage error is one line.
@@ -19,7 +21,10 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let rendered = e.to_string();
-            eprintln!("teardown-trace: {}", rendered.lines().next().unwrap_or("bad usage"));
+            eprintln!(
+                "teardown-trace: {}",
+                rendered.lines().next().unwrap_or("bad usage")
+            );
             return ExitCode::from(2);
         }
     };

@@ -138,7 +138,12 @@ impl<R: BufRead> Replay<R> {
         }
         let version = r.byte("version")?;
         if version != VERSION {
-            return Err(r.error(5, format!("recording format version {version}; this teardown reads version {VERSION}")));
+            return Err(r.error(
+                5,
+                format!(
+                    "recording format version {version}; this teardown reads version {VERSION}"
+                ),
+            ));
         }
         let mut count = [0u8; 2];
         r.exact(&mut count, "reset-reason names")?;
@@ -154,7 +159,9 @@ impl<R: BufRead> Replay<R> {
             input,
             offset,
             last_ts: 0,
-            names: KernelNames { reset_reasons: reasons },
+            names: KernelNames {
+                reset_reasons: reasons,
+            },
             counts: None,
         })
     }
@@ -212,7 +219,10 @@ impl<R: BufRead> Replay<R> {
         let at = self.offset;
         let tag = match self.input.fill_buf() {
             Ok([]) => {
-                return Err(self.error(at, "truncated: no end marker (was the recorder killed?)".into()))
+                return Err(self.error(
+                    at,
+                    "truncated: no end marker (was the recorder killed?)".into(),
+                ))
             }
             Ok(_) => self.byte("record tag")?,
             Err(e) => return Err(self.error(at, e.to_string())),
@@ -259,7 +269,9 @@ impl<R: BufRead> Replay<R> {
         let pid_at = self.offset;
         let owner_pid = self.varint("pid")?;
         let task_pid = self.varint("pid")?;
-        let to_pid = |v: u64| u32::try_from(v).map_err(|_| self.error(pid_at, format!("pid {v} out of range")));
+        let to_pid = |v: u64| {
+            u32::try_from(v).map_err(|_| self.error(pid_at, format!("pid {v} out of range")))
+        };
         e.owner_pid = to_pid(owner_pid)?;
         e.task_pid = to_pid(task_pid)?;
         e.owner_comm = self.comm()?;
@@ -289,11 +301,17 @@ mod tests {
         owned.sock_flags = 5;
         owned.reason = 2;
         // Out of order on purpose: deltas go backwards too.
-        vec![ev(1_000_000_000, 7, 80, 5000, ESTABLISHED, FIN_WAIT1), owned, v6]
+        vec![
+            ev(1_000_000_000, 7, 80, 5000, ESTABLISHED, FIN_WAIT1),
+            owned,
+            v6,
+        ]
     }
 
     fn record(events: &[Event]) -> Vec<u8> {
-        let names = KernelNames { reset_reasons: vec!["NOT_SPECIFIED".into(), "NO_SOCKET".into()] };
+        let names = KernelNames {
+            reset_reasons: vec!["NOT_SPECIFIED".into(), "NO_SOCKET".into()],
+        };
         let mut rec = Recorder::new(Vec::new(), &names).unwrap();
         for e in events {
             rec.event(e).unwrap();
@@ -317,29 +335,44 @@ mod tests {
         assert_eq!(events, sample());
         assert_eq!(r.counts, Some((3, 1)));
         assert_eq!(r.names.reset_reason(1), Some("NO_SOCKET"));
-        assert!(bytes.len() < 3 * std::mem::size_of::<Event>() * 2 / 3, "compact: {} bytes", bytes.len());
+        assert!(
+            bytes.len() < 3 * std::mem::size_of::<Event>() * 2 / 3,
+            "compact: {} bytes",
+            bytes.len()
+        );
     }
 
     #[test]
     fn truncation_anywhere_is_an_error_with_an_offset() {
         let bytes = record(&sample());
         for cut in 0..bytes.len() {
-            let err = replay(&bytes[..cut]).err().unwrap_or_else(|| panic!("cut at {cut} accepted"));
+            let err = replay(&bytes[..cut])
+                .err()
+                .unwrap_or_else(|| panic!("cut at {cut} accepted"));
             assert!(err.offset <= cut as u64, "cut {cut}: {err:?}");
-            assert!(err.reason.contains("truncated") || err.reason.contains("magic"), "cut {cut}: {err:?}");
+            assert!(
+                err.reason.contains("truncated") || err.reason.contains("magic"),
+                "cut {cut}: {err:?}"
+            );
         }
     }
 
     #[test]
     fn corruption_is_named() {
         let mut bytes = record(&sample());
-        assert_eq!(replay(b"GARBAGE!").err().unwrap().reason, "not a teardown recording (bad magic)");
+        assert_eq!(
+            replay(b"GARBAGE!").err().unwrap().reason,
+            "not a teardown recording (bad magic)"
+        );
         bytes[5] = 9;
         assert!(replay(&bytes).err().unwrap().reason.contains("version 9"));
         let mut bytes = record(&sample());
         let first_record = 5 + 1 + 2 + (1 + 13) + (1 + 9);
         bytes[first_record] = 0x42;
         let err = replay(&bytes).err().unwrap();
-        assert_eq!((err.offset, err.reason.as_str()), (first_record as u64, "unknown record tag 0x42"));
+        assert_eq!(
+            (err.offset, err.reason.as_str()),
+            (first_record as u64, "unknown record tag 0x42")
+        );
     }
 }

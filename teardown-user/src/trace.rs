@@ -20,7 +20,9 @@ use crate::{
     cli::Cli,
     error::{Error, Result},
     event::Event,
-    output::{json, text, Clock, DocumentWriter, ExchangePrinter, KernelNames, RawPrinter, Summary},
+    output::{
+        json, text, Clock, DocumentWriter, ExchangePrinter, KernelNames, RawPrinter, Summary,
+    },
     reconstruct::{Reconstructor, Timeline},
     record::{Recorder, Replay},
 };
@@ -42,7 +44,10 @@ pub fn run(cli: &Cli) -> Result<Summary> {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
@@ -108,11 +113,17 @@ impl Outputs {
         self.line.clear();
         match self.mode {
             Mode::Ndjson => json::timeline(&mut self.line, &t, &self.names),
-            Mode::Text => json::push(&mut self.line, &text::timeline(&t, &self.clock, &self.names)),
+            Mode::Text => json::push(
+                &mut self.line,
+                &text::timeline(&t, &self.clock, &self.names),
+            ),
             Mode::RawText | Mode::RawJson => return,
         }
         self.print();
-        let exchange = self.exchange.as_mut().and_then(|x| x.timeline(&t, &self.clock, &self.names));
+        let exchange = self
+            .exchange
+            .as_mut()
+            .and_then(|x| x.timeline(&t, &self.clock, &self.names));
         if let Some(block) = exchange {
             self.line.clear();
             json::push(&mut self.line, &block);
@@ -168,7 +179,8 @@ impl Pipeline {
 
     fn advance(&mut self, now_ns: u64) -> Result<()> {
         let outputs = &mut self.outputs;
-        self.reconstructor.advance(now_ns, &mut |t| outputs.timeline(t));
+        self.reconstructor
+            .advance(now_ns, &mut |t| outputs.timeline(t));
         outputs.flush()
     }
 
@@ -209,7 +221,12 @@ fn document_header(cli: &Cli, clock: &Clock) -> String {
     }
     let f = cli.filter();
     let list = |v: &[u16]| v.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
-    let pids = f.pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let pids = f
+        .pids
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let family = match f.family {
         Some(crate::filter::Family::Ipv4) => "\"ipv4\"",
         Some(crate::filter::Family::Ipv6) => "\"ipv6\"",
@@ -403,7 +420,7 @@ async fn replay(cli: &Cli, path: &Path) -> Result<Summary> {
         newest = newest.max(event.ts_ns);
         pipeline.event(&event);
         count += 1;
-        if count % 4096 == 0 {
+        if count.is_multiple_of(4096) {
             pipeline.advance(newest)?;
             let stop = tokio::select! {
                 biased;

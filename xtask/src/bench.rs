@@ -162,7 +162,11 @@ fn churn(count: u64, concurrency: u64) -> Result<f64> {
 
 fn number_after(text: &str, key: &str) -> Option<u64> {
     let rest = &text[text.find(key)? + key.len()..];
-    let digits: String = rest.trim_start().chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }
 
@@ -191,7 +195,10 @@ fn sample(tracer: Tracer, options: &Options) -> Result<Sample> {
     let running = start(tracer, &[], Stdio::null())?;
     let before = running.as_ref().map_or(0, |r| cpu_ns(r.child.id()));
     let per_second = churn(options.count, options.concurrency)?;
-    let mut s = Sample { per_second, ..Default::default() };
+    let mut s = Sample {
+        per_second,
+        ..Default::default()
+    };
     if let Some(running) = running {
         // Let the tracer drain what the churn left in the ring before reading its CPU.
         std::thread::sleep(Duration::from_millis(200));
@@ -218,7 +225,10 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// Average run time per invocation of each named BPF program, from `bpftool`.
 fn bpf_ns_per_run(names: &[&str]) -> Result<Vec<(String, f64, u64)>> {
-    let out = Command::new("bpftool").args(["prog", "show"]).output().context("bpftool")?;
+    let out = Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .context("bpftool")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut found = Vec::new();
     for line in text.lines() {
@@ -228,7 +238,10 @@ fn bpf_ns_per_run(names: &[&str]) -> Result<Vec<(String, f64, u64)>> {
         if !names.contains(&name) {
             continue;
         }
-        let (Some(ns), Some(cnt)) = (number_after(line, "run_time_ns "), number_after(line, "run_cnt ")) else {
+        let (Some(ns), Some(cnt)) = (
+            number_after(line, "run_time_ns "),
+            number_after(line, "run_cnt "),
+        ) else {
             continue;
         };
         if cnt > 0 {
@@ -247,7 +260,11 @@ fn with_bpf_stats<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     result
 }
 
-fn bpf_cost(tracer: Tracer, programs: &[&str], options: &Options) -> Result<Vec<(String, f64, u64)>> {
+fn bpf_cost(
+    tracer: Tracer,
+    programs: &[&str],
+    options: &Options,
+) -> Result<Vec<(String, f64, u64)>> {
     with_bpf_stats(|| {
         let running = start(tracer, &[], Stdio::null())?.context("a tracer")?;
         churn(options.count / 2, options.concurrency)?;
@@ -260,12 +277,16 @@ fn bpf_cost(tracer: Tracer, programs: &[&str], options: &Options) -> Result<Vec<
 /// Light load: one connection every 100 ms; how long after its last transition does the
 /// NDJSON line for it come out?
 fn json_latency() -> Result<Vec<f64>> {
-    let mut running = start(Tracer::Teardown, &["-P", "9098"], Stdio::piped())?.context("tracer")?;
+    let mut running =
+        start(Tracer::Teardown, &["-P", "9098"], Stdio::piped())?.context("tracer")?;
     let stdout = BufReader::new(running.child.stdout.take().context("stdout")?);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in stdout.lines().map_while(Result::ok) {
-            let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let mut now = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
             // SAFETY: clock_gettime writes into `now`.
             unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
             let _ = tx.send((line, now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64));
@@ -277,10 +298,15 @@ fn json_latency() -> Result<Vec<f64>> {
             .args(["server-closes", "--port", "9098", "--delay-ms", "0"])
             .output()?;
         if !out.status.success() {
-            bail!("teardown-lab failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "teardown-lab failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         for _ in 0..2 {
-            let (line, seen) = rx.recv_timeout(Duration::from_secs(5)).context("no timeline came")?;
+            let (line, seen) = rx
+                .recv_timeout(Duration::from_secs(5))
+                .context("no timeline came")?;
             let closed = line
                 .rfind("\"to\":\"CLOSE\",\"ts_ns\":")
                 .and_then(|i| number_after(&line[i..], "\"ts_ns\":"))
@@ -304,14 +330,26 @@ pub fn run(options: &Options) -> Result<()> {
     for round in 1..=options.rounds {
         for &tracer in &tracers {
             let s = sample(tracer, options)?;
-            eprintln!("bench: round {round} {:<24} {:>8.0} conn/s", tracer.name(), s.per_second);
+            eprintln!(
+                "bench: round {round} {:<24} {:>8.0} conn/s",
+                tracer.name(),
+                s.per_second
+            );
             samples.push((tracer, s));
         }
     }
-    let of = |t: Tracer| samples.iter().filter(move |(x, _)| *x == t).map(|(_, s)| *s);
+    let of = |t: Tracer| {
+        samples
+            .iter()
+            .filter(move |(x, _)| *x == t)
+            .map(|(_, s)| *s)
+    };
     let base = median(of(Tracer::None).map(|s| s.per_second).collect());
 
-    println!("\n## churn: {} connections x {} rounds, concurrency {}\n", options.count, options.rounds, options.concurrency);
+    println!(
+        "\n## churn: {} connections x {} rounds, concurrency {}\n",
+        options.count, options.rounds, options.concurrency
+    );
     println!("| tracer | median conn/s | vs untraced | tracer CPU per event (during churn) | peak RSS | events lost |");
     println!("|---|---|---|---|---|---|");
     for &tracer in &tracers {
@@ -323,24 +361,47 @@ pub fn run(options: &Options) -> Result<()> {
                 .filter(|s| s.events > 0)
                 .map(|s| s.cpu_ns as f64 / s.events as f64)
                 .collect();
-            let cpu = if per_event.is_empty() { "-".into() } else { format!("{:.0} ns", median(per_event)) };
+            let cpu = if per_event.is_empty() {
+                "-".into()
+            } else {
+                format!("{:.0} ns", median(per_event))
+            };
             let rss = of(tracer).map(|s| s.max_rss_kb).max().unwrap_or(0);
             let lost: u64 = of(tracer).map(|s| s.lost).sum();
-            let lost = if tracer == Tracer::Teardown { lost.to_string() } else { "not reported".into() };
+            let lost = if tracer == Tracer::Teardown {
+                lost.to_string()
+            } else {
+                "not reported".into()
+            };
             (cpu, format!("{:.1} MB", rss as f64 / 1024.0), lost)
         };
-        println!("| {} | {rate:.0} | {:.2} | {cpu} | {rss} | {lost} |", tracer.name(), rate / base);
+        println!(
+            "| {} | {rate:.0} | {:.2} | {cpu} | {rss} | {lost} |",
+            tracer.name(),
+            rate / base
+        );
     }
     if tracers.contains(&Tracer::Tcpstates) {
         let ours = median(of(Tracer::Teardown).map(|s| s.per_second).collect());
         let theirs = median(of(Tracer::Tcpstates).map(|s| s.per_second).collect());
-        println!("\nteardown-trace / tcpstates throughput: {:.2}x", ours / theirs);
+        println!(
+            "\nteardown-trace / tcpstates throughput: {:.2}x",
+            ours / theirs
+        );
     }
 
-    println!("\n## BPF cost per event (kernel.bpf_stats_enabled, {} connections)\n", options.count / 2);
+    println!(
+        "\n## BPF cost per event (kernel.bpf_stats_enabled, {} connections)\n",
+        options.count / 2
+    );
     println!("| tracer | program | ns per run | runs |");
     println!("|---|---|---|---|");
-    let ours = ["inet_sock_set_state", "sys_exit_accept", "tcp_send_reset", "tcp_receive_reset"];
+    let ours = [
+        "inet_sock_set_state",
+        "sys_exit_accept",
+        "tcp_send_reset",
+        "tcp_receive_reset",
+    ];
     for (name, ns, runs) in bpf_cost(Tracer::Teardown, &ours, options)? {
         println!("| teardown-trace | {name} | {ns:.0} | {runs} |");
     }

@@ -116,7 +116,13 @@ pub fn ensure() -> Result<BuildEnv> {
     ]))
     .unwrap_or_default();
     if !components.lines().any(|l| l.starts_with("rust-src")) {
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", toolchain]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            toolchain,
+        ]))?;
     }
 
     // 2. bpf-linker, built against the LLVM of that toolchain.
@@ -134,7 +140,11 @@ pub fn ensure() -> Result<BuildEnv> {
             .to_string();
         let llvm = format!("/usr/lib/llvm-{major}");
         // llvm-config alone is not enough: bpf-linker links the development libraries.
-        let dev = [format!("llvm-{major}-dev"), format!("libpolly-{major}-dev"), "libzstd-dev".into()];
+        let dev = [
+            format!("llvm-{major}-dev"),
+            format!("libpolly-{major}-dev"),
+            "libzstd-dev".into(),
+        ];
         let missing = not_installed(&dev.iter().map(String::as_str).collect::<Vec<_>>());
         if !missing.is_empty() {
             apt.install(&missing)?;
@@ -142,13 +152,23 @@ pub fn ensure() -> Result<BuildEnv> {
         // bpf-linker's build finds LLVM through llvm-config on PATH.
         let llvm_path = format!("{llvm}/bin:{path}");
         run(Command::new("cargo")
-            .args(["install", "bpf-linker", "--version", "^0.13", "--no-default-features"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                "^0.13",
+                "--no-default-features",
+            ])
             .args(["--features", &format!("llvm-{major}")])
             .env("PATH", &llvm_path))?;
     }
 
     // 3. What the test lab and the benchmark drive: namespaces, firewall rules, the peer.
-    for (program, package) in [("ip", "iproute2"), ("nft", "nftables"), ("tcpstates", "libbpf-tools")] {
+    for (program, package) in [
+        ("ip", "iproute2"),
+        ("nft", "nftables"),
+        ("tcpstates", "libbpf-tools"),
+    ] {
         if !has(program) {
             apt.install(&[package])?;
         }

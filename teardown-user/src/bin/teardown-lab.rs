@@ -101,7 +101,10 @@ fn run(cmd: &mut Command) -> Result<()> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -120,7 +123,10 @@ fn enter_netns(name: Option<&str>) -> Result<()> {
         .map_err(|e| format!("network namespace {name}: {e}"))?;
     // SAFETY: setns on a namespace fd we hold; this process is single-threaded here.
     if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(format!("entering {name}: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "entering {name}: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -143,9 +149,24 @@ impl Peer {
         };
         let mut child = Command::new(exe)
             .arg(name(&|| args.pattern.to_possible_value()))
-            .args(["--role", &name(&|| role.to_possible_value()), "--netns", netns])
-            .args(["--port", &args.port.to_string(), "--delay-ms", &args.delay_ms.to_string()])
-            .args(["--hold-ms", &args.hold_ms.to_string(), "--count", &args.count.to_string()])
+            .args([
+                "--role",
+                &name(&|| role.to_possible_value()),
+                "--netns",
+                netns,
+            ])
+            .args([
+                "--port",
+                &args.port.to_string(),
+                "--delay-ms",
+                &args.delay_ms.to_string(),
+            ])
+            .args([
+                "--hold-ms",
+                &args.hold_ms.to_string(),
+                "--count",
+                &args.count.to_string(),
+            ])
             .args(["--concurrency", &args.concurrency.to_string()])
             .args(args.ipv6.then_some("--ipv6"))
             .stdin(Stdio::piped())
@@ -154,17 +175,26 @@ impl Peer {
             .map_err(|e| format!("starting the {role:?}: {e}"))?;
         let stdin = child.stdin.take().ok_or("no stdin")?;
         let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
-        Ok(Peer { child, stdin, stdout })
+        Ok(Peer {
+            child,
+            stdin,
+            stdout,
+        })
     }
 
     /// Waits for the peer to say `word`.
     fn expect(&mut self, word: &str) -> Result<()> {
         let mut line = String::new();
-        self.stdout.read_line(&mut line).map_err(|e| e.to_string())?;
+        self.stdout
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
         if line.trim() == word {
             Ok(())
         } else {
-            Err(format!("expected `{word}` from a peer, got `{}`", line.trim()))
+            Err(format!(
+                "expected `{word}` from a peer, got `{}`",
+                line.trim()
+            ))
         }
     }
 
@@ -174,7 +204,10 @@ impl Peer {
 
     fn wait(mut self) -> Result<()> {
         let status = self.child.wait().map_err(|e| e.to_string())?;
-        status.success().then_some(()).ok_or_else(|| format!("a peer failed: {status}"))
+        status
+            .success()
+            .then_some(())
+            .ok_or_else(|| format!("a peer failed: {status}"))
     }
 }
 
@@ -203,7 +236,10 @@ fn lab(args: &Args) -> Result<()> {
     let drops_fins = matches!(args.pattern, Pattern::Simultaneous | Pattern::LostFin);
     if drops_fins {
         nft(&netns, "add table inet teardown_lab")?;
-        nft(&netns, "add chain inet teardown_lab out { type filter hook output priority 0 ; }")?;
+        nft(
+            &netns,
+            "add chain inet teardown_lab out { type filter hook output priority 0 ; }",
+        )?;
     }
     let drop_fins = || {
         for side in ["sport", "dport"] {
@@ -251,7 +287,10 @@ fn lab(args: &Args) -> Result<()> {
             // Relay the client's measurement, then stop the server, which may still be
             // waiting for connections that failed.
             let mut line = String::new();
-            io("reading the churn result", client.stdout.read_line(&mut line))?;
+            io(
+                "reading the churn result",
+                client.stdout.read_line(&mut line),
+            )?;
             print!("{line}");
             let result = client.wait();
             return result;
@@ -289,7 +328,10 @@ fn until_eof(s: &mut TcpStream) -> Result<()> {
 }
 
 fn set_linger_zero(s: &TcpStream) -> Result<()> {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: setsockopt with a correctly sized linger struct on a socket we own.
     let rc = unsafe {
         libc::setsockopt(
@@ -300,7 +342,9 @@ fn set_linger_zero(s: &TcpStream) -> Result<()> {
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         )
     };
-    (rc == 0).then_some(()).ok_or_else(|| std::io::Error::last_os_error().to_string())
+    (rc == 0)
+        .then_some(())
+        .ok_or_else(|| std::io::Error::last_os_error().to_string())
 }
 
 fn play(role: Role, args: &Args) -> Result<()> {

@@ -137,7 +137,10 @@ impl Btf {
     fn string(&self, off: u32) -> Result<&str, BtfError> {
         let start = off as usize;
         let rest = self.strings.get(start..).ok_or(BtfError::Corrupt(start))?;
-        let end = rest.iter().position(|&b| b == 0).ok_or(BtfError::Corrupt(start))?;
+        let end = rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(BtfError::Corrupt(start))?;
         std::str::from_utf8(&rest[..end]).map_err(|_| BtfError::Corrupt(start))
     }
 
@@ -178,7 +181,12 @@ impl Btf {
 
     /// Finds `name` among the members of `ty`, looking inside anonymous members too.
     /// Returns the member's byte offset inside `ty` and its type id.
-    fn find_member(&self, ty: Type, name: &str, path: &str) -> Result<Option<(u32, u32)>, BtfError> {
+    fn find_member(
+        &self,
+        ty: Type,
+        name: &str,
+        path: &str,
+    ) -> Result<Option<(u32, u32)>, BtfError> {
         for i in 0..ty.vlen as usize {
             let at = ty.data + 12 * i;
             let member_name = u32_at(&self.types, at)?;
@@ -244,7 +252,10 @@ impl Btf {
         (0..ty.vlen as usize)
             .map(|i| {
                 let at = ty.data + 8 * i;
-                Ok((self.string(u32_at(&self.types, at)?)?, u32_at(&self.types, at + 4)?))
+                Ok((
+                    self.string(u32_at(&self.types, at)?)?,
+                    u32_at(&self.types, at + 4)?,
+                ))
             })
             .collect()
     }
@@ -337,7 +348,13 @@ pub(crate) mod tests {
             id
         }
         /// Members as (name, type, bit offset, bit-field size).
-        pub fn aggregate(&mut self, name: &str, union: bool, size: u32, members: &[(&str, u32, u32, u32)]) -> u32 {
+        pub fn aggregate(
+            &mut self,
+            name: &str,
+            union: bool,
+            size: u32,
+            members: &[(&str, u32, u32, u32)],
+        ) -> u32 {
             let kind = if union { KIND_UNION } else { KIND_STRUCT };
             let flag = members.iter().any(|m| m.3 != 0);
             let id = self.header(name, kind, members.len() as u32, flag, size);
@@ -363,7 +380,13 @@ pub(crate) mod tests {
         }
         pub fn build(&self) -> Vec<u8> {
             let mut out = vec![0x9f, 0xeb, 1, 0];
-            let fields = [24, 0, self.types.len() as u32, self.types.len() as u32, self.strings.len() as u32];
+            let fields = [
+                24,
+                0,
+                self.types.len() as u32,
+                self.types.len() as u32,
+                self.strings.len() as u32,
+            ];
             for v in fields {
                 out.extend_from_slice(&v.to_le_bytes());
             }
@@ -384,10 +407,30 @@ pub(crate) mod tests {
         let long_ = b.int("unsigned long", 8);
         b.enumeration("sock_flags", &[("SOCK_DEAD", 0), ("SOCK_DONE", 1)]);
         let flags_union = b.aggregate("", true, 8, &[("skc_flags", long_, 0, 0)]);
-        let pair = b.aggregate("", false, 8, &[("skc_daddr", be32, 0, 0), ("skc_rcv_saddr", be32, 32, 0)]);
-        let addr_union = b.aggregate("", true, 8, &[("skc_addrpair", u32_, 0, 0), ("", pair, 0, 0)]);
-        let ports = b.aggregate("", false, 4, &[("skc_dport", u16_, 0, 0), ("skc_num", u16_, 16, 0)]);
-        let port_union = b.aggregate("", true, 4, &[("skc_portpair", u32_, 0, 0), ("", ports, 0, 0)]);
+        let pair = b.aggregate(
+            "",
+            false,
+            8,
+            &[("skc_daddr", be32, 0, 0), ("skc_rcv_saddr", be32, 32, 0)],
+        );
+        let addr_union = b.aggregate(
+            "",
+            true,
+            8,
+            &[("skc_addrpair", u32_, 0, 0), ("", pair, 0, 0)],
+        );
+        let ports = b.aggregate(
+            "",
+            false,
+            4,
+            &[("skc_dport", u16_, 0, 0), ("skc_num", u16_, 16, 0)],
+        );
+        let port_union = b.aggregate(
+            "",
+            true,
+            4,
+            &[("skc_portpair", u32_, 0, 0), ("", ports, 0, 0)],
+        );
         let common = b.aggregate(
             "sock_common",
             false,
@@ -406,13 +449,27 @@ pub(crate) mod tests {
             "sock",
             false,
             600,
-            &[("__sk_common", common, 0, 0), ("sk_protocol", u16_, 4128, 0), ("sk_shutdown", u8_, 4144, 0), ],
+            &[
+                ("__sk_common", common, 0, 0),
+                ("sk_protocol", u16_, 4128, 0),
+                ("sk_shutdown", u8_, 4144, 0),
+            ],
         );
-        b.aggregate("inet_sock", false, 700, &[("sk", sock, 0, 0), ("inet_sport", u16_, 8 * 640, 0)]);
+        b.aggregate(
+            "inet_sock",
+            false,
+            700,
+            &[("sk", sock, 0, 0), ("inet_sport", u16_, 8 * 640, 0)],
+        );
         let long = b.int("long", 8);
         b.aggregate("task_struct", false, 4096, &[("files", long, 8 * 2000, 0)]);
         b.aggregate("files_struct", false, 64, &[("fdt", long, 8 * 32, 0)]);
-        b.aggregate("fdtable", false, 16, &[("max_fds", u32_, 0, 0), ("fd", long, 64, 0)]);
+        b.aggregate(
+            "fdtable",
+            false,
+            16,
+            &[("max_fds", u32_, 0, 0), ("fd", long, 64, 0)],
+        );
         b.aggregate("file", false, 256, &[("private_data", long, 8 * 200, 0)]);
         b.aggregate("socket", false, 64, &[("sk", long, 8 * 24, 0)]);
         b.tracepoint("tcp_send_reset", &[long, long, u32_]);
@@ -424,20 +481,59 @@ pub(crate) mod tests {
         let btf = Btf::parse(&mini_kernel()).unwrap();
         let field = |path| btf.field("sock", path).unwrap();
         assert_eq!(field("__sk_common.skc_daddr"), Field { offset: 0, size: 4 });
-        assert_eq!(field("__sk_common.skc_rcv_saddr"), Field { offset: 4, size: 4 });
-        assert_eq!(field("__sk_common.skc_dport"), Field { offset: 12, size: 2 });
-        assert_eq!(field("__sk_common.skc_num"), Field { offset: 14, size: 2 });
-        assert_eq!(field("__sk_common.skc_family"), Field { offset: 16, size: 2 });
-        assert_eq!(field("__sk_common.skc_v6_rcv_saddr"), Field { offset: 48, size: 16 });
-        assert_eq!(field("sk_protocol"), Field { offset: 516, size: 2 });
+        assert_eq!(
+            field("__sk_common.skc_rcv_saddr"),
+            Field { offset: 4, size: 4 }
+        );
+        assert_eq!(
+            field("__sk_common.skc_dport"),
+            Field {
+                offset: 12,
+                size: 2
+            }
+        );
+        assert_eq!(
+            field("__sk_common.skc_num"),
+            Field {
+                offset: 14,
+                size: 2
+            }
+        );
+        assert_eq!(
+            field("__sk_common.skc_family"),
+            Field {
+                offset: 16,
+                size: 2
+            }
+        );
+        assert_eq!(
+            field("__sk_common.skc_v6_rcv_saddr"),
+            Field {
+                offset: 48,
+                size: 16
+            }
+        );
+        assert_eq!(
+            field("sk_protocol"),
+            Field {
+                offset: 516,
+                size: 2
+            }
+        );
     }
 
     #[test]
     fn reads_enum_values() {
         let btf = Btf::parse(&mini_kernel()).unwrap();
         assert_eq!(btf.enum_value("sock_flags", "SOCK_DONE"), Ok(1));
-        assert_eq!(btf.enum_variants("sock_flags").unwrap(), vec![("SOCK_DEAD", 0), ("SOCK_DONE", 1)]);
-        assert!(matches!(btf.enum_value("sock_flags", "SOCK_NOPE"), Err(BtfError::Missing(_))));
+        assert_eq!(
+            btf.enum_variants("sock_flags").unwrap(),
+            vec![("SOCK_DEAD", 0), ("SOCK_DONE", 1)]
+        );
+        assert!(matches!(
+            btf.enum_value("sock_flags", "SOCK_NOPE"),
+            Err(BtfError::Missing(_))
+        ));
     }
 
     #[test]
@@ -454,10 +550,15 @@ pub(crate) mod tests {
     fn missing_things_are_named() {
         let btf = Btf::parse(&mini_kernel()).unwrap();
         assert_eq!(
-            btf.field("sock", "__sk_common.skc_nope").unwrap_err().to_string(),
+            btf.field("sock", "__sk_common.skc_nope")
+                .unwrap_err()
+                .to_string(),
             "BTF has no struct sock.__sk_common.skc_nope"
         );
-        assert!(matches!(btf.field("inet_sock", "x"), Err(BtfError::Missing(_))));
+        assert!(matches!(
+            btf.field("inet_sock", "x"),
+            Err(BtfError::Missing(_))
+        ));
     }
 
     #[test]
@@ -466,7 +567,10 @@ pub(crate) mod tests {
         let u8_ = b.int("u8", 1);
         b.aggregate("sock", false, 8, &[("sk_protocol", u8_, 8, 8)]);
         let btf = Btf::parse(&b.build()).unwrap();
-        assert!(matches!(btf.field("sock", "sk_protocol"), Err(BtfError::BitField(_))));
+        assert!(matches!(
+            btf.field("sock", "sk_protocol"),
+            Err(BtfError::BitField(_))
+        ));
     }
 
     #[test]

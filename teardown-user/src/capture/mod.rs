@@ -295,7 +295,12 @@ where
 
 /// The first line of an aya error: a verifier log would not fit on one line.
 fn first_line(e: impl std::fmt::Display) -> String {
-    e.to_string().lines().next().unwrap_or_default().trim_end_matches(". Verifier output:").to_string()
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(". Verifier output:")
+        .to_string()
 }
 
 fn attach_btf_tracepoint(ebpf: &mut Ebpf, btf: &aya::Btf, name: &'static str) -> Result<()> {
@@ -351,9 +356,17 @@ mod tests {
         assert_eq!(layout.protocol_size, 2);
         assert_eq!(layout.state, 18);
         assert_eq!(layout.shutdown, 518);
-        assert_eq!((layout.flags, layout.flag_dead, layout.flag_done), (24, 0, 1));
         assert_eq!(
-            (layout.task_files, layout.files_fdt, layout.fdt_max_fds, layout.fdt_fd),
+            (layout.flags, layout.flag_dead, layout.flag_done),
+            (24, 0, 1)
+        );
+        assert_eq!(
+            (
+                layout.task_files,
+                layout.files_fdt,
+                layout.fdt_max_fds,
+                layout.fdt_fd
+            ),
             (2000, 32, 0, 8)
         );
         assert_eq!((layout.file_private_data, layout.socket_sk), (200, 24));

@@ -17,7 +17,13 @@ pub fn ensure_mounted() -> Result<()> {
     let (source, target, fstype) = (cstr("nodev"), cstr(TRACEFS), cstr("tracefs"));
     // SAFETY: plain mount(2) with valid NUL-terminated strings and no data.
     let rc = unsafe {
-        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         return Err(Error::Hook {
@@ -31,7 +37,11 @@ pub fn ensure_mounted() -> Result<()> {
 
 /// The offset of `field` in a tracepoint's record, from its `format` file.
 pub fn field_offset(category: &str, name: &str, field: &str) -> Result<u32> {
-    let path = Path::new(TRACEFS).join("events").join(category).join(name).join("format");
+    let path = Path::new(TRACEFS)
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("format");
     let format = fs::read_to_string(&path).map_err(|e| Error::Hook {
         action: "read the format of",
         hook: "syscalls:sys_exit_accept",
@@ -44,7 +54,7 @@ pub fn field_offset(category: &str, name: &str, field: &str) -> Result<u32> {
     })
 }
 
-/// Parses lines like `field:long ret;	offset:16;	size:8;	signed:1;`.
+/// Parses lines like `field:long ret; offset:16; size:8; signed:1;` (tab-separated).
 pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let mut parts = line.trim().split(';').map(str::trim);
@@ -77,8 +87,15 @@ print fmt: \"0x%lx\", REC->ret
     #[test]
     fn finds_fields_by_name() {
         assert_eq!(parse_field_offset(SYS_EXIT_ACCEPT4, "ret"), Some(16));
-        assert_eq!(parse_field_offset(SYS_EXIT_ACCEPT4, "__syscall_nr"), Some(8));
-        assert_eq!(parse_field_offset(SYS_EXIT_ACCEPT4, "pid"), None, "not a suffix match");
+        assert_eq!(
+            parse_field_offset(SYS_EXIT_ACCEPT4, "__syscall_nr"),
+            Some(8)
+        );
+        assert_eq!(
+            parse_field_offset(SYS_EXIT_ACCEPT4, "pid"),
+            None,
+            "not a suffix match"
+        );
         assert_eq!(parse_field_offset("garbage", "ret"), None);
     }
 

@@ -29,7 +29,10 @@ impl KernelNames {
 pub fn string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
     // Nearly every name is plain printable ASCII: copy it in one go.
-    if bytes.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+    if bytes
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
@@ -139,7 +142,14 @@ fn role(out: &mut Vec<u8>, role: Option<crate::reconstruct::Role>) {
     }
 }
 
-fn endpoints(out: &mut Vec<u8>, fam: Family, laddr: std::net::IpAddr, lport: u16, raddr: std::net::IpAddr, rport: u16) {
+fn endpoints(
+    out: &mut Vec<u8>,
+    fam: Family,
+    laddr: std::net::IpAddr,
+    lport: u16,
+    raddr: std::net::IpAddr,
+    rport: u16,
+) {
     push(out, "\"family\":");
     push(out, family(fam));
     push(out, ",\"laddr\":");
@@ -262,7 +272,11 @@ pub fn raw_event(out: &mut Vec<u8>, e: &Event, names: &KernelNames) {
         kind::OWNER => "owner",
         _ => "state",
     };
-    let _ = write!(out, "{{\"event\":\"{what}\",\"ts_ns\":{},\"sock\":\"{:#x}\",", e.ts_ns, e.skaddr);
+    let _ = write!(
+        out,
+        "{{\"event\":\"{what}\",\"ts_ns\":{},\"sock\":\"{:#x}\",",
+        e.ts_ns, e.skaddr
+    );
     let (local, remote) = (event::local_ip(e), event::remote_ip(e));
     endpoints(out, event::family(e), local, e.sport, remote, e.dport);
     let _ = write!(
@@ -271,7 +285,7 @@ pub fn raw_event(out: &mut Vec<u8>, e: &Event, names: &KernelNames) {
         state::name(e.oldstate),
         state::name(e.newstate)
     );
-    let owner = (e.owner_pid != 0).then(|| Owner {
+    let owner = (e.owner_pid != 0).then_some(Owner {
         task: crate::reconstruct::Task {
             pid: e.owner_pid,
             comm: e.owner_comm,
@@ -282,7 +296,10 @@ pub fn raw_event(out: &mut Vec<u8>, e: &Event, names: &KernelNames) {
     let _ = write!(out, ",\"task_pid\":{},\"task_comm\":", e.task_pid);
     string(out, event::comm(&e.task_comm));
     push(out, ",\"reason\":");
-    match names.reset_reason(e.reason).filter(|_| e.kind == kind::RESET_SENT) {
+    match names
+        .reset_reason(e.reason)
+        .filter(|_| e.kind == kind::RESET_SENT)
+    {
         Some(name) => string(out, name.as_bytes()),
         None => push(out, "null"),
     }

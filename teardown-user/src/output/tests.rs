@@ -8,7 +8,9 @@ use crate::{
 };
 
 fn names() -> KernelNames {
-    KernelNames { reset_reasons: vec!["NOT_SPECIFIED".into(), "NO_SOCKET".into()] }
+    KernelNames {
+        reset_reasons: vec!["NOT_SPECIFIED".into(), "NO_SOCKET".into()],
+    }
 }
 
 fn nasty_comm() -> [u8; 16] {
@@ -19,7 +21,7 @@ fn nasty_comm() -> [u8; 16] {
 
 /// A completed active close and a leaked passive socket whose owner has a hostile name.
 fn timelines() -> Vec<Timeline> {
-    let mut events = vec![
+    let mut events = [
         ev(10, 1, 80, 5000, ESTABLISHED, FIN_WAIT1),
         ev(20, 1, 80, 5000, FIN_WAIT1, FIN_WAIT2),
         ev(30, 1, 80, 5000, FIN_WAIT2, CLOSE),
@@ -45,8 +47,18 @@ fn timeline_json_has_the_contract_fields_and_survives_any_comm() {
         assert!(!line.contains(&b'\n'), "NDJSON stays one line: {line:?}");
         let v: serde_json::Value = serde_json::from_slice(&line).expect("valid JSON");
         for field in [
-            "laddr", "lport", "raddr", "rport", "family", "pid", "comm", "role", "transitions",
-            "durations_ns", "teardown_ns", "complete",
+            "laddr",
+            "lport",
+            "raddr",
+            "rport",
+            "family",
+            "pid",
+            "comm",
+            "role",
+            "transitions",
+            "durations_ns",
+            "teardown_ns",
+            "complete",
         ] {
             assert!(v.get(field).is_some(), "missing {field} in {v}");
         }
@@ -97,7 +109,9 @@ fn raw_events_render_as_json_with_reset_reasons() {
 
 #[test]
 fn text_lines_are_one_line_and_escape_names() {
-    let clock = text::Clock { realtime_offset_ns: 3_600_000_000_000 };
+    let clock = text::Clock {
+        realtime_offset_ns: 3_600_000_000_000,
+    };
     let all = timelines();
     let line = text::timeline(&all[1], &clock, &names());
     assert!(!line.contains('\n'));
@@ -107,9 +121,16 @@ fn text_lines_are_one_line_and_escape_names() {
 
     let mut raw = text::RawPrinter::default();
     let first = raw.line(&ev(0, 1, 80, 9, ESTABLISHED, FIN_WAIT1), &clock, &names());
-    let second = raw.line(&ev(2_500_000, 1, 80, 9, FIN_WAIT1, FIN_WAIT2), &clock, &names());
+    let second = raw.line(
+        &ev(2_500_000, 1, 80, 9, FIN_WAIT1, FIN_WAIT2),
+        &clock,
+        &names(),
+    );
     assert!(first.contains("ESTABLISHED -> FIN_WAIT1"), "{first}");
-    assert!(second.contains("2.500"), "time spent in FIN_WAIT1: {second}");
+    assert!(
+        second.contains("2.500"),
+        "time spent in FIN_WAIT1: {second}"
+    );
 }
 
 #[test]
@@ -118,7 +139,11 @@ fn summary_counts_roles() {
     timelines().iter().for_each(|t| s.count(t));
     assert_eq!(s.total(), 2);
     assert_eq!(s.incomplete, 1);
-    assert!(s.line().starts_with("2 teardowns (active 1, passive 1,"), "{}", s.line());
+    assert!(
+        s.line().starts_with("2 teardowns (active 1, passive 1,"),
+        "{}",
+        s.line()
+    );
 }
 
 #[test]
@@ -143,7 +168,11 @@ fn the_document_appears_only_when_finished() {
     assert_eq!(v["timelines"], serde_json::json!([]));
 
     drop(DocumentWriter::create(&dir.join("dropped.json"), "\"v\":1").unwrap());
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "no temporary file left behind");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        2,
+        "no temporary file left behind"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -152,8 +181,15 @@ fn an_unwritable_path_fails_at_once() {
     let err = DocumentWriter::create(std::path::Path::new("/nonexistent/dir/out.json"), "\"v\":1")
         .err()
         .expect("fails");
-    assert!(err.to_string().starts_with("cannot write /nonexistent/dir/out.json"), "{err}");
-    assert!(DocumentWriter::create(&std::env::temp_dir(), "\"v\":1").is_err(), "a directory");
+    assert!(
+        err.to_string()
+            .starts_with("cannot write /nonexistent/dir/out.json"),
+        "{err}"
+    );
+    assert!(
+        DocumentWriter::create(&std::env::temp_dir(), "\"v\":1").is_err(),
+        "a directory"
+    );
 }
 
 /// Every field the schema requires is emitted, and nothing is emitted that it does not
@@ -200,7 +236,7 @@ fn numbers_and_addresses_are_written_by_hand_correctly() {
 
 #[test]
 fn an_exchange_merges_both_ends_in_time_with_their_meaning() {
-    let mut events = vec![
+    let mut events = [
         ev(0, 1, 80, 5000, ESTABLISHED, FIN_WAIT1),
         ev(30, 2, 5000, 80, ESTABLISHED, CLOSE_WAIT),
         ev(60, 1, 80, 5000, FIN_WAIT1, FIN_WAIT2),
@@ -215,14 +251,32 @@ fn an_exchange_merges_both_ends_in_time_with_their_meaning() {
     r.finish(&mut |t| out.push(t));
     let clock = text::Clock::default();
     let mut printer = text::ExchangePrinter::default();
-    assert_eq!(printer.timeline(&out[0], &clock, &names()), None, "waits for the other end");
-    let block = printer.timeline(&out[1], &clock, &names()).expect("both ends seen");
+    assert_eq!(
+        printer.timeline(&out[0], &clock, &names()),
+        None,
+        "waits for the other end"
+    );
+    let block = printer
+        .timeline(&out[1], &clock, &names())
+        .expect("both ends seen");
     let lines: Vec<&str> = block.lines().collect();
     assert!(lines[0].contains("#1 closed first"), "{block}");
     assert_eq!(lines.len(), 7, "{block}");
-    assert!(lines[1].contains("127.0.0.1:80") && lines[1].ends_with("sends FIN"), "{block}");
-    assert!(lines[2].contains("127.0.0.1:5000") && lines[2].ends_with("receives FIN, ACKs it"), "{block}");
+    assert!(
+        lines[1].contains("127.0.0.1:80") && lines[1].ends_with("sends FIN"),
+        "{block}"
+    );
+    assert!(
+        lines[2].contains("127.0.0.1:5000") && lines[2].ends_with("receives FIN, ACKs it"),
+        "{block}"
+    );
     assert!(lines[4].ends_with("waits for the FIN"), "{block}");
-    assert!(lines[5].contains("+200.000 ms") && lines[5].ends_with("sends FIN"), "{block}");
-    assert!(lines[6].ends_with("receives the last ACK: closed"), "{block}");
+    assert!(
+        lines[5].contains("+200.000 ms") && lines[5].ends_with("sends FIN"),
+        "{block}"
+    );
+    assert!(
+        lines[6].ends_with("receives the last ACK: closed"),
+        "{block}"
+    );
 }

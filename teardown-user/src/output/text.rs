@@ -85,7 +85,11 @@ pub fn timeline(t: &Timeline, clock: &Clock, names: &KernelNames) -> String {
                 let fin_in = t.waves().into_iter().find(|w| w.what == "fin_received");
                 match (fin_in.and_then(|w| w.ts_ns), t.transitions.last()) {
                     (Some(fin), Some(last)) => {
-                        let _ = write!(phases, ", peer FIN {} later (from peer)", ms(fin.saturating_sub(last.ts_ns)));
+                        let _ = write!(
+                            phases,
+                            ", peer FIN {} later (from peer)",
+                            ms(fin.saturating_sub(last.ts_ns))
+                        );
                     }
                     _ => phases.push_str(", peer FIN not seen"),
                 }
@@ -197,7 +201,9 @@ pub fn exchange(a: &Timeline, b: &Timeline, clock: &Clock, names: &KernelNames) 
     let how = match (a.role(), b.role()) {
         (Some(Role::Active), _) => format!("#{} closed first", a.id),
         (_, Some(Role::Active)) => format!("#{} closed first", b.id),
-        (Some(Role::Simultaneous), _) | (_, Some(Role::Simultaneous)) => "both closed at once".into(),
+        (Some(Role::Simultaneous), _) | (_, Some(Role::Simultaneous)) => {
+            "both closed at once".into()
+        }
         (Some(Role::Reset), _) | (_, Some(Role::Reset)) => "reset".into(),
         _ => "seen mid-close".into(),
     };
@@ -220,15 +226,32 @@ pub fn exchange(a: &Timeline, b: &Timeline, clock: &Clock, names: &KernelNames) 
             (tr.ts_ns, line)
         })
         .collect();
-    for (t, reset) in a.resets.iter().map(|r| (a, r)).chain(b.resets.iter().map(|r| (b, r))) {
-        let what = if reset.sent { "sends RST" } else { "receives RST" };
-        let reason = names.reset_reason(reset.reason).filter(|_| reset.sent).unwrap_or("");
+    for (t, reset) in a
+        .resets
+        .iter()
+        .map(|r| (a, r))
+        .chain(b.resets.iter().map(|r| (b, r)))
+    {
+        let what = if reset.sent {
+            "sends RST"
+        } else {
+            "receives RST"
+        };
+        let reason = names
+            .reset_reason(reset.reason)
+            .filter(|_| reset.sent)
+            .unwrap_or("");
         let line = format!("{:<22} {what} {reason}", endpoint(t.laddr, t.lport));
         lines.push((reset.ts_ns, line));
     }
     lines.sort_by_key(|(ts, _)| *ts);
     for (ts, line) in lines {
-        let _ = write!(out, "\n  {:>12} ms  {}", format!("+{}", ms(ts.saturating_sub(start))), line.trim_end());
+        let _ = write!(
+            out,
+            "\n  {:>12} ms  {}",
+            format!("+{}", ms(ts.saturating_sub(start))),
+            line.trim_end()
+        );
     }
     out
 }
@@ -270,7 +293,10 @@ impl RawPrinter {
         if e.owner_pid != 0 {
             let _ = write!(context, " owner-by:{}", owner_source::name(e.owner_source));
         }
-        if let Some(reason) = names.reset_reason(e.reason).filter(|_| e.kind == kind::RESET_SENT) {
+        if let Some(reason) = names
+            .reset_reason(e.reason)
+            .filter(|_| e.kind == kind::RESET_SENT)
+        {
             let _ = write!(context, " reason:{reason}");
         }
         format!(
@@ -332,10 +358,18 @@ impl Summary {
             self.unknown_role, self.incomplete, self.events, self.lost_events
         );
         if self.lost_owners > 0 {
-            let _ = write!(out, ", {} owners not recorded (owner table full)", self.lost_owners);
+            let _ = write!(
+                out,
+                ", {} owners not recorded (owner table full)",
+                self.lost_owners
+            );
         }
         if self.evicted > 0 {
-            let _ = write!(out, ", {} sockets reported early (too many open)", self.evicted);
+            let _ = write!(
+                out,
+                ", {} sockets reported early (too many open)",
+                self.evicted
+            );
         }
         out
     }

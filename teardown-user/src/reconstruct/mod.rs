@@ -219,7 +219,12 @@ impl Reconstructor {
         if event.kind == kind::OWNER && !self.open.contains_key(&sock) {
             return;
         }
-        let key = (event::local_ip(event), event.sport, event::remote_ip(event), event.dport);
+        let key = (
+            event::local_ip(event),
+            event.sport,
+            event::remote_ip(event),
+            event.dport,
+        );
         // The kernel reuses a socket's address after CLOSE; an open timeline with another
         // tuple means that CLOSE was lost.
         if self.open.get(&sock).is_some_and(|t| t.tuple() != key) {
@@ -356,7 +361,8 @@ impl Reconstructor {
                 self.recent.remove(&old);
             }
         }
-        self.recent.insert(timeline.tuple(), Self::as_peer(timeline));
+        self.recent
+            .insert(timeline.tuple(), Self::as_peer(timeline));
         self.recent_order.push_back(timeline.tuple());
     }
 

@@ -32,12 +32,67 @@ fn flags(mut e: Event, bits: u8) -> Event {
 /// The server's socket is orphaned, so it is handed to a TIME_WAIT mini-socket at once.
 fn normal_close() -> Vec<Event> {
     vec![
-        flags(owned(ran_in(ev(1000 * MS, SERVER, 80, 5000, ESTABLISHED, FIN_WAIT1), 100), 100, "server"), f::RCV_SHUTDOWN | f::SEND_SHUTDOWN),
-        flags(owned(ran_in(ev(1000 * MS + 30_000, CLIENT, 5000, 80, ESTABLISHED, CLOSE_WAIT), 100), 200, "client"), f::RCV_SHUTDOWN | f::FIN_RECEIVED),
-        flags(owned(ev(1000 * MS + 60_000, SERVER, 80, 5000, FIN_WAIT1, FIN_WAIT2), 100, "server"), 11),
-        flags(owned(ev(1000 * MS + 62_000, SERVER, 80, 5000, FIN_WAIT2, CLOSE), 100, "server"), 11),
-        flags(owned(ran_in(ev(1200 * MS, CLIENT, 5000, 80, CLOSE_WAIT, LAST_ACK), 200), 200, "client"), 7),
-        flags(owned(ran_in(ev(1200 * MS + 50_000, CLIENT, 5000, 80, LAST_ACK, CLOSE), 200), 200, "client"), 15),
+        flags(
+            owned(
+                ran_in(ev(1000 * MS, SERVER, 80, 5000, ESTABLISHED, FIN_WAIT1), 100),
+                100,
+                "server",
+            ),
+            f::RCV_SHUTDOWN | f::SEND_SHUTDOWN,
+        ),
+        flags(
+            owned(
+                ran_in(
+                    ev(
+                        1000 * MS + 30_000,
+                        CLIENT,
+                        5000,
+                        80,
+                        ESTABLISHED,
+                        CLOSE_WAIT,
+                    ),
+                    100,
+                ),
+                200,
+                "client",
+            ),
+            f::RCV_SHUTDOWN | f::FIN_RECEIVED,
+        ),
+        flags(
+            owned(
+                ev(1000 * MS + 60_000, SERVER, 80, 5000, FIN_WAIT1, FIN_WAIT2),
+                100,
+                "server",
+            ),
+            11,
+        ),
+        flags(
+            owned(
+                ev(1000 * MS + 62_000, SERVER, 80, 5000, FIN_WAIT2, CLOSE),
+                100,
+                "server",
+            ),
+            11,
+        ),
+        flags(
+            owned(
+                ran_in(ev(1200 * MS, CLIENT, 5000, 80, CLOSE_WAIT, LAST_ACK), 200),
+                200,
+                "client",
+            ),
+            7,
+        ),
+        flags(
+            owned(
+                ran_in(
+                    ev(1200 * MS + 50_000, CLIENT, 5000, 80, LAST_ACK, CLOSE),
+                    200,
+                ),
+                200,
+                "client",
+            ),
+            15,
+        ),
     ]
 }
 
@@ -56,10 +111,13 @@ fn run_with(filter: Filter, events: &[Event]) -> Vec<Timeline> {
 }
 
 fn by_port(timelines: &[Timeline], port: u16) -> &Timeline {
-    timelines.iter().find(|t| t.lport == port).expect("timeline for port")
+    timelines
+        .iter()
+        .find(|t| t.lport == port)
+        .expect("timeline for port")
 }
 
-fn wave<'a>(t: &'a Timeline, what: &str) -> Wave {
+fn wave(t: &Timeline, what: &str) -> Wave {
     t.waves().into_iter().find(|w| w.what == what).expect(what)
 }
 
@@ -70,7 +128,10 @@ fn normal_active_close_and_its_orphan_hand_over() {
     assert_eq!(server.role(), Some(Role::Active));
     assert!(server.complete());
     assert_eq!(server.owner.unwrap().task.pid, 100);
-    assert_eq!(server.durations_ns(), vec![(FIN_WAIT1, 30_000 + 30_000), (FIN_WAIT2, 2_000)]);
+    assert_eq!(
+        server.durations_ns(),
+        vec![(FIN_WAIT1, 30_000 + 30_000), (FIN_WAIT2, 2_000)]
+    );
     assert_eq!(server.teardown_ns(), Some(62_000));
     // Orphaned: the CLOSE is the hand-over to the mini-socket, not the peer's FIN.
     assert_eq!(server.time_wait(), Some(FIN_WAIT2));
@@ -78,7 +139,10 @@ fn normal_active_close_and_its_orphan_hand_over() {
     assert_eq!(wave(server, "ack_received").ts_ns, Some(1000 * MS + 60_000));
     // The client is on this host: its FIN tells when the server's mini-socket got it.
     let fin_in = wave(server, "fin_received");
-    assert_eq!((fin_in.ts_ns, fin_in.evidence), (Some(1200 * MS), Evidence::Inferred));
+    assert_eq!(
+        (fin_in.ts_ns, fin_in.evidence),
+        (Some(1200 * MS), Evidence::Inferred)
+    );
     assert!(!server.half_close());
 }
 
@@ -88,9 +152,19 @@ fn passive_close_keeps_its_owner_though_the_peer_ran_the_transition() {
     let client = by_port(&out, 5000);
     assert_eq!(client.role(), Some(Role::Passive));
     assert_eq!(client.owner.unwrap().task.pid, 200);
-    assert_eq!(client.transitions[0].task.pid, 100, "ran in the server's process");
-    assert_eq!(client.durations_ns(), vec![(CLOSE_WAIT, 200 * MS - 30_000), (LAST_ACK, 50_000)]);
-    let waves: Vec<_> = client.waves().iter().map(|w| (w.what, w.evidence)).collect();
+    assert_eq!(
+        client.transitions[0].task.pid, 100,
+        "ran in the server's process"
+    );
+    assert_eq!(
+        client.durations_ns(),
+        vec![(CLOSE_WAIT, 200 * MS - 30_000), (LAST_ACK, 50_000)]
+    );
+    let waves: Vec<_> = client
+        .waves()
+        .iter()
+        .map(|w| (w.what, w.evidence))
+        .collect();
     assert_eq!(
         waves,
         vec![
@@ -116,18 +190,41 @@ fn peers_on_one_host_name_each_other() {
 #[test]
 fn half_close_with_shutdown_waits_in_fin_wait2_for_the_real_fin() {
     let events = vec![
-        flags(owned(ev(0, SERVER, 80, 5000, ESTABLISHED, FIN_WAIT1), 100, "server"), f::SEND_SHUTDOWN),
-        flags(ev(10_000, SERVER, 80, 5000, FIN_WAIT1, FIN_WAIT2), f::SEND_SHUTDOWN),
-        flags(ran_in(ev(200 * MS, SERVER, 80, 5000, FIN_WAIT2, CLOSE), 200), 7),
+        flags(
+            owned(
+                ev(0, SERVER, 80, 5000, ESTABLISHED, FIN_WAIT1),
+                100,
+                "server",
+            ),
+            f::SEND_SHUTDOWN,
+        ),
+        flags(
+            ev(10_000, SERVER, 80, 5000, FIN_WAIT1, FIN_WAIT2),
+            f::SEND_SHUTDOWN,
+        ),
+        flags(
+            ran_in(ev(200 * MS, SERVER, 80, 5000, FIN_WAIT2, CLOSE), 200),
+            7,
+        ),
     ];
     let t = &run(&events)[0];
     assert!(t.half_close());
     assert_eq!(t.time_wait(), Some(TIME_WAIT));
-    assert_eq!(t.durations_ns(), vec![(FIN_WAIT1, 10_000), (FIN_WAIT2, 200 * MS - 10_000)]);
+    assert_eq!(
+        t.durations_ns(),
+        vec![(FIN_WAIT1, 10_000), (FIN_WAIT2, 200 * MS - 10_000)]
+    );
     let fin_in = wave(t, "fin_received");
-    assert_eq!((fin_in.ts_ns, fin_in.evidence), (Some(200 * MS), Evidence::Observed));
+    assert_eq!(
+        (fin_in.ts_ns, fin_in.evidence),
+        (Some(200 * MS), Evidence::Observed)
+    );
     assert_eq!(wave(t, "ack_sent").evidence, Evidence::Inferred);
-    assert_eq!(t.owner.unwrap().task.pid, 100, "owner kept from the first event");
+    assert_eq!(
+        t.owner.unwrap().task.pid,
+        100,
+        "owner kept from the first event"
+    );
 }
 
 #[test]
@@ -135,7 +232,10 @@ fn fin_and_ack_in_one_segment() {
     let events = vec![
         ev(0, SERVER, 80, 5000, ESTABLISHED, FIN_WAIT1),
         ev(50_000, SERVER, 80, 5000, FIN_WAIT1, FIN_WAIT2),
-        flags(ev(50_000, SERVER, 80, 5000, FIN_WAIT2, CLOSE), f::FIN_RECEIVED | f::RCV_SHUTDOWN),
+        flags(
+            ev(50_000, SERVER, 80, 5000, FIN_WAIT2, CLOSE),
+            f::FIN_RECEIVED | f::RCV_SHUTDOWN,
+        ),
     ];
     let t = &run(&events)[0];
     assert_eq!(t.durations_ns(), vec![(FIN_WAIT1, 50_000), (FIN_WAIT2, 0)]);
@@ -148,11 +248,17 @@ fn orphan_without_a_peer_on_this_host_says_the_fin_was_not_seen() {
     let events = vec![
         ev(0, SERVER, 80, 5000, ESTABLISHED, FIN_WAIT1),
         ev(50_000, SERVER, 80, 5000, FIN_WAIT1, FIN_WAIT2),
-        flags(ev(52_000, SERVER, 80, 5000, FIN_WAIT2, CLOSE), f::ORPHAN | 3),
+        flags(
+            ev(52_000, SERVER, 80, 5000, FIN_WAIT2, CLOSE),
+            f::ORPHAN | 3,
+        ),
     ];
     let t = &run(&events)[0];
     let fin_in = wave(t, "fin_received");
-    assert_eq!((fin_in.ts_ns, fin_in.evidence), (None, Evidence::NotObserved));
+    assert_eq!(
+        (fin_in.ts_ns, fin_in.evidence),
+        (None, Evidence::NotObserved)
+    );
     assert!(fin_in.basis.contains("mini-socket"));
 }
 
@@ -186,14 +292,25 @@ fn resets_sent_and_received() {
     let out = run(&events);
     let (server, client) = (by_port(&out, 80), by_port(&out, 5000));
     assert_eq!(server.role(), Some(Role::Reset));
-    assert_eq!(server.resets, vec![Reset { ts_ns: 0, sent: true, reason: 12 }]);
+    assert_eq!(
+        server.resets,
+        vec![Reset {
+            ts_ns: 0,
+            sent: true,
+            reason: 12
+        }]
+    );
     assert_eq!(client.role(), Some(Role::Reset));
     assert!(!client.resets[0].sent);
     // The receiver's first event comes after the sender closed: still linked both ways.
     assert_eq!(server.peer.map(|p| p.id), Some(client.id));
     assert_eq!(client.peer.map(|p| p.id), Some(server.id));
     assert!(server.waves().is_empty());
-    assert_eq!(server.teardown_ns(), Some(0), "straight from ESTABLISHED to CLOSE");
+    assert_eq!(
+        server.teardown_ns(),
+        Some(0),
+        "straight from ESTABLISHED to CLOSE"
+    );
 }
 
 #[test]
@@ -203,8 +320,19 @@ fn an_abort_closes_first_and_sends_its_rst_just_after() {
     rst.reason = 11;
     let events = vec![ev(1_000, SERVER, 80, 5000, ESTABLISHED, CLOSE), rst];
     let out = run(&events);
-    assert_eq!(out.len(), 1, "the RST belongs to the closed socket: {out:?}");
-    assert_eq!(out[0].resets, vec![Reset { ts_ns: 2_000, sent: true, reason: 11 }]);
+    assert_eq!(
+        out.len(),
+        1,
+        "the RST belongs to the closed socket: {out:?}"
+    );
+    assert_eq!(
+        out[0].resets,
+        vec![Reset {
+            ts_ns: 2_000,
+            sent: true,
+            reason: 11
+        }]
+    );
 
     let mut late = rst;
     late.ts_ns = 1_000 + 5 * MS;
@@ -215,7 +343,11 @@ fn an_abort_closes_first_and_sends_its_rst_just_after() {
     assert_eq!(out.len(), 1, "reported once the grace is over");
     r.push(&late);
     r.finish(&mut |t| out.push(t));
-    assert_eq!(out.len(), 1, "a stray RST on a closed socket starts nothing");
+    assert_eq!(
+        out.len(),
+        1,
+        "a stray RST on a closed socket starts nothing"
+    );
     assert!(out[0].resets.is_empty());
 }
 
@@ -233,7 +365,10 @@ fn lost_fin_is_retransmitted_and_shows_as_a_long_fin_wait1() {
     let events = vec![
         ev(0, SERVER, 80, 5000, ESTABLISHED, FIN_WAIT1),
         ev(212 * MS, SERVER, 80, 5000, FIN_WAIT1, FIN_WAIT2),
-        flags(ev(212 * MS + 5, SERVER, 80, 5000, FIN_WAIT2, CLOSE), f::ORPHAN),
+        flags(
+            ev(212 * MS + 5, SERVER, 80, 5000, FIN_WAIT2, CLOSE),
+            f::ORPHAN,
+        ),
     ];
     let t = &run(&events)[0];
     assert_eq!(t.durations_ns()[0], (FIN_WAIT1, 212 * MS));
@@ -275,7 +410,10 @@ fn events_out_of_order_across_cpus_are_put_back_in_order() {
     let out = run(&events);
     let server = by_port(&out, 80);
     assert!(!server.gap);
-    assert_eq!(server.transitions.iter().map(|t| t.to).collect::<Vec<_>>(), vec![FIN_WAIT1, FIN_WAIT2, CLOSE]);
+    assert_eq!(
+        server.transitions.iter().map(|t| t.to).collect::<Vec<_>>(),
+        vec![FIN_WAIT1, FIN_WAIT2, CLOSE]
+    );
 }
 
 #[test]
@@ -287,14 +425,23 @@ fn an_orphan_is_held_until_its_peer_on_this_host_closes() {
         r.push(e);
     }
     r.advance(1100 * MS, &mut |t| out.push(t));
-    assert!(out.is_empty(), "the server's mini-socket still waits for the client's FIN");
+    assert!(
+        out.is_empty(),
+        "the server's mini-socket still waits for the client's FIN"
+    );
     for e in &events[4..] {
         r.push(e);
     }
     r.advance(1300 * MS, &mut |t| out.push(t));
-    assert_eq!(out.iter().map(|t| t.lport).collect::<Vec<_>>(), vec![80, 5000]);
+    assert_eq!(
+        out.iter().map(|t| t.lport).collect::<Vec<_>>(),
+        vec![80, 5000]
+    );
     let ack = wave(&out[0], "ack_sent");
-    assert_eq!((ack.ts_ns, ack.evidence), (Some(1200 * MS + 50_000), Evidence::Inferred));
+    assert_eq!(
+        (ack.ts_ns, ack.evidence),
+        (Some(1200 * MS + 50_000), Evidence::Inferred)
+    );
 }
 
 #[test]
@@ -305,9 +452,15 @@ fn a_held_orphan_is_let_go_when_its_mini_socket_would_time_out() {
     for e in &events[..4] {
         r.push(e);
     }
-    r.advance(1000 * MS + FIN_TIMEOUT_NS + REORDER_WINDOW_NS + MS, &mut |t| out.push(t));
+    r.advance(
+        1000 * MS + FIN_TIMEOUT_NS + REORDER_WINDOW_NS + MS,
+        &mut |t| out.push(t),
+    );
     assert_eq!(out.len(), 1);
-    assert_eq!(wave(&out[0], "fin_received").evidence, Evidence::NotObserved);
+    assert_eq!(
+        wave(&out[0], "fin_received").evidence,
+        Evidence::NotObserved
+    );
     assert_eq!(r.open_count(), 1, "the client leaks in CLOSE_WAIT");
 }
 
@@ -319,7 +472,11 @@ fn events_wait_for_the_reorder_window_only() {
         r.push(e);
     }
     r.advance(1000 * MS + REORDER_WINDOW_NS, &mut |t| out.push(t));
-    assert_eq!(r.open_count(), 1, "the second event is still inside the window");
+    assert_eq!(
+        r.open_count(),
+        1,
+        "the second event is still inside the window"
+    );
     r.advance(1000 * MS + 30_000 + REORDER_WINDOW_NS, &mut |t| out.push(t));
     assert_eq!(r.open_count(), 2);
 }
@@ -339,21 +496,37 @@ fn a_socket_first_seen_mid_close() {
 
 #[test]
 fn sockets_still_closing_are_incomplete() {
-    let events = vec![owned(ev(0, CLIENT, 5000, 80, ESTABLISHED, CLOSE_WAIT), 200, "leaky")];
+    let events = vec![owned(
+        ev(0, CLIENT, 5000, 80, ESTABLISHED, CLOSE_WAIT),
+        200,
+        "leaky",
+    )];
     let t = &run(&events)[0];
     assert!(!t.complete());
     assert_eq!(t.role(), Some(Role::Passive));
     assert_eq!(t.teardown_ns(), None);
-    assert_eq!(t.owner.unwrap().task.pid, 200, "a CLOSE_WAIT leak keeps its owner");
+    assert_eq!(
+        t.owner.unwrap().task.pid,
+        200,
+        "a CLOSE_WAIT leak keeps its owner"
+    );
 }
 
 #[test]
 fn an_owner_learned_at_a_late_accept_joins_the_timeline() {
-    let mut owner = owned(ev(5, SERVER, 80, 5000, CLOSE_WAIT, CLOSE_WAIT), 100, "server");
+    let mut owner = owned(
+        ev(5, SERVER, 80, 5000, CLOSE_WAIT, CLOSE_WAIT),
+        100,
+        "server",
+    );
     owner.kind = kind::OWNER;
     let mut stray = owner;
     stray.skaddr = CLIENT;
-    let events = vec![ev(0, SERVER, 80, 5000, ESTABLISHED, CLOSE_WAIT), owner, stray];
+    let events = vec![
+        ev(0, SERVER, 80, 5000, ESTABLISHED, CLOSE_WAIT),
+        owner,
+        stray,
+    ];
     let out = run(&events);
     assert_eq!(out.len(), 1, "an owner event alone starts nothing");
     assert_eq!(out[0].owner.unwrap().task.pid, 100);
@@ -379,21 +552,37 @@ fn a_refused_connect_is_a_reset() {
 
 #[test]
 fn filters_apply_to_ports_and_owners() {
-    let either_side = Filter { ports: vec![80], ..Default::default() };
+    let either_side = Filter {
+        ports: vec![80],
+        ..Default::default()
+    };
     assert_eq!(run_with(either_side, &normal_close()).len(), 2);
-    let local = Filter { lports: vec![80], ..Default::default() };
+    let local = Filter {
+        lports: vec![80],
+        ..Default::default()
+    };
     let out = run_with(local, &normal_close());
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].lport, 80);
     assert_eq!(out[0].peer, None, "the filtered-out peer was never seen");
 
-    let pids = Filter { pids: vec![200], ..Default::default() };
+    let pids = Filter {
+        pids: vec![200],
+        ..Default::default()
+    };
     let out = run_with(pids, &normal_close());
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].owner.unwrap().task.pid, 200);
 
     let unknown_owner = vec![ev(0, SERVER, 80, 5000, ESTABLISHED, CLOSE)];
-    assert!(run_with(Filter { pids: vec![1], ..Default::default() }, &unknown_owner).is_empty());
+    assert!(run_with(
+        Filter {
+            pids: vec![1],
+            ..Default::default()
+        },
+        &unknown_owner
+    )
+    .is_empty());
 }
 
 #[test]
@@ -401,7 +590,14 @@ fn open_sockets_are_bounded() {
     let mut r = Reconstructor::with_limits(Filter::default(), 0, 32);
     let mut out = Vec::new();
     for i in 0..100u64 {
-        r.push(&ev(i, 0x1000 + i, 80, 1000 + i as u16, ESTABLISHED, CLOSE_WAIT));
+        r.push(&ev(
+            i,
+            0x1000 + i,
+            80,
+            1000 + i as u16,
+            ESTABLISHED,
+            CLOSE_WAIT,
+        ));
         r.advance(i, &mut |t| out.push(t));
     }
     assert!(r.open_count() <= 32);

@@ -157,7 +157,12 @@ impl Timeline {
     /// `None` until the socket has left ESTABLISHED in a way that tells.
     pub fn role(&self) -> Option<Role> {
         let last = self.transitions.last()?;
-        let handshake = [state::ESTABLISHED, state::CLOSE_WAIT, state::SYN_SENT, state::SYN_RECV];
+        let handshake = [
+            state::ESTABLISHED,
+            state::CLOSE_WAIT,
+            state::SYN_SENT,
+            state::SYN_RECV,
+        ];
         if last.to == state::CLOSE && handshake.contains(&last.from) {
             Some(Role::Reset)
         } else if self.find(&[], state::CLOSING).is_some() {
@@ -224,13 +229,21 @@ impl Timeline {
         let observed = |what, ts: Option<u64>, basis| Wave {
             what,
             ts_ns: ts,
-            evidence: if ts.is_some() { Evidence::Observed } else { Evidence::NotObserved },
+            evidence: if ts.is_some() {
+                Evidence::Observed
+            } else {
+                Evidence::NotObserved
+            },
             basis,
         };
         let inferred = |what, ts: Option<u64>, basis| Wave {
             what,
             ts_ns: ts,
-            evidence: if ts.is_some() { Evidence::Inferred } else { Evidence::NotObserved },
+            evidence: if ts.is_some() {
+                Evidence::Inferred
+            } else {
+                Evidence::NotObserved
+            },
             basis,
         };
         let peer_fin = self.peer.and_then(|p| p.fin_sent_ns);
@@ -245,11 +258,27 @@ impl Timeline {
                 ];
                 if self.time_wait() == Some(state::TIME_WAIT) {
                     let fin_in = self.transitions.last().map(|t| t.ts_ns);
-                    waves.push(observed("fin_received", fin_in, "FIN_WAIT2->CLOSE with SOCK_DONE set"));
-                    waves.push(inferred("ack_sent", fin_in, "a FIN is acknowledged at once"));
+                    waves.push(observed(
+                        "fin_received",
+                        fin_in,
+                        "FIN_WAIT2->CLOSE with SOCK_DONE set",
+                    ));
+                    waves.push(inferred(
+                        "ack_sent",
+                        fin_in,
+                        "a FIN is acknowledged at once",
+                    ));
                 } else if peer_fin.is_some() {
-                    waves.push(inferred("fin_received", peer_fin, "peer socket on this host sent its FIN"));
-                    waves.push(inferred("ack_sent", peer_closed, "peer socket on this host got the last ACK"));
+                    waves.push(inferred(
+                        "fin_received",
+                        peer_fin,
+                        "peer socket on this host sent its FIN",
+                    ));
+                    waves.push(inferred(
+                        "ack_sent",
+                        peer_closed,
+                        "peer socket on this host got the last ACK",
+                    ));
                 } else {
                     let basis = if self.time_wait() == Some(state::FIN_WAIT2) {
                         "after hand-over to the TIME_WAIT mini-socket"
@@ -265,18 +294,38 @@ impl Timeline {
                 let fin_in = at(&[], state::CLOSE_WAIT);
                 vec![
                     observed("fin_received", fin_in, "ESTABLISHED->CLOSE_WAIT"),
-                    inferred("ack_sent", fin_in, "a FIN is acknowledged at once (or with our FIN)"),
-                    observed("fin_sent", at(&[state::CLOSE_WAIT], state::LAST_ACK), "CLOSE_WAIT->LAST_ACK"),
-                    observed("ack_received", at(&[state::LAST_ACK], state::CLOSE), "LAST_ACK->CLOSE"),
+                    inferred(
+                        "ack_sent",
+                        fin_in,
+                        "a FIN is acknowledged at once (or with our FIN)",
+                    ),
+                    observed(
+                        "fin_sent",
+                        at(&[state::CLOSE_WAIT], state::LAST_ACK),
+                        "CLOSE_WAIT->LAST_ACK",
+                    ),
+                    observed(
+                        "ack_received",
+                        at(&[state::LAST_ACK], state::CLOSE),
+                        "LAST_ACK->CLOSE",
+                    ),
                 ]
             }
             Some(Role::Simultaneous) => {
                 let crossing = at(&[state::FIN_WAIT1], state::CLOSING);
                 vec![
-                    observed("fin_sent", at(&[], state::FIN_WAIT1), "ESTABLISHED->FIN_WAIT1"),
+                    observed(
+                        "fin_sent",
+                        at(&[], state::FIN_WAIT1),
+                        "ESTABLISHED->FIN_WAIT1",
+                    ),
                     observed("fin_received", crossing, "FIN_WAIT1->CLOSING"),
                     inferred("ack_sent", crossing, "a FIN is acknowledged at once"),
-                    observed("ack_received", at(&[state::CLOSING], state::CLOSE), "CLOSING->CLOSE"),
+                    observed(
+                        "ack_received",
+                        at(&[state::CLOSING], state::CLOSE),
+                        "CLOSING->CLOSE",
+                    ),
                 ]
             }
             Some(Role::Reset) | None => Vec::new(),
@@ -300,6 +349,8 @@ impl Timeline {
     }
 
     pub fn closed_ns(&self) -> Option<u64> {
-        self.complete().then(|| self.transitions.last().map(|t| t.ts_ns)).flatten()
+        self.complete()
+            .then(|| self.transitions.last().map(|t| t.ts_ns))
+            .flatten()
     }
 }
