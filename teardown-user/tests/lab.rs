@@ -203,6 +203,15 @@ fn ends(timelines: &[Value], port: u16) -> (&Value, &Value) {
     (server, client)
 }
 
+/// Runs `teardown-trace ARGS` as user nobody, with no privileges at all.
+fn as_nobody(args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", TRACE])
+        .args(args)
+        .output()
+        .expect("setpriv")
+}
+
 /// Plays `pattern` in a new namespace under `teardown-trace --json -P PORT`; returns who
 /// played what, the timelines of both ends and the port, once the tracer has stopped cleanly
 /// without losing events.
@@ -590,19 +599,12 @@ fn a_recording_replays_to_the_same_timelines_without_privileges() {
     let live = tracer.json_until(|got| both_ends(got, port));
     assert_eq!(tracer.stop(libc::SIGINT).0, 0);
 
-    let nobody = |args: &[&str]| {
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", TRACE])
-            .args(args)
-            .output()
-            .expect("setpriv")
-    };
     std::fs::set_permissions(
         &recording,
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .unwrap();
-    let out = nobody(&["--replay", rec, "--json"]);
+    let out = as_nobody(&["--replay", rec, "--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -629,7 +631,7 @@ fn a_recording_replays_to_the_same_timelines_without_privileges() {
     // A truncated recording is an error that says where.
     let bytes = std::fs::read(&recording).unwrap();
     std::fs::write(&recording, &bytes[..bytes.len() - 7]).unwrap();
-    let out = nobody(&["--replay", rec]);
+    let out = as_nobody(&["--replay", rec]);
     std::fs::remove_file(&recording).ok();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -643,13 +645,6 @@ fn bad_input_gets_one_line_and_a_non_zero_exit() {
         return;
     };
     let trace = |args: &[&str]| Command::new(TRACE).args(args).output().unwrap();
-    let as_nobody = |args: &[&str]| {
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", TRACE])
-            .args(args)
-            .output()
-            .unwrap()
-    };
     for (out, code, needle) in [
         (trace(&["-P", "70000"]), 2, "70000"),
         (trace(&["-p", "abc"]), 2, "abc"),

@@ -65,6 +65,28 @@ pub struct Wave {
     pub basis: &'static str,
 }
 
+impl Wave {
+    /// A wave whose time, when there is one, is known as `evidence` says.
+    fn known_as(
+        evidence: Evidence,
+        what: &'static str,
+        ts_ns: Option<u64>,
+        basis: &'static str,
+    ) -> Wave {
+        let evidence = if ts_ns.is_some() {
+            evidence
+        } else {
+            Evidence::NotObserved
+        };
+        Wave {
+            what,
+            ts_ns,
+            evidence,
+            basis,
+        }
+    }
+}
+
 /// A process, as the kernel names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Task {
@@ -226,26 +248,8 @@ impl Timeline {
     /// The four segments of the close as far as this side can tell.
     pub fn waves(&self) -> Vec<Wave> {
         let at = |from: &[u8], to: u8| self.find(from, to).map(|t| t.ts_ns);
-        let observed = |what, ts: Option<u64>, basis| Wave {
-            what,
-            ts_ns: ts,
-            evidence: if ts.is_some() {
-                Evidence::Observed
-            } else {
-                Evidence::NotObserved
-            },
-            basis,
-        };
-        let inferred = |what, ts: Option<u64>, basis| Wave {
-            what,
-            ts_ns: ts,
-            evidence: if ts.is_some() {
-                Evidence::Inferred
-            } else {
-                Evidence::NotObserved
-            },
-            basis,
-        };
+        let observed = |what, ts, basis| Wave::known_as(Evidence::Observed, what, ts, basis);
+        let inferred = |what, ts, basis| Wave::known_as(Evidence::Inferred, what, ts, basis);
         let peer_fin = self.peer.and_then(|p| p.fin_sent_ns);
         let peer_closed = self.peer.and_then(|p| p.closed_ns);
         match self.role() {
