@@ -77,6 +77,13 @@ impl Filter {
         self.pids.is_empty() || self.pids.contains(&pid)
     }
 
+    /// What the kernel program lets through: the socket matches, and its owner, when known,
+    /// is wanted. (`--replay` has no kernel to do it.)
+    pub fn matches_event(&self, e: &crate::event::Event) -> bool {
+        self.matches_socket(e.sport, e.dport, crate::event::family(e))
+            && (e.owner_pid == 0 || self.matches_owner(e.owner_pid))
+    }
+
     pub fn is_empty(&self) -> bool {
         *self == Filter::default()
     }
@@ -144,6 +151,23 @@ mod tests {
             ..Default::default()
         };
         assert!(!v4.matches_socket(1, 2, Family::Ipv6));
+    }
+
+    #[test]
+    fn events_pass_like_in_the_kernel() {
+        use crate::event::tests::ev;
+        let f = Filter {
+            ports: vec![80],
+            pids: vec![7],
+            ..Default::default()
+        };
+        let mut e = ev(0, 1, 80, 9, 1, 4);
+        assert!(f.matches_event(&e), "owner not known yet: kept");
+        e.owner_pid = 7;
+        assert!(f.matches_event(&e));
+        e.owner_pid = 8;
+        assert!(!f.matches_event(&e));
+        assert!(!f.matches_event(&ev(0, 1, 81, 9, 1, 4)));
     }
 
     #[test]

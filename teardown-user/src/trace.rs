@@ -156,6 +156,8 @@ impl Outputs {
 
 struct Pipeline {
     events: u64,
+    /// For `--raw`, whose events skip the reconstruction and its filter.
+    filter: crate::filter::Filter,
     recorder: Option<Recorder<BufWriter<File>>>,
     reconstructor: Reconstructor,
     raw: bool,
@@ -171,7 +173,9 @@ impl Pipeline {
             }
         }
         if self.raw {
-            self.outputs.event(e);
+            if self.filter.matches_event(e) {
+                self.outputs.event(e);
+            }
         } else {
             self.reconstructor.push(e);
         }
@@ -312,6 +316,7 @@ fn pipeline(cli: &Cli) -> Result<(Pipeline, Option<File>)> {
     };
     let pipeline = Pipeline {
         events: 0,
+        filter: cli.filter(),
         recorder: None,
         reconstructor: Reconstructor::new(cli.filter()),
         raw: cli.raw,

@@ -628,6 +628,23 @@ fn a_recording_replays_to_the_same_timelines_without_privileges() {
     b.sort_by_key(|k| k.0.to_string());
     assert_eq!(a, b);
 
+    // Filters apply to a replay as they would live, raw events included.
+    let out = as_nobody(&[
+        "--replay",
+        rec,
+        "--raw",
+        "--json",
+        "--lport",
+        &port.to_string(),
+    ]);
+    assert!(out.status.success());
+    let raw: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!raw.is_empty());
+    assert!(raw.iter().all(|e| e["lport"] == port), "{raw:?}");
+
     // A truncated recording is an error that says where.
     let bytes = std::fs::read(&recording).unwrap();
     std::fs::write(&recording, &bytes[..bytes.len() - 7]).unwrap();

@@ -130,9 +130,7 @@ impl Reconstructor {
             }
             _ => true,
         };
-        let wanted = self
-            .filter
-            .matches_socket(event.sport, event.dport, event::family(event));
+        let wanted = self.filter.matches_event(event);
         if !(about_closing && wanted) {
             self.stats.ignored += 1;
             return;
