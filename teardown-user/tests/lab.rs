@@ -7,7 +7,7 @@
 //! they fail instead, so a CI run can never pass without them.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write as _},
     process::{Child, Command, Output, Stdio},
     sync::{
         atomic::{AtomicU16, Ordering},
@@ -32,7 +32,12 @@ fn privileged(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
         if std::env::var_os("CI").is_some() {
             panic!("{test}: the kernel tests must run as root in CI");
         }
-        eprintln!("SKIPPED {test}: needs root (run `sudo cargo xtask test`)");
+        // Straight to stderr: libtest captures eprintln! of passing tests, and a skip must
+        // never look like a pass.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: needs root (run `sudo cargo xtask test`)"
+        );
         return None;
     }
     Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
