@@ -70,6 +70,14 @@ pub mod kind {
     /// while it waited in the accept queue): its owner, learned late. `newstate` is the
     /// socket's state.
     pub const OWNER: u8 = 4;
+    /// `tcp:tcp_retransmit_skb` while closing: a segment sent again; `tcp_flags` says
+    /// whether it carried the FIN.
+    pub const RETRANSMIT: u8 = 5;
+}
+
+/// TCP header flags, as in [`Event::tcp_flags`].
+pub mod tcp_flag {
+    pub const FIN: u8 = 0x01;
 }
 
 /// What the socket itself said when the event happened ([`Event::sock_flags`]).
@@ -151,7 +159,9 @@ pub struct Event {
     pub sock_flags: u8,
     /// For `RESET_SENT`: the kernel's `enum sk_rst_reason`.
     pub reason: u8,
-    pub _pad: [u8; 4],
+    /// For `RETRANSMIT`: the low byte of the segment's TCP flags (`tcp_flag::*`).
+    pub tcp_flags: u8,
+    pub _pad: [u8; 3],
     pub owner_comm: [u8; COMM_LEN],
     pub task_comm: [u8; COMM_LEN],
 }
@@ -207,6 +217,8 @@ pub struct SockLayout {
     pub socket_sk: u32,
     /// Offset of `ret` in the `syscalls:sys_exit_accept*` record.
     pub accept_ret: u32,
+    /// Offset in `struct sk_buff` of the low byte of `tcp_skb_cb.tcp_flags` (inside `cb`).
+    pub skb_tcp_flags: u32,
 }
 
 impl SockLayout {
@@ -256,9 +268,9 @@ mod tests {
 
     #[test]
     fn config_and_owner_layouts_are_pinned() {
-        assert_eq!(size_of::<SockLayout>(), 84);
-        assert_eq!(size_of::<Config>(), 96);
-        assert_eq!(offset_of!(Config, wakeup_bytes), 88);
+        assert_eq!(size_of::<SockLayout>(), 88);
+        assert_eq!(size_of::<Config>(), 100);
+        assert_eq!(offset_of!(Config, wakeup_bytes), 92);
         assert_eq!(size_of::<Owner>(), 24);
     }
 

@@ -59,6 +59,7 @@ static CONFIG: Config = Config {
         file_private_data: 0,
         socket_sk: 0,
         accept_ret: 0,
+        skb_tcp_flags: 0,
     },
     filters: 0,
     wakeup_bytes: 0,
@@ -169,6 +170,28 @@ fn reset_event(sk: Typed, event_kind: u8, reason: u8) {
         event.reason = reason;
         submit(&event);
     }
+}
+
+/// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int err)`: only
+/// while closing, where a retransmission is usually the FIN that did not get through.
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
+    let sk = Typed(ctx.arg(0));
+    let skb = Typed(ctx.arg(1));
+    let Some(current) = sk.field::<u8>(config!(layout.state)) else {
+        return 0;
+    };
+    if matches!(current, state::FIN_WAIT1 | state::CLOSING | state::LAST_ACK) {
+        let flags: u8 = skb.field(config!(layout.skb_tcp_flags)).unwrap_or(0);
+        if let Some(mut event) = socket_event(sk) {
+            event.kind = kind::RETRANSMIT;
+            event.oldstate = current;
+            event.newstate = current;
+            event.tcp_flags = flags;
+            submit(&event);
+        }
+    }
+    0
 }
 
 /// `syscalls:sys_exit_accept4` and `syscalls:sys_exit_accept`: the returned descriptor now

@@ -3,7 +3,7 @@
 //! ```text
 //! file    = magic "TDREC" version:u8 names records* end
 //! names   = count:u16 (len:u8 bytes)*           reset-reason names, by value
-//! record  = 0x01 kind old new flags source reason family:u8
+//! record  = 0x01 kind old new flags source reason tcp_flags family:u8
 //!           ts_delta:zigzag-varint skaddr:u64le sport:u16le dport:u16le
 //!           saddr daddr (4 bytes each for IPv4, 16 for IPv6)
 //!           owner_pid:varint task_pid:varint owner_comm task_comm (len:u8 bytes)
@@ -75,6 +75,7 @@ impl<W: Write> Recorder<W> {
             e.sock_flags,
             e.owner_source,
             e.reason,
+            e.tcp_flags,
             e.family as u8,
         ]);
         let delta = e.ts_ns.wrapping_sub(self.last_ts) as i64;
@@ -245,12 +246,12 @@ impl<R: BufRead> Replay<R> {
 
     fn event(&mut self) -> Result<Event, ReadError> {
         let at = self.offset;
-        let mut head = [0u8; 7];
+        let mut head = [0u8; 8];
         self.exact(&mut head, "event")?;
-        let [kind, oldstate, newstate, sock_flags, owner_source, reason, family] = head;
+        let [kind, oldstate, newstate, sock_flags, owner_source, reason, tcp_flags, family] = head;
         let family = u16::from(family);
         if family != AF_INET && family != AF_INET6 {
-            return Err(self.error(at + 6, format!("unknown address family {family}")));
+            return Err(self.error(at + 7, format!("unknown address family {family}")));
         }
         let zigzag = self.varint("timestamp")?;
         let delta = ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64);
@@ -277,7 +278,8 @@ impl<R: BufRead> Replay<R> {
         e.owner_comm = self.comm()?;
         e.task_comm = self.comm()?;
         (e.kind, e.oldstate, e.newstate, e.sock_flags) = (kind, oldstate, newstate, sock_flags);
-        (e.owner_source, e.reason, e.family) = (owner_source, reason, family);
+        (e.owner_source, e.reason, e.tcp_flags, e.family) =
+            (owner_source, reason, tcp_flags, family);
         Ok(e)
     }
 }
@@ -300,6 +302,7 @@ mod tests {
         owned.task_comm[..16].copy_from_slice(b"sixteen-bytes-xx");
         owned.sock_flags = 5;
         owned.reason = 2;
+        owned.tcp_flags = 0x11;
         // Out of order on purpose: deltas go backwards too.
         vec![
             ev(1_000_000_000, 7, 80, 5000, ESTABLISHED, FIN_WAIT1),

@@ -501,6 +501,12 @@ fn a_lost_fin_shows_its_retransmission_time_in_fin_wait1() {
     };
     let (_, timelines, port) = traced("lost-fin", &[]);
     let (server, _) = ends(&timelines, port);
+    let resent = &server["retransmits"][0];
+    assert_eq!(
+        (resent["state"].as_str(), resent["fin"].as_bool()),
+        (Some("FIN_WAIT1"), Some(true)),
+        "{server}"
+    );
     let fin_wait1 = ms(&server["durations_ns"]["FIN_WAIT1"]);
     assert!(
         fin_wait1 >= 150.0,

@@ -236,22 +236,25 @@ fn lab(args: &Args) -> Result<()> {
     let drops_fins = matches!(args.pattern, Pattern::Simultaneous | Pattern::LostFin);
     if drops_fins {
         nft(&netns, "add table inet teardown_lab")?;
+        // Dropped on the way in: the sender's transmit succeeds, as when a segment is lost
+        // on the wire, so TCP retransmits it. (Dropped on the way out, the send fails and
+        // TCP sends it again later as a first transmission, not a retransmission.)
         nft(
             &netns,
-            "add chain inet teardown_lab out { type filter hook output priority 0 ; }",
+            "add chain inet teardown_lab lost { type filter hook input priority 0 ; }",
         )?;
     }
     let drop_fins = || {
         for side in ["sport", "dport"] {
             let rule = format!(
-                "add rule inet teardown_lab out tcp {side} {} tcp flags & fin == fin drop",
+                "add rule inet teardown_lab lost tcp {side} {} tcp flags & fin == fin drop",
                 args.port
             );
             nft(&netns, &rule)?;
         }
         Ok::<(), String>(())
     };
-    let release_fins = || nft(&netns, "flush chain inet teardown_lab out");
+    let release_fins = || nft(&netns, "flush chain inet teardown_lab lost");
 
     let mut server = Peer::spawn(Role::Server, args, &netns)?;
     server.expect("listening")?;

@@ -472,6 +472,14 @@ pub(crate) mod tests {
         );
         b.aggregate("file", false, 256, &[("private_data", long, 8 * 200, 0)]);
         b.aggregate("socket", false, 64, &[("sk", long, 8 * 24, 0)]);
+        let cb = b.array(u8_, 48);
+        b.aggregate("sk_buff", false, 232, &[("cb", cb, 8 * 40, 0)]);
+        b.aggregate(
+            "tcp_skb_cb",
+            false,
+            48,
+            &[("seq", u32_, 0, 0), ("tcp_flags", u16_, 8 * 12, 0)],
+        );
         b.tracepoint("tcp_send_reset", &[long, long, u32_]);
         b.build()
     }

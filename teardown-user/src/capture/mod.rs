@@ -125,6 +125,16 @@ impl Capture {
                 degraded.push(format!("{e}: resets are inferred from transitions only"));
             }
         }
+        let retransmits = if layout.skb_tcp_flags == SockLayout::NONE {
+            Err(Error::KernelLayout(btf::BtfError::Missing(
+                "tcp_skb_cb.tcp_flags".into(),
+            )))
+        } else {
+            attach_btf_tracepoint(&mut ebpf, &aya_btf, "tcp_retransmit_skb")
+        };
+        if let Err(e) = retransmits {
+            degraded.push(format!("{e}: retransmitted FINs are not observed"));
+        }
         if layout.accept_ret != 0 {
             if let Err(e) = attach_accept(&mut ebpf) {
                 degraded.push(format!("{e}: {ACCEPT_LOSES}"));
@@ -242,7 +252,21 @@ pub fn sock_layout(kernel: &btf::Btf) -> Result<SockLayout> {
         file_private_data: field("file", "private_data", 8)?,
         socket_sk: field("socket", "sk", 8)?,
         accept_ret: 0,
+        skb_tcp_flags: skb_tcp_flags(kernel).unwrap_or(SockLayout::NONE),
     })
+}
+
+/// Where the low byte of `tcp_skb_cb.tcp_flags` sits in `struct sk_buff` (TCP keeps its
+/// per-segment control block in `cb`).
+fn skb_tcp_flags(kernel: &btf::Btf) -> Result<u32> {
+    let cb = kernel.field("sk_buff", "cb")?;
+    let flags = kernel.field("tcp_skb_cb", "tcp_flags")?;
+    let low_byte = if cfg!(target_endian = "big") {
+        flags.size - 1
+    } else {
+        0
+    };
+    Ok(cb.offset + flags.offset + low_byte)
 }
 
 /// `enum sk_rst_reason` (Linux 6.10+) by value, without its prefix.
@@ -370,6 +394,7 @@ mod tests {
             (2000, 32, 0, 8)
         );
         assert_eq!((layout.file_private_data, layout.socket_sk), (200, 24));
+        assert_eq!(layout.skb_tcp_flags, 40 + 12);
     }
 
     #[test]

@@ -244,6 +244,19 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
         }
         out.push(b'}');
     }
+    push(out, "],\"retransmits\":[");
+    for (i, r) in t.retransmits.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push(out, "{\"ts_ns\":");
+        num(out, r.ts_ns);
+        push(out, ",\"state\":");
+        quoted(out, state::name(r.state));
+        push(out, ",\"fin\":");
+        bool(out, r.fin);
+        out.push(b'}');
+    }
     push(out, "],\"peer\":");
     match t.peer {
         Some(p) => {
@@ -270,6 +283,7 @@ pub fn raw_event(out: &mut Vec<u8>, e: &Event, names: &KernelNames) {
         kind::RESET_SENT => "reset_sent",
         kind::RESET_RECEIVED => "reset_received",
         kind::OWNER => "owner",
+        kind::RETRANSMIT => "retransmit",
         _ => "state",
     };
     let _ = write!(

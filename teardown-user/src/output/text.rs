@@ -112,6 +112,12 @@ pub fn timeline(t: &Timeline, clock: &Clock, names: &KernelNames) -> String {
             (false, _) => phases.push_str(" [RST received]"),
         }
     }
+    let fins = t.retransmits.iter().filter(|r| r.fin).count();
+    if fins > 0 {
+        let _ = write!(phases, " [FIN retransmitted x{fins}]");
+    } else if !t.retransmits.is_empty() {
+        let _ = write!(phases, " [{} retransmissions]", t.retransmits.len());
+    }
     if let Some(peer) = t.peer {
         let _ = write!(phases, " [peer #{}]", peer.id);
     }
@@ -244,6 +250,22 @@ pub fn exchange(a: &Timeline, b: &Timeline, clock: &Clock, names: &KernelNames) 
         let line = format!("{:<22} {what} {reason}", endpoint(t.laddr, t.lport));
         lines.push((reset.ts_ns, line));
     }
+    for (t, r) in a
+        .retransmits
+        .iter()
+        .map(|r| (a, r))
+        .chain(b.retransmits.iter().map(|r| (b, r)))
+    {
+        let what = if r.fin {
+            "retransmits its FIN (no ACK yet)"
+        } else {
+            "retransmits a segment"
+        };
+        lines.push((
+            r.ts_ns,
+            format!("{:<22} {what}", endpoint(t.laddr, t.lport)),
+        ));
+    }
     lines.sort_by_key(|(ts, _)| *ts);
     for (ts, line) in lines {
         let _ = write!(
@@ -277,6 +299,10 @@ impl RawPrinter {
             kind::RESET_SENT => (state::name(e.oldstate), "RST sent"),
             kind::RESET_RECEIVED => (state::name(e.oldstate), "RST received"),
             kind::OWNER => (state::name(e.oldstate), "owner known"),
+            kind::RETRANSMIT if e.tcp_flags & teardown_common::tcp_flag::FIN != 0 => {
+                (state::name(e.oldstate), "FIN resent")
+            }
+            kind::RETRANSMIT => (state::name(e.oldstate), "resent"),
             _ => (state::name(e.oldstate), state::name(e.newstate)),
         };
         let in_state = match e.kind {

@@ -13,8 +13,10 @@ use std::{
     net::IpAddr,
 };
 
-use teardown_common::{kind, state, Event};
-pub use timeline::{Evidence, Owner, Peer, Reset, Role, Task, Timeline, Transition, Wave};
+use teardown_common::{kind, state, tcp_flag, Event};
+pub use timeline::{
+    Evidence, Owner, Peer, Reset, Retransmit, Role, Task, Timeline, Transition, Wave,
+};
 
 use crate::{event, filter::Filter};
 
@@ -280,6 +282,11 @@ impl Reconstructor {
                     }
                 }
             }
+            kind::RETRANSMIT => timeline.retransmits.push(Retransmit {
+                ts_ns: event.ts_ns,
+                state: event.oldstate,
+                fin: event.tcp_flags & tcp_flag::FIN != 0,
+            }),
             kind::RESET_SENT | kind::RESET_RECEIVED => timeline.resets.push(Reset {
                 ts_ns: event.ts_ns,
                 sent: event.kind == kind::RESET_SENT,
@@ -308,6 +315,7 @@ impl Reconstructor {
                 owner: None,
                 transitions: Vec::with_capacity(4),
                 resets: Vec::new(),
+                retransmits: Vec::new(),
                 peer: None,
                 first_seen_mid_close: false,
                 gap: false,

@@ -375,6 +375,33 @@ fn lost_fin_is_retransmitted_and_shows_as_a_long_fin_wait1() {
 }
 
 #[test]
+fn a_retransmitted_fin_is_observed() {
+    let mut again = ev(200 * MS, SERVER, 80, 5000, FIN_WAIT1, FIN_WAIT1);
+    again.kind = kind::RETRANSMIT;
+    again.tcp_flags = teardown_common::tcp_flag::FIN;
+    let events = vec![
+        ev(0, SERVER, 80, 5000, ESTABLISHED, FIN_WAIT1),
+        again,
+        ev(200 * MS + 40_000, SERVER, 80, 5000, FIN_WAIT1, FIN_WAIT2),
+        flags(
+            ev(200 * MS + 42_000, SERVER, 80, 5000, FIN_WAIT2, CLOSE),
+            f::ORPHAN,
+        ),
+    ];
+    let t = &run(&events)[0];
+    assert_eq!(
+        t.retransmits,
+        vec![Retransmit {
+            ts_ns: 200 * MS,
+            state: FIN_WAIT1,
+            fin: true
+        }]
+    );
+    assert_eq!(t.transitions.len(), 3);
+    assert!(!t.gap);
+}
+
+#[test]
 fn a_reused_socket_address_starts_a_new_timeline() {
     let events = vec![
         ev(0, SERVER, 80, 5000, ESTABLISHED, CLOSE_WAIT),

@@ -120,6 +120,16 @@ pub struct Reset {
     pub reason: u8,
 }
 
+/// A segment sent again while closing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retransmit {
+    pub ts_ns: u64,
+    /// The state the socket was in.
+    pub state: u8,
+    /// The segment carried this side's FIN.
+    pub fin: bool,
+}
+
 /// The other end of the connection, when it is a socket on this host too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer {
@@ -145,6 +155,7 @@ pub struct Timeline {
     pub owner: Option<Owner>,
     pub transitions: Vec<Transition>,
     pub resets: Vec<Reset>,
+    pub retransmits: Vec<Retransmit>,
     pub peer: Option<Peer>,
     /// The first transition seen did not leave ESTABLISHED: tracing began mid-close.
     pub first_seen_mid_close: bool,
