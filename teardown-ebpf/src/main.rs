@@ -160,14 +160,19 @@ fn reset_event(sk: Typed, event_kind: u8, reason: u8) {
     let Some(current) = sk.field::<u8>(config!(layout.state)) else {
         return;
     };
-    if matches!(current, state::TIME_WAIT | state::NEW_SYN_RECV) {
-        return;
+    if !matches!(current, state::TIME_WAIT | state::NEW_SYN_RECV) {
+        note(sk, event_kind, current, reason, 0);
     }
+}
+
+/// An event about a socket that does not change its state (`current`).
+fn note(sk: impl Sock, event_kind: u8, current: u8, reason: u8, tcp_flags: u8) {
     if let Some(mut event) = socket_event(sk) {
         event.kind = event_kind;
         event.oldstate = current;
         event.newstate = current;
         event.reason = reason;
+        event.tcp_flags = tcp_flags;
         submit(&event);
     }
 }
@@ -183,13 +188,7 @@ pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
     };
     if matches!(current, state::FIN_WAIT1 | state::CLOSING | state::LAST_ACK) {
         let flags: u8 = skb.field(config!(layout.skb_tcp_flags)).unwrap_or(0);
-        if let Some(mut event) = socket_event(sk) {
-            event.kind = kind::RETRANSMIT;
-            event.oldstate = current;
-            event.newstate = current;
-            event.tcp_flags = flags;
-            submit(&event);
-        }
+        note(sk, kind::RETRANSMIT, current, 0, flags);
     }
     0
 }
@@ -207,12 +206,7 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
             record_owner(&ctx, sk.addr(), owner_source::ACCEPT);
             // Its earlier transitions went out without an owner: say it now.
             if current != state::ESTABLISHED {
-                if let Some(mut event) = socket_event(sk) {
-                    event.kind = kind::OWNER;
-                    event.oldstate = current;
-                    event.newstate = current;
-                    submit(&event);
-                }
+                note(sk, kind::OWNER, current, 0, 0);
             }
         }
     }
