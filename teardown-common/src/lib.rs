@@ -164,6 +164,9 @@ pub struct Event {
     pub _pad: [u8; 3],
     pub owner_comm: [u8; COMM_LEN],
     pub task_comm: [u8; COMM_LEN],
+    /// The socket's network namespace (its inode number, as in `/proc/PID/ns/net`).
+    pub netns: u32,
+    pub _pad2: [u8; 4],
 }
 
 /// `Config::filters` bits.
@@ -219,6 +222,9 @@ pub struct SockLayout {
     pub accept_ret: u32,
     /// Offset in `struct sk_buff` of the low byte of `tcp_skb_cb.tcp_flags` (inside `cb`).
     pub skb_tcp_flags: u32,
+    /// `sock.__sk_common.skc_net.net` and `net.ns.inum`: the network namespace.
+    pub sk_net: u32,
+    pub net_inum: u32,
 }
 
 impl SockLayout {
@@ -255,7 +261,7 @@ mod tests {
 
     #[test]
     fn event_layout_is_pinned() {
-        assert_eq!(size_of::<Event>(), 104);
+        assert_eq!(size_of::<Event>(), 112);
         assert_eq!(align_of::<Event>(), 8);
         assert_eq!(offset_of!(Event, saddr), 16);
         assert_eq!(offset_of!(Event, owner_pid), 48);
@@ -264,13 +270,14 @@ mod tests {
         assert_eq!(offset_of!(Event, sock_flags), 66);
         assert_eq!(offset_of!(Event, owner_comm), 72);
         assert_eq!(offset_of!(Event, task_comm), 88);
+        assert_eq!(offset_of!(Event, netns), 104);
     }
 
     #[test]
     fn config_and_owner_layouts_are_pinned() {
-        assert_eq!(size_of::<SockLayout>(), 88);
-        assert_eq!(size_of::<Config>(), 100);
-        assert_eq!(offset_of!(Config, wakeup_bytes), 92);
+        assert_eq!(size_of::<SockLayout>(), 96);
+        assert_eq!(size_of::<Config>(), 108);
+        assert_eq!(offset_of!(Config, wakeup_bytes), 100);
         assert_eq!(size_of::<Owner>(), 24);
     }
 

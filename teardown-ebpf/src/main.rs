@@ -60,6 +60,8 @@ static CONFIG: Config = Config {
         socket_sk: 0,
         accept_ret: 0,
         skb_tcp_flags: 0,
+        sk_net: 0,
+        net_inum: 0,
     },
     filters: 0,
     wakeup_bytes: 0,
@@ -261,6 +263,8 @@ trait Sock: Copy {
     fn outer<T>(self, offset: u32) -> Option<T> {
         read(self.addr(), offset)
     }
+    /// The object a pointer field points to, readable the same way.
+    fn deref(self, offset: u32) -> Option<Self>;
 }
 
 /// A BTF-typed pointer from a BTF tracepoint: the verifier checks each load against the
@@ -276,6 +280,10 @@ impl Sock for Typed {
     fn field<T: Copy>(self, offset: u32) -> Option<T> {
         Some(unsafe { read_volatile(self.0.add(offset as usize) as *const T) })
     }
+    fn deref(self, offset: u32) -> Option<Self> {
+        let pointer: *const u8 = self.field(offset)?;
+        (!pointer.is_null()).then_some(Typed(pointer))
+    }
 }
 
 /// An address found by following pointers: only `bpf_probe_read_kernel` may read it.
@@ -288,6 +296,10 @@ impl Sock for Untyped {
     }
     fn field<T: Copy>(self, offset: u32) -> Option<T> {
         read(self.0, offset)
+    }
+    fn deref(self, offset: u32) -> Option<Self> {
+        let pointer: u64 = self.field(offset)?;
+        (pointer != 0).then_some(Untyped(pointer))
     }
 }
 
@@ -346,6 +358,12 @@ fn socket_event(sk: impl Sock) -> Option<Event> {
         event.daddr = sk.outer(config!(layout.v6_daddr))?;
     }
     event.sock_flags = sock_flags(sk);
+    if config!(layout.net_inum) != SockLayout::NONE {
+        let net = sk.deref(config!(layout.sk_net));
+        event.netns = net
+            .and_then(|n| n.field(config!(layout.net_inum)))
+            .unwrap_or(0);
+    }
     event.skaddr = sk.addr();
     event.ts_ns = unsafe { bpf_ktime_get_ns() };
     event.task_pid = (bpf_get_current_pid_tgid() >> 32) as u32;

@@ -42,38 +42,6 @@ pub fn is_state_change(event: &Event) -> bool {
     event.kind == kind::STATE
 }
 
-/// Identifies one socket's life: the kernel reuses a `struct sock` address after CLOSE, and
-/// the 4-tuple tells the lives apart when events of two lives overlap in the stream.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
-pub struct SocketKey {
-    pub skaddr: u64,
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
-    pub sport: u16,
-    pub dport: u16,
-}
-
-impl SocketKey {
-    pub fn of(event: &Event) -> SocketKey {
-        SocketKey {
-            skaddr: event.skaddr,
-            saddr: event.saddr,
-            daddr: event.daddr,
-            sport: event.sport,
-            dport: event.dport,
-        }
-    }
-
-    /// The key the other end of the same connection would have, were it on this host.
-    pub fn peer_tuple(&self) -> ([u8; 16], u16, [u8; 16], u16) {
-        (self.daddr, self.dport, self.saddr, self.sport)
-    }
-
-    pub fn tuple(&self) -> ([u8; 16], u16, [u8; 16], u16) {
-        (self.saddr, self.sport, self.daddr, self.dport)
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -112,12 +80,5 @@ pub(crate) mod tests {
         assert_eq!(remote_ip(&e).to_string(), "::1");
         assert_eq!(family(&e), Family::Ipv6);
         let _ = AF_INET;
-    }
-
-    #[test]
-    fn peer_tuple_mirrors_the_tuple() {
-        let a = SocketKey::of(&ev(0, 1, 80, 9000, 1, 4));
-        let b = SocketKey::of(&ev(0, 2, 9000, 80, 1, 8));
-        assert_eq!(a.peer_tuple(), b.tuple());
     }
 }

@@ -7,6 +7,7 @@
 //!           ts_delta:zigzag-varint skaddr:u64le sport:u16le dport:u16le
 //!           saddr daddr (4 bytes each for IPv4, 16 for IPv6)
 //!           owner_pid:varint task_pid:varint owner_comm task_comm (len:u8 bytes)
+//!           netns:varint
 //! end     = 0x02 lost_events:varint lost_owners:varint 0xff
 //! ```
 //! About half the size of the in-memory event. A file without its end marker was cut short
@@ -91,6 +92,7 @@ impl<W: Write> Recorder<W> {
         varint(b, e.task_pid.into());
         comm(b, &e.owner_comm);
         comm(b, &e.task_comm);
+        varint(b, e.netns.into());
         self.out.write_all(b)
     }
 
@@ -277,6 +279,10 @@ impl<R: BufRead> Replay<R> {
         e.task_pid = to_pid(task_pid)?;
         e.owner_comm = self.comm()?;
         e.task_comm = self.comm()?;
+        let netns_at = self.offset;
+        let netns = self.varint("network namespace")?;
+        e.netns = u32::try_from(netns)
+            .map_err(|_| self.error(netns_at, format!("network namespace {netns} out of range")))?;
         (e.kind, e.oldstate, e.newstate, e.sock_flags) = (kind, oldstate, newstate, sock_flags);
         (e.owner_source, e.reason, e.tcp_flags, e.family) =
             (owner_source, reason, tcp_flags, family);
@@ -303,6 +309,7 @@ mod tests {
         owned.sock_flags = 5;
         owned.reason = 2;
         owned.tcp_flags = 0x11;
+        owned.netns = 4_026_531_840;
         // Out of order on purpose: deltas go backwards too.
         vec![
             ev(1_000_000_000, 7, 80, 5000, ESTABLISHED, FIN_WAIT1),

@@ -227,6 +227,13 @@ fn traced(pattern: &str, extra: &[&str]) -> (Played, Vec<Value>, u16) {
     let timelines = tracer.json_until(|got| both_ends(got, port));
     let (code, _, stderr) = tracer.stop(libc::SIGINT);
     assert_eq!(code, 0, "{stderr:?}");
+    // Each socket names the namespace it lives in: the one this test made.
+    let inode = std::os::unix::fs::MetadataExt::ino(
+        &std::fs::metadata(format!("/run/netns/{}", ns.0)).expect("netns file"),
+    );
+    for t in &timelines {
+        assert_eq!(t["netns"], inode, "{t}");
+    }
     assert!(
         stderr.iter().any(|l| l.contains(" 0 lost events")),
         "{stderr:?}"

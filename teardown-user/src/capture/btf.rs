@@ -407,6 +407,11 @@ pub(crate) mod tests {
         let long_ = b.int("unsigned long", 8);
         b.enumeration("sock_flags", &[("SOCK_DEAD", 0), ("SOCK_DONE", 1)]);
         let flags_union = b.aggregate("", true, 8, &[("skc_flags", long_, 0, 0)]);
+        let net_ptr = b.int("struct net *", 8);
+        let possible = b.aggregate("", false, 8, &[("net", net_ptr, 0, 0)]);
+        let possible_net = b.typedef("possible_net_t", possible);
+        let ns_common = b.aggregate("ns_common", false, 32, &[("inum", u32_, 8 * 20, 0)]);
+        b.aggregate("net", false, 256, &[("ns", ns_common, 0, 0)]);
         let pair = b.aggregate(
             "",
             false,
@@ -441,6 +446,7 @@ pub(crate) mod tests {
                 ("skc_family", u16_, 128, 0),
                 ("skc_state", u8_, 144, 0),
                 ("", flags_union, 192, 0),
+                ("skc_net", possible_net, 512, 0),
                 ("skc_v6_daddr", addr6, 256, 0),
                 ("skc_v6_rcv_saddr", addr6, 384, 0),
             ],

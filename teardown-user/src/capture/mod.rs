@@ -253,6 +253,9 @@ pub fn sock_layout(kernel: &btf::Btf) -> Result<SockLayout> {
         socket_sk: field("socket", "sk", 8)?,
         accept_ret: 0,
         skb_tcp_flags: skb_tcp_flags(kernel).unwrap_or(SockLayout::NONE),
+        // Without network namespaces (CONFIG_NET_NS=n) every socket is in one.
+        sk_net: sock("__sk_common.skc_net.net", 8).unwrap_or(SockLayout::NONE),
+        net_inum: field("net", "ns.inum", 4).unwrap_or(SockLayout::NONE),
     })
 }
 
@@ -395,6 +398,7 @@ mod tests {
         );
         assert_eq!((layout.file_private_data, layout.socket_sk), (200, 24));
         assert_eq!(layout.skb_tcp_flags, 40 + 12);
+        assert_eq!((layout.sk_net, layout.net_inum), (64, 20));
     }
 
     #[test]

@@ -168,6 +168,8 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
     num(out, t.id);
     let _ = write!(out, ",\"sock\":\"{:#x}\",", t.sock);
     endpoints(out, t.family, t.laddr, t.lport, t.raddr, t.rport);
+    push(out, ",\"netns\":");
+    num(out, t.netns.into());
     out.push(b',');
     owner_fields(out, t.owner);
     push(out, ",\"role\":");
@@ -293,6 +295,8 @@ pub fn raw_event(out: &mut Vec<u8>, e: &Event, names: &KernelNames) {
     );
     let (local, remote) = (event::local_ip(e), event::remote_ip(e));
     endpoints(out, event::family(e), local, e.sport, remote, e.dport);
+    push(out, ",\"netns\":");
+    num(out, e.netns.into());
     let _ = write!(
         out,
         ",\"from\":\"{}\",\"to\":\"{}\",",

@@ -10,12 +10,12 @@ pub mod timeline;
 use std::{
     collections::{HashMap, VecDeque},
     hash::{BuildHasherDefault, Hasher},
-    net::IpAddr,
 };
 
 use teardown_common::{kind, state, tcp_flag, Event};
 pub use timeline::{
-    Evidence, Owner, Peer, Reset, Retransmit, Role, Task, Timeline, Transition, Wave,
+    link_tuple, Evidence, Owner, Peer, Reset, Retransmit, Role, Task, Timeline, Transition, Tuple,
+    Wave,
 };
 
 use crate::{event, filter::Filter};
@@ -32,8 +32,6 @@ const RESET_GRACE_NS: u64 = 1_000_000;
 /// How long an orphan's TIME_WAIT mini-socket waits in FIN_WAIT2 for the peer's FIN
 /// (`net.ipv4.tcp_fin_timeout`, 60 s by default).
 pub const FIN_TIMEOUT_NS: u64 = 60_000_000_000;
-
-type Tuple = (IpAddr, u16, IpAddr, u16);
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -219,7 +217,8 @@ impl Reconstructor {
         if event.kind == kind::OWNER && !self.open.contains_key(&sock) {
             return;
         }
-        let key = (
+        let key = link_tuple(
+            event.netns,
             event::local_ip(event),
             event.sport,
             event::remote_ip(event),
@@ -308,10 +307,11 @@ impl Reconstructor {
                 id,
                 sock,
                 family: event::family(event),
-                laddr: key.0,
-                lport: key.1,
-                raddr: key.2,
-                rport: key.3,
+                laddr: key.1,
+                lport: key.2,
+                raddr: key.3,
+                rport: key.4,
+                netns: event.netns,
                 owner: None,
                 transitions: Vec::with_capacity(4),
                 resets: Vec::new(),

@@ -402,6 +402,30 @@ fn a_retransmitted_fin_is_observed() {
 }
 
 #[test]
+fn identical_loopback_tuples_in_two_namespaces_link_within_their_namespace() {
+    let in_ns = |mut events: Vec<Event>, netns: u32, offset: u64| {
+        for e in &mut events {
+            e.netns = netns;
+            e.skaddr += offset;
+        }
+        events
+    };
+    let mut events = in_ns(normal_close(), 111, 0);
+    events.extend(in_ns(normal_close(), 222, 0x100));
+    events.sort_by_key(|e| e.ts_ns);
+    let out = run(&events);
+    assert_eq!(out.len(), 4);
+    for t in &out {
+        let peer = out
+            .iter()
+            .find(|p| Some(p.id) == t.peer.map(|x| x.id))
+            .expect("linked");
+        assert_eq!(peer.netns, t.netns, "{t:?}");
+        assert_ne!(peer.lport, t.lport);
+    }
+}
+
+#[test]
 fn a_reused_socket_address_starts_a_new_timeline() {
     let events = vec![
         ev(0, SERVER, 80, 5000, ESTABLISHED, CLOSE_WAIT),

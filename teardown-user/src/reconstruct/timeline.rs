@@ -152,6 +152,8 @@ pub struct Timeline {
     pub lport: u16,
     pub raddr: IpAddr,
     pub rport: u16,
+    /// The network namespace (inode number); 0 when the kernel has none to tell.
+    pub netns: u32,
     pub owner: Option<Owner>,
     pub transitions: Vec<Transition>,
     pub resets: Vec<Reset>,
@@ -161,6 +163,17 @@ pub struct Timeline {
     pub first_seen_mid_close: bool,
     /// A transition did not start where the previous one ended: events were lost.
     pub gap: bool,
+}
+
+/// A connection end, as peers are matched: the 4-tuple, plus the network namespace for
+/// loopback, where every namespace has its own 127.0.0.1 (two containers can hold the same
+/// loopback tuple at once). Other addresses link across namespaces: a container talking to
+/// its host is one connection.
+pub type Tuple = (u32, IpAddr, u16, IpAddr, u16);
+
+pub fn link_tuple(netns: u32, laddr: IpAddr, lport: u16, raddr: IpAddr, rport: u16) -> Tuple {
+    let netns = if laddr.is_loopback() { netns } else { 0 };
+    (netns, laddr, lport, raddr, rport)
 }
 
 /// The closing states whose time is reported.
@@ -347,13 +360,13 @@ impl Timeline {
         }
     }
 
-    /// The opposite direction's tuple, as the peer socket would report it.
-    pub fn peer_tuple(&self) -> (IpAddr, u16, IpAddr, u16) {
-        (self.raddr, self.rport, self.laddr, self.lport)
+    /// The peer socket's tuple, as it would report it.
+    pub fn peer_tuple(&self) -> Tuple {
+        link_tuple(self.netns, self.raddr, self.rport, self.laddr, self.lport)
     }
 
-    pub fn tuple(&self) -> (IpAddr, u16, IpAddr, u16) {
-        (self.laddr, self.lport, self.raddr, self.rport)
+    pub fn tuple(&self) -> Tuple {
+        link_tuple(self.netns, self.laddr, self.lport, self.raddr, self.rport)
     }
 
     /// When the peer would have seen this side's FIN, for the peer's waves.
