@@ -79,6 +79,20 @@ pub fn num(out: &mut Vec<u8>, mut v: u64) {
     out.extend_from_slice(&buf[i..]);
 }
 
+/// Writes each item with `write`, commas in between.
+fn separated<T>(
+    out: &mut Vec<u8>,
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(&mut Vec<u8>, T),
+) {
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(out, item);
+    }
+}
+
 fn opt_u64(out: &mut Vec<u8>, value: Option<u64>) {
     match value {
         Some(v) => num(out, v),
@@ -177,10 +191,7 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
     push(out, ",\"complete\":");
     bool(out, t.complete());
     push(out, ",\"transitions\":[");
-    for (i, tr) in t.transitions.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    separated(out, t.transitions.iter(), |out, tr| {
         push(out, "{\"from\":");
         quoted(out, state::name(tr.from));
         push(out, ",\"to\":");
@@ -196,23 +207,17 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
         push(out, ",\"orphan\":");
         bool(out, tr.sock_flags & sock_flags::ORPHAN != 0);
         out.push(b'}');
-    }
+    });
     push(out, "],\"durations_ns\":{");
-    for (i, (st, ns)) in t.durations_ns().iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    separated(out, t.durations_ns().iter(), |out, (st, ns)| {
         quoted(out, state::name(*st));
         out.push(b':');
         num(out, *ns);
-    }
+    });
     push(out, "},\"teardown_ns\":");
     opt_u64(out, t.teardown_ns());
     push(out, ",\"waves\":[");
-    for (i, w) in t.waves().iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    separated(out, t.waves().iter(), |out, w| {
         push(out, "{\"what\":");
         quoted(out, w.what);
         push(out, ",\"ts_ns\":");
@@ -222,7 +227,7 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
         push(out, ",\"basis\":");
         quoted(out, w.basis);
         out.push(b'}');
-    }
+    });
     push(out, "],\"time_wait\":");
     match t.time_wait() {
         Some(substate) => quoted(out, state::name(substate)),
@@ -231,10 +236,7 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
     push(out, ",\"half_close\":");
     bool(out, t.half_close());
     push(out, ",\"resets\":[");
-    for (i, r) in t.resets.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    separated(out, t.resets.iter(), |out, r| {
         push(out, "{\"ts_ns\":");
         num(out, r.ts_ns);
         push(out, ",\"direction\":");
@@ -245,12 +247,9 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
             None => push(out, "null"),
         }
         out.push(b'}');
-    }
+    });
     push(out, "],\"retransmits\":[");
-    for (i, r) in t.retransmits.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    separated(out, t.retransmits.iter(), |out, r| {
         push(out, "{\"ts_ns\":");
         num(out, r.ts_ns);
         push(out, ",\"state\":");
@@ -258,7 +257,7 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
         push(out, ",\"fin\":");
         bool(out, r.fin);
         out.push(b'}');
-    }
+    });
     push(out, "],\"peer\":");
     match t.peer {
         Some(p) => {
