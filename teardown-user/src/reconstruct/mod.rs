@@ -170,7 +170,7 @@ impl Reconstructor {
         {
             if let Some((_, tuple)) = self.parked_order.pop_front() {
                 if let Some(timeline) = self.parked.remove(&tuple) {
-                    emit(timeline);
+                    self.hand_out(timeline, emit);
                 }
             }
         }
@@ -192,7 +192,9 @@ impl Reconstructor {
         }
         let mut parked: Vec<Timeline> = self.parked.drain().map(|(_, t)| t).collect();
         parked.sort_by_key(|t| t.id);
-        parked.into_iter().for_each(&mut *emit);
+        for timeline in parked {
+            self.hand_out(timeline, emit);
+        }
         self.stats
     }
 
@@ -392,12 +394,15 @@ impl Reconstructor {
         if let Some(parked) = self.parked.remove(&mirror) {
             self.report(parked, emit);
         }
+        self.hand_out(timeline, emit);
+    }
+
+    /// The one way out: applies the owner filter. With `-p`, a socket whose owner never
+    /// showed is not the user's to see.
+    fn hand_out(&self, timeline: Timeline, emit: &mut impl FnMut(Timeline)) {
         let owner_pid = timeline.owner.map(|o| o.task.pid);
-        let wanted = if self.filter.pids.is_empty() {
-            true
-        } else {
-            owner_pid.is_some_and(|pid| self.filter.matches_owner(pid))
-        };
+        let wanted = self.filter.pids.is_empty()
+            || owner_pid.is_some_and(|pid| self.filter.matches_owner(pid));
         if wanted {
             emit(timeline);
         }

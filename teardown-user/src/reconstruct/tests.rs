@@ -637,6 +637,39 @@ fn filters_apply_to_ports_and_owners() {
 }
 
 #[test]
+fn a_held_orphan_let_go_without_its_peer_still_obeys_the_owner_filter() {
+    // The client (pid 200) leaks in CLOSE_WAIT, so the server's orphan is held until the
+    // end. Its owner was never learned (say the owner table was full): -p 200 cannot claim
+    // it, whichever way it is let go.
+    let mut events = normal_close()[..4].to_vec();
+    for e in events.iter_mut().filter(|e| e.sport == 80) {
+        e.owner_pid = 0;
+    }
+    let pids = Filter {
+        pids: vec![200],
+        ..Default::default()
+    };
+    let out = run_with(pids.clone(), &events);
+    assert_eq!(
+        out.iter().map(|t| t.lport).collect::<Vec<_>>(),
+        vec![5000],
+        "{out:?}"
+    );
+
+    let mut r = Reconstructor::new(pids);
+    let mut late = Vec::new();
+    events.iter().for_each(|e| r.push(e));
+    r.advance(
+        1000 * MS + FIN_TIMEOUT_NS + REORDER_WINDOW_NS + MS,
+        &mut |t| late.push(t),
+    );
+    assert!(
+        late.is_empty(),
+        "released at its deadline, still filtered: {late:?}"
+    );
+}
+
+#[test]
 fn open_sockets_are_bounded() {
     let mut r = Reconstructor::with_limits(Filter::default(), 0, 32);
     let mut out = Vec::new();
