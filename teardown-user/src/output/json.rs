@@ -23,6 +23,11 @@ impl KernelNames {
     pub fn reset_reason(&self, value: u8) -> Option<&str> {
         self.reset_reasons.get(value as usize).map(String::as_str)
     }
+
+    /// A reset's reason: the kernel gives one only for resets it sends.
+    pub fn sent_reason(&self, sent: bool, value: u8) -> Option<&str> {
+        self.reset_reason(value).filter(|_| sent)
+    }
 }
 
 /// Appends `bytes` as a JSON string literal.
@@ -242,7 +247,7 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
         push(out, ",\"direction\":");
         quoted(out, if r.sent { "sent" } else { "received" });
         push(out, ",\"reason\":");
-        match names.reset_reason(r.reason).filter(|_| r.sent) {
+        match names.sent_reason(r.sent, r.reason) {
             Some(name) => string(out, name.as_bytes()),
             None => push(out, "null"),
         }
@@ -313,10 +318,7 @@ pub fn raw_event(out: &mut Vec<u8>, e: &Event, names: &KernelNames) {
     let _ = write!(out, ",\"task_pid\":{},\"task_comm\":", e.task_pid);
     string(out, event::comm(&e.task_comm));
     push(out, ",\"reason\":");
-    match names
-        .reset_reason(e.reason)
-        .filter(|_| e.kind == kind::RESET_SENT)
-    {
+    match names.sent_reason(e.kind == kind::RESET_SENT, e.reason) {
         Some(name) => string(out, name.as_bytes()),
         None => push(out, "null"),
     }

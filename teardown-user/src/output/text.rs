@@ -194,16 +194,37 @@ fn who(t: &Timeline) -> String {
     format!("#{} {} ({comm} {pid})", t.id, endpoint(t.laddr, t.lport))
 }
 
-/// Both ends' transitions merged in time, each with what it means on the wire.
+/// Both ends' transitions merged in time, each with what it means on the wire; resets and
+/// retransmissions in their place among them.
 pub fn exchange(a: &Timeline, b: &Timeline, clock: &Clock, names: &KernelNames) -> String {
-    let mut steps: Vec<(&Timeline, &Transition)> = a
-        .transitions
-        .iter()
-        .map(|tr| (a, tr))
-        .chain(b.transitions.iter().map(|tr| (b, tr)))
-        .collect();
-    steps.sort_by_key(|(_, tr)| tr.ts_ns);
-    let start = steps.first().map_or(0, |(_, tr)| tr.ts_ns);
+    let mut lines: Vec<(u64, String)> = Vec::new();
+    for t in [a, b] {
+        let at = endpoint(t.laddr, t.lport);
+        for tr in &t.transitions {
+            let (from, to) = (state::name(tr.from), state::name(tr.to));
+            lines.push((
+                tr.ts_ns,
+                format!("{at:<22} {from:<11} -> {to:<11}  {}", meaning(tr)),
+            ));
+        }
+        for r in &t.resets {
+            let what = if r.sent { "sends RST" } else { "receives RST" };
+            let reason = names.sent_reason(r.sent, r.reason).unwrap_or("");
+            lines.push((r.ts_ns, format!("{at:<22} {what} {reason}")));
+        }
+        for r in &t.retransmits {
+            let what = if r.fin {
+                "retransmits its FIN (no ACK yet)"
+            } else {
+                "retransmits a segment"
+            };
+            lines.push((r.ts_ns, format!("{at:<22} {what}")));
+        }
+    }
+    lines.sort_by_key(|(ts, _)| *ts);
+    // Time runs from the first transition, as the header says.
+    let transitions = a.transitions.iter().chain(&b.transitions);
+    let start = transitions.map(|tr| tr.ts_ns).min().unwrap_or(0);
     let how = match (a.role(), b.role()) {
         (Some(Role::Active), _) => format!("#{} closed first", a.id),
         (_, Some(Role::Active)) => format!("#{} closed first", b.id),
@@ -219,61 +240,9 @@ pub fn exchange(a: &Timeline, b: &Timeline, clock: &Clock, names: &KernelNames) 
         who(b),
         clock.time_of_day(start)
     );
-    let mut lines: Vec<(u64, String)> = steps
-        .iter()
-        .map(|(t, tr)| {
-            let line = format!(
-                "{:<22} {:<11} -> {:<11}  {}",
-                endpoint(t.laddr, t.lport),
-                state::name(tr.from),
-                state::name(tr.to),
-                meaning(tr)
-            );
-            (tr.ts_ns, line)
-        })
-        .collect();
-    for (t, reset) in a
-        .resets
-        .iter()
-        .map(|r| (a, r))
-        .chain(b.resets.iter().map(|r| (b, r)))
-    {
-        let what = if reset.sent {
-            "sends RST"
-        } else {
-            "receives RST"
-        };
-        let reason = names
-            .reset_reason(reset.reason)
-            .filter(|_| reset.sent)
-            .unwrap_or("");
-        let line = format!("{:<22} {what} {reason}", endpoint(t.laddr, t.lport));
-        lines.push((reset.ts_ns, line));
-    }
-    for (t, r) in a
-        .retransmits
-        .iter()
-        .map(|r| (a, r))
-        .chain(b.retransmits.iter().map(|r| (b, r)))
-    {
-        let what = if r.fin {
-            "retransmits its FIN (no ACK yet)"
-        } else {
-            "retransmits a segment"
-        };
-        lines.push((
-            r.ts_ns,
-            format!("{:<22} {what}", endpoint(t.laddr, t.lport)),
-        ));
-    }
-    lines.sort_by_key(|(ts, _)| *ts);
     for (ts, line) in lines {
-        let _ = write!(
-            out,
-            "\n  {:>12} ms  {}",
-            format!("+{}", ms(ts.saturating_sub(start))),
-            line.trim_end()
-        );
+        let since = format!("+{}", ms(ts.saturating_sub(start)));
+        let _ = write!(out, "\n  {since:>12} ms  {}", line.trim_end());
     }
     out
 }
@@ -319,10 +288,7 @@ impl RawPrinter {
         if e.owner_pid != 0 {
             let _ = write!(context, " owner-by:{}", owner_source::name(e.owner_source));
         }
-        if let Some(reason) = names
-            .reset_reason(e.reason)
-            .filter(|_| e.kind == kind::RESET_SENT)
-        {
+        if let Some(reason) = names.sent_reason(e.kind == kind::RESET_SENT, e.reason) {
             let _ = write!(context, " reason:{reason}");
         }
         format!(
