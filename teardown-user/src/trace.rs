@@ -160,7 +160,6 @@ struct Pipeline {
     filter: crate::filter::Filter,
     recorder: Option<Recorder<BufWriter<File>>>,
     reconstructor: Reconstructor,
-    raw: bool,
     outputs: Outputs,
 }
 
@@ -172,7 +171,7 @@ impl Pipeline {
                 self.outputs.error.get_or_insert(Error::Io(e));
             }
         }
-        if self.raw {
+        if matches!(self.outputs.mode, Mode::RawText | Mode::RawJson) {
             if self.filter.matches_event(e) {
                 self.outputs.event(e);
             }
@@ -319,7 +318,6 @@ fn pipeline(cli: &Cli) -> Result<(Pipeline, Option<File>)> {
         filter: cli.filter(),
         recorder: None,
         reconstructor: Reconstructor::new(cli.filter()),
-        raw: cli.raw,
         outputs,
     };
     Ok((pipeline, record_file))
