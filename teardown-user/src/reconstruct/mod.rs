@@ -208,11 +208,7 @@ impl Reconstructor {
         if event.kind != kind::STATE && event.oldstate == state::CLOSE {
             // The RST of an abort, sent just after the socket reached CLOSE.
             if let Some(t) = self.just_reset.iter_mut().rev().find(|t| t.sock == sock) {
-                t.resets.push(Reset {
-                    ts_ns: event.ts_ns,
-                    sent: event.kind == kind::RESET_SENT,
-                    reason: event.reason,
-                });
+                t.resets.push(Reset::of(event));
             }
             return;
         }
@@ -288,11 +284,7 @@ impl Reconstructor {
                 state: event.oldstate,
                 fin: event.tcp_flags & tcp_flag::FIN != 0,
             }),
-            kind::RESET_SENT | kind::RESET_RECEIVED => timeline.resets.push(Reset {
-                ts_ns: event.ts_ns,
-                sent: event.kind == kind::RESET_SENT,
-                reason: event.reason,
-            }),
+            kind::RESET_SENT | kind::RESET_RECEIVED => timeline.resets.push(Reset::of(event)),
             _ => {}
         }
     }

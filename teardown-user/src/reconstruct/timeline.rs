@@ -120,6 +120,17 @@ pub struct Reset {
     pub reason: u8,
 }
 
+impl Reset {
+    /// From a `RESET_SENT` or `RESET_RECEIVED` event.
+    pub fn of(event: &teardown_common::Event) -> Reset {
+        Reset {
+            ts_ns: event.ts_ns,
+            sent: event.kind == teardown_common::kind::RESET_SENT,
+            reason: event.reason,
+        }
+    }
+}
+
 /// A segment sent again while closing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retransmit {
