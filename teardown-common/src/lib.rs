@@ -264,6 +264,7 @@ mod tests {
         assert_eq!(size_of::<Event>(), 112);
         assert_eq!(align_of::<Event>(), 8);
         assert_eq!(offset_of!(Event, saddr), 16);
+        assert_eq!(offset_of!(Event, daddr), 32);
         assert_eq!(offset_of!(Event, owner_pid), 48);
         assert_eq!(offset_of!(Event, sport), 56);
         assert_eq!(offset_of!(Event, kind), 62);
@@ -279,6 +280,8 @@ mod tests {
         assert_eq!(size_of::<Config>(), 108);
         assert_eq!(offset_of!(Config, wakeup_bytes), 100);
         assert_eq!(size_of::<Owner>(), 24);
+        // The kernel side moves these as two 8-byte words (map values are 8-aligned).
+        assert_eq!(offset_of!(Owner, comm), 8);
     }
 
     #[test]

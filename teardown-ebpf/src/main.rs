@@ -15,13 +15,16 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
-use core::ptr::{addr_of, read_volatile};
+use core::{
+    mem::MaybeUninit,
+    ptr::{addr_of, addr_of_mut, read_volatile},
+};
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated,
     },
     macros::{btf_tracepoint, map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -97,6 +100,14 @@ static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 #[map]
 static OWNERS: HashMap<u64, Owner> = HashMap::with_max_entries(1 << 17, 0);
 
+/// The owner of a socket not in `OWNERS` (pid 0 is never a process that owns a socket).
+static NO_OWNER: Owner = Owner {
+    pid: 0,
+    source: owner_source::UNKNOWN,
+    _pad: [0; 3],
+    comm: [0; COMM_LEN],
+};
+
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
@@ -106,28 +117,38 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// One owner-table operation per transition at most: this runs ten times per connection.
+#[inline(always)]
 fn try_inet_sock_set_state(ctx: &BtfTracePointContext, sk: Typed, old: u8, new: u8) {
     let key = sk.addr();
-    match new {
-        state::SYN_SENT => record_owner(ctx, key, owner_source::CONNECT),
-        state::LISTEN => record_owner(ctx, key, owner_source::LISTEN),
-        state::FIN_WAIT1 | state::LAST_ACK => record_owner(ctx, key, owner_source::CLOSE),
-        // A new child socket, possibly at the address of a dead one.
-        state::SYN_RECV => {
-            let _ = OWNERS.remove(key);
-        }
-        _ => {}
-    }
     let wanted = config!(filters) & filter::CLOSING_ONLY == 0 || !state::is_opening(new);
-    if wanted {
-        if let Some(mut event) = socket_event(sk) {
-            event.kind = kind::STATE;
-            event.oldstate = old;
-            event.newstate = new;
-            submit(&event);
+    let recorded;
+    let known = match new {
+        state::SYN_SENT | state::LISTEN | state::FIN_WAIT1 | state::LAST_ACK => None,
+        _ if wanted || new == state::SYN_RECV => unsafe { OWNERS.get(key) },
+        _ => None,
+    };
+    let owner = match new {
+        state::SYN_SENT => {
+            recorded = record_owner(ctx, key, owner_source::CONNECT);
+            &recorded
         }
+        state::LISTEN => {
+            recorded = record_owner(ctx, key, owner_source::LISTEN);
+            &recorded
+        }
+        state::FIN_WAIT1 | state::LAST_ACK => {
+            recorded = confirm_owner(ctx, key);
+            &recorded
+        }
+        _ => known.unwrap_or(&NO_OWNER),
+    };
+    if wanted {
+        emit(sk, owner, kind::STATE, old, new, 0, 0);
     }
-    if new == state::CLOSE {
+    // CLOSE ends the entry; a new child socket may sit at the address of a dead one whose
+    // end was missed.
+    if known.is_some() && matches!(new, state::CLOSE | state::SYN_RECV) {
         let _ = OWNERS.remove(key);
     }
 }
@@ -169,14 +190,8 @@ fn reset_event(sk: Typed, event_kind: u8, reason: u8) {
 
 /// An event about a socket that does not change its state (`current`).
 fn note(sk: impl Sock, event_kind: u8, current: u8, reason: u8, tcp_flags: u8) {
-    if let Some(mut event) = socket_event(sk) {
-        event.kind = event_kind;
-        event.oldstate = current;
-        event.newstate = current;
-        event.reason = reason;
-        event.tcp_flags = tcp_flags;
-        submit(&event);
-    }
+    let owner = unsafe { OWNERS.get(sk.addr()) }.unwrap_or(&NO_OWNER);
+    emit(sk, owner, event_kind, current, current, reason, tcp_flags);
 }
 
 /// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int err)`: only
@@ -205,10 +220,10 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
     };
     if ret >= 0 {
         if let Some((sk, current)) = socket_of_fd(ret as u64) {
-            record_owner(&ctx, sk.addr(), owner_source::ACCEPT);
+            let owner = record_owner(&ctx, sk.addr(), owner_source::ACCEPT);
             // Its earlier transitions went out without an owner: say it now.
             if current != state::ESTABLISHED {
-                note(sk, kind::OWNER, current, 0, 0);
+                emit(sk, &owner, kind::OWNER, current, current, 0, 0);
             }
         }
     }
@@ -234,12 +249,18 @@ fn socket_of_fd(fd: u64) -> Option<(Untyped, u8)> {
     (is_tcp(sk)? && current != state::CLOSE).then_some((sk, current))
 }
 
-fn record_owner(ctx: &impl EbpfContext, sk: u64, source: u8) {
-    let owner = Owner {
-        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        source,
-        _pad: [0; 3],
-        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+/// Records the current process as the owner of `sk` and returns it (for the event at hand
+/// even when the table is full).
+fn record_owner(ctx: &impl EbpfContext, sk: u64, source: u8) -> Owner {
+    let mut slot = MaybeUninit::<Owner>::uninit();
+    let owner = slot.as_mut_ptr();
+    // See `set!` for why field by field.
+    let owner = unsafe {
+        set!(owner.pid = (bpf_get_current_pid_tgid() >> 32) as u32);
+        set!(owner.source = source);
+        zero(addr_of_mut!((*owner)._pad));
+        current_comm(&mut (*owner).comm);
+        slot.assume_init()
     };
     // Counted every time; said once per CPU, so a full table cannot flood the log.
     if OWNERS.insert(sk, owner, 0).is_err() && count(counter::LOST_OWNERS) == 0 {
@@ -247,6 +268,17 @@ fn record_owner(ctx: &impl EbpfContext, sk: u64, source: u8) {
             ctx,
             "owner table full: new sockets get no owner (raise --max-sockets)"
         );
+    }
+    owner
+}
+
+/// close() or shutdown(): the current process owns `sk`. Usually that is already known
+/// (from connect or accept) and nothing is written.
+fn confirm_owner(ctx: &impl EbpfContext, sk: u64) -> Owner {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    match unsafe { OWNERS.get(sk) } {
+        Some(owner) if owner.pid == pid => *owner,
+        _ => record_owner(ctx, sk, owner_source::CLOSE),
     }
 }
 
@@ -312,9 +344,19 @@ fn is_tcp(sk: impl Sock) -> Option<bool> {
     Some(protocol == IPPROTO_TCP)
 }
 
-/// Reads the socket's identity and owner, applying the filters cheapest first. `None`: not
-/// a TCP socket, or filtered out.
-fn socket_event(sk: impl Sock) -> Option<Event> {
+/// Sends one event about `sk` to user space, applying the filters cheapest first: nothing
+/// for a socket that is not TCP or is filtered out. Everything is read before the ring slot
+/// is reserved, then written into it in place (no copy of the event on the stack).
+#[inline(always)]
+fn emit(
+    sk: impl Sock,
+    owner: &Owner,
+    event_kind: u8,
+    oldstate: u8,
+    newstate: u8,
+    reason: u8,
+    tcp_flags: u8,
+) -> Option<()> {
     let filters = config!(filters);
     let family: u16 = sk.field(config!(layout.family))?;
     match family {
@@ -332,43 +374,110 @@ fn socket_event(sk: impl Sock) -> Option<Event> {
     {
         return None;
     }
-
-    let mut event: Event = unsafe { core::mem::zeroed() };
-    if let Some(owner) = unsafe { OWNERS.get(sk.addr()) } {
-        // Sockets of other processes go no further; sockets whose owner is not known yet
-        // go up, and user space decides once the owner shows itself.
-        if filters & filter::PID != 0 && unsafe { PIDS.get(owner.pid) }.is_none() {
-            return None;
-        }
-        event.owner_pid = owner.pid;
-        event.owner_source = owner.source;
-        event.owner_comm = owner.comm;
+    // Sockets of other processes go no further; sockets whose owner is not known yet go
+    // up, and user space decides once the owner shows itself.
+    if owner.pid != 0 && filters & filter::PID != 0 && unsafe { PIDS.get(owner.pid) }.is_none() {
+        return None;
     }
-
-    event.family = family;
-    event.sport = sport;
-    event.dport = dport;
-    if family == AF_INET {
+    let (saddr, daddr) = if family == AF_INET {
         let saddr: u32 = sk.field(config!(layout.rcv_saddr))?;
         let daddr: u32 = sk.field(config!(layout.daddr))?;
-        event.saddr[..4].copy_from_slice(&saddr.to_ne_bytes());
-        event.daddr[..4].copy_from_slice(&daddr.to_ne_bytes());
+        (ipv4(saddr), ipv4(daddr))
     } else if config!(layout.v6_daddr) != SockLayout::NONE {
-        event.saddr = sk.outer(config!(layout.v6_rcv_saddr))?;
-        event.daddr = sk.outer(config!(layout.v6_daddr))?;
-    }
-    event.sock_flags = sock_flags(sk);
-    if config!(layout.net_inum) != SockLayout::NONE {
+        (
+            sk.outer(config!(layout.v6_rcv_saddr))?,
+            sk.outer(config!(layout.v6_daddr))?,
+        )
+    } else {
+        ([0, 0], [0, 0])
+    };
+    let netns = if config!(layout.net_inum) != SockLayout::NONE {
         let net = sk.deref(config!(layout.sk_net));
-        event.netns = net
-            .and_then(|n| n.field(config!(layout.net_inum)))
-            .unwrap_or(0);
+        net.and_then(|n| n.field(config!(layout.net_inum)))
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    let sock_flags = sock_flags(sk);
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let task_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+
+    let wakeup = wakeup_flag();
+    let Some(mut slot) = EVENTS.reserve::<Event>(0) else {
+        let _ = count(counter::LOST_EVENTS);
+        return None;
+    };
+    let event = slot.as_mut_ptr();
+    // Field by field with volatile stores: LLVM otherwise merges neighbouring zero bytes
+    // into a call to a byte-at-a-time memset, which cost more than the rest of the program.
+    unsafe {
+        set!(event.ts_ns = ts_ns);
+        set!(event.skaddr = sk.addr());
+        put16(addr_of_mut!((*event).saddr), saddr);
+        put16(addr_of_mut!((*event).daddr), daddr);
+        set!(event.owner_pid = owner.pid);
+        set!(event.task_pid = task_pid);
+        set!(event.sport = sport);
+        set!(event.dport = dport);
+        set!(event.family = family);
+        set!(event.kind = event_kind);
+        set!(event.oldstate = oldstate);
+        set!(event.newstate = newstate);
+        set!(event.owner_source = owner.source);
+        set!(event.sock_flags = sock_flags);
+        set!(event.reason = reason);
+        set!(event.tcp_flags = tcp_flags);
+        zero(addr_of_mut!((*event)._pad));
+        put16(addr_of_mut!((*event).owner_comm), get16(&owner.comm));
+        current_comm(&mut (*event).task_comm);
+        set!(event.netns = netns);
+        zero(addr_of_mut!((*event)._pad2));
     }
-    event.skaddr = sk.addr();
-    event.ts_ns = unsafe { bpf_ktime_get_ns() };
-    event.task_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    event.task_comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
-    Some(event)
+    slot.submit(wakeup);
+    Some(())
+}
+
+/// `set!(event.field = value)`: one store that LLVM may not merge with its neighbours.
+macro_rules! set {
+    ($event:ident . $field:ident = $value:expr) => {
+        addr_of_mut!((*$event).$field).write_volatile($value)
+    };
+}
+use set;
+
+/// The current task's name, written in place (the helper pads with zeros).
+#[inline(always)]
+fn current_comm(dst: &mut [u8; COMM_LEN]) {
+    unsafe { generated::bpf_get_current_comm(dst.as_mut_ptr().cast(), COMM_LEN as u32) };
+}
+
+/// Every `[u8; 16]` in `Event` and `Owner` sits at an 8-byte-aligned offset (see the layout
+/// tests in teardown-common), so it can be moved as two words.
+#[inline(always)]
+unsafe fn put16(dst: *mut [u8; 16], words: [u64; 2]) {
+    let dst = dst.cast::<u64>();
+    dst.write_volatile(words[0]);
+    dst.add(1).write_volatile(words[1]);
+}
+
+/// Zeroes a few padding bytes one store at a time (see `set!`).
+#[inline(always)]
+unsafe fn zero<const N: usize>(dst: *mut [u8; N]) {
+    let dst = dst.cast::<u8>();
+    for i in 0..N {
+        dst.add(i).write_volatile(0);
+    }
+}
+
+#[inline(always)]
+fn get16(src: &[u8; 16]) -> [u64; 2] {
+    let src = (src as *const [u8; 16]).cast::<u64>();
+    unsafe { [src.read(), src.add(1).read()] }
+}
+
+/// An IPv4 address in the first 4 bytes of the 16 (the BPF target is little-endian).
+fn ipv4(addr: u32) -> [u64; 2] {
+    [addr as u64, 0]
 }
 
 fn sock_flags(sk: impl Sock) -> u8 {
@@ -395,18 +504,14 @@ fn ports_wanted(filters: u32, sport: u16, dport: u16) -> bool {
 }
 
 /// Wakes the reader only when the ring is filling up; below that it polls on a short timer,
-/// because a wakeup per event is what costs most (MACHINE.md). `output` copies the finished
-/// event, so no reservation is held across the reads above.
-fn submit(event: &Event) {
-    let wakeup_bytes = config!(wakeup_bytes) as u64;
-    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= wakeup_bytes {
+/// because a wakeup per event is what costs most (MACHINE.md).
+fn wakeup_flag() -> u64 {
+    let flag = if EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= config!(wakeup_bytes) as u64 {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    if EVENTS.output::<Event>(event, flags.into()).is_err() {
-        let _ = count(counter::LOST_EVENTS);
-    }
+    flag.into()
 }
 
 /// Adds one to a per-CPU counter; returns its value before.

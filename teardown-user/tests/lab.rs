@@ -391,7 +391,7 @@ fn active_and_passive_close_with_200ms_in_close_wait() {
 
     assert_eq!(server["role"], "active");
     assert_eq!(server["pid"], played.server);
-    assert_eq!(server["owner_source"], "close");
+    assert_eq!(server["owner_source"], "accept");
     assert_eq!(transitions(server)[0], pair("ESTABLISHED", "FIN_WAIT1"));
     assert_eq!(server["complete"], true);
     assert_eq!(
