@@ -69,19 +69,35 @@ pub fn push(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Appends a decimal integer (faster than `core::fmt`, which showed in profiles).
+/// Appends a decimal integer, written in place two digits at a time: `core::fmt`, and then
+/// a digit loop followed by a copy, were the largest share of the JSON cost in profiles.
 pub fn num(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
+    const PAIRS: [u8; 200] = {
+        let mut pairs = [0u8; 200];
+        let mut i = 0;
+        while i < 100 {
+            pairs[2 * i] = b'0' + (i / 10) as u8;
+            pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+            i += 1;
         }
+        pairs
+    };
+    let digits = v.checked_ilog10().unwrap_or(0) as usize + 1;
+    let start = out.len();
+    out.resize(start + digits, b'0');
+    let text = &mut out[start..];
+    let mut end = digits;
+    while v >= 100 {
+        let pair = (v % 100) as usize * 2;
+        v /= 100;
+        text[end - 2..end].copy_from_slice(&PAIRS[pair..pair + 2]);
+        end -= 2;
     }
-    out.extend_from_slice(&buf[i..]);
+    if v >= 10 {
+        text[..2].copy_from_slice(&PAIRS[v as usize * 2..v as usize * 2 + 2]);
+    } else {
+        text[0] = b'0' + v as u8;
+    }
 }
 
 /// Writes each item with `write`, commas in between.
