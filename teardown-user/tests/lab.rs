@@ -715,6 +715,11 @@ fn a_signal_leaves_a_complete_document_and_duration_stops_by_itself() {
     let doc = std::env::temp_dir().join(format!("td-sig-{}.json", port()));
     let tracer = Tracer::start(&["-o", doc.to_str().unwrap(), "-P", "1"]);
     assert!(!doc.exists(), "nothing at the target while tracing");
+    // /proc/PID/stat: the nice value is field 19, counted after the `(comm)` field.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", tracer.child.id())).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let nice = after_comm.split(' ').nth(16).unwrap();
+    assert_eq!(nice, "10", "yields the CPU while it keeps up: {stat}");
     assert_eq!(tracer.stop(libc::SIGINT).0, 0);
     let v: Value = serde_json::from_slice(&std::fs::read(&doc).unwrap()).unwrap();
     std::fs::remove_file(&doc).ok();
