@@ -114,7 +114,8 @@ pub mod owner_source {
 }
 
 /// The process that owns a socket, kept by the kernel program keyed by socket address.
-#[repr(C)]
+/// 8-aligned wherever it lives (map, stack, static): the kernel side reads `comm` as words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Owner {
     pub pid: u32,
@@ -280,7 +281,8 @@ mod tests {
         assert_eq!(size_of::<Config>(), 108);
         assert_eq!(offset_of!(Config, wakeup_bytes), 100);
         assert_eq!(size_of::<Owner>(), 24);
-        // The kernel side moves these as two 8-byte words (map values are 8-aligned).
+        // The kernel side moves `comm` as two 8-byte words.
+        assert_eq!(align_of::<Owner>(), 8);
         assert_eq!(offset_of!(Owner, comm), 8);
     }
 

@@ -451,8 +451,8 @@ fn current_comm(dst: &mut [u8; COMM_LEN]) {
     unsafe { generated::bpf_get_current_comm(dst.as_mut_ptr().cast(), COMM_LEN as u32) };
 }
 
-/// Every `[u8; 16]` in `Event` and `Owner` sits at an 8-byte-aligned offset (see the layout
-/// tests in teardown-common), so it can be moved as two words.
+/// Every `[u8; 16]` in `Event` and `Owner` sits at an 8-byte-aligned offset of an 8-aligned
+/// type (see the layout tests in teardown-common), so it can be moved as two words.
 #[inline(always)]
 unsafe fn put16(dst: *mut [u8; 16], words: [u64; 2]) {
     let dst = dst.cast::<u64>();
