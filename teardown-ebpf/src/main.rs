@@ -123,11 +123,7 @@ fn try_inet_sock_set_state(ctx: &BtfTracePointContext, sk: Typed, old: u8, new: 
     let key = sk.addr();
     let wanted = config!(filters) & filter::CLOSING_ONLY == 0 || !state::is_opening(new);
     let recorded;
-    let known = match new {
-        state::SYN_SENT | state::LISTEN | state::FIN_WAIT1 | state::LAST_ACK => None,
-        _ if wanted || new == state::SYN_RECV => unsafe { OWNERS.get(key) },
-        _ => None,
-    };
+    let mut known = None;
     let owner = match new {
         state::SYN_SENT => {
             recorded = record_owner(ctx, key, owner_source::CONNECT);
@@ -141,7 +137,12 @@ fn try_inet_sock_set_state(ctx: &BtfTracePointContext, sk: Typed, old: u8, new: 
             recorded = confirm_owner(ctx, key);
             &recorded
         }
-        _ => known.unwrap_or(&NO_OWNER),
+        _ => {
+            if wanted || new == state::SYN_RECV {
+                known = unsafe { OWNERS.get(key) };
+            }
+            known.unwrap_or(&NO_OWNER)
+        }
     };
     if wanted {
         emit(sk, owner, kind::STATE, old, new, 0, 0);
