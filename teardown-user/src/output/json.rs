@@ -33,11 +33,12 @@ impl KernelNames {
 /// Appends `bytes` as a JSON string literal.
 pub fn string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
-    // Nearly every name is plain printable ASCII: copy it in one go.
-    if bytes
-        .iter()
-        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
+    // Nearly every name is plain printable ASCII: copy it in one go. The check has no early
+    // exit, so that it compiles to a few vector instructions.
+    let needs_escaping = bytes.iter().fold(false, |any, &b| {
+        any | !(0x20..0x7f).contains(&b) | (b == b'"') | (b == b'\\')
+    });
+    if !needs_escaping {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
@@ -64,40 +65,16 @@ pub fn string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
-/// Appends text as it is.
+/// Appends text as it is. Inlined: most texts are constants, copied without a call.
+#[inline(always)]
 pub fn push(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Appends a decimal integer, written in place two digits at a time: `core::fmt`, and then
-/// a digit loop followed by a copy, were the largest share of the JSON cost in profiles.
-pub fn num(out: &mut Vec<u8>, mut v: u64) {
-    const PAIRS: [u8; 200] = {
-        let mut pairs = [0u8; 200];
-        let mut i = 0;
-        while i < 100 {
-            pairs[2 * i] = b'0' + (i / 10) as u8;
-            pairs[2 * i + 1] = b'0' + (i % 10) as u8;
-            i += 1;
-        }
-        pairs
-    };
-    let digits = v.checked_ilog10().unwrap_or(0) as usize + 1;
-    let start = out.len();
-    out.resize(start + digits, b'0');
-    let text = &mut out[start..];
-    let mut end = digits;
-    while v >= 100 {
-        let pair = (v % 100) as usize * 2;
-        v /= 100;
-        text[end - 2..end].copy_from_slice(&PAIRS[pair..pair + 2]);
-        end -= 2;
-    }
-    if v >= 10 {
-        text[..2].copy_from_slice(&PAIRS[v as usize * 2..v as usize * 2 + 2]);
-    } else {
-        text[0] = b'0' + v as u8;
-    }
+/// Appends a decimal integer (`core::fmt` was the largest share of the JSON cost).
+#[inline]
+pub fn num(out: &mut Vec<u8>, v: u64) {
+    push(out, itoa::Buffer::new().format(v));
 }
 
 /// Writes each item with `write`, commas in between.
@@ -112,6 +89,19 @@ fn separated<T>(
         }
         write(out, item);
     }
+}
+
+/// Appends a kernel address as a quoted `0x…` string, as `{:#x}` would (without `core::fmt`,
+/// which cost as much as all the other numbers of a timeline).
+pub fn hex(out: &mut Vec<u8>, v: u64) {
+    let digits = (64 - (v | 1).leading_zeros()).div_ceil(4) as usize;
+    let mut text = *b"\"0x0000000000000000\"";
+    for (i, slot) in text[3..3 + digits].iter_mut().enumerate() {
+        let nibble = (v >> (4 * (digits - 1 - i))) & 0xf;
+        *slot = b"0123456789abcdef"[nibble as usize];
+    }
+    text[3 + digits] = b'"';
+    out.extend_from_slice(&text[..4 + digits]);
 }
 
 fn opt_u64(out: &mut Vec<u8>, value: Option<u64>) {
@@ -146,10 +136,12 @@ fn family(f: Family) -> &'static str {
     }
 }
 
+#[inline(always)]
 fn bool(out: &mut Vec<u8>, v: bool) {
     push(out, if v { "true" } else { "false" });
 }
 
+#[inline(always)]
 fn quoted(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     push(out, s);
@@ -201,7 +193,9 @@ fn endpoints(
 pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
     push(out, "{\"id\":");
     num(out, t.id);
-    let _ = write!(out, ",\"sock\":\"{:#x}\",", t.sock);
+    push(out, ",\"sock\":");
+    hex(out, t.sock);
+    out.push(b',');
     endpoints(out, t.family, t.laddr, t.lport, t.raddr, t.rport);
     push(out, ",\"netns\":");
     num(out, t.netns.into());
@@ -310,9 +304,11 @@ pub fn raw_event(out: &mut Vec<u8>, e: &Event, names: &KernelNames) {
     };
     let _ = write!(
         out,
-        "{{\"event\":\"{what}\",\"ts_ns\":{},\"sock\":\"{:#x}\",",
-        e.ts_ns, e.skaddr
+        "{{\"event\":\"{what}\",\"ts_ns\":{},\"sock\":",
+        e.ts_ns
     );
+    hex(out, e.skaddr);
+    out.push(b',');
     let (local, remote) = (event::local_ip(e), event::remote_ip(e));
     endpoints(out, event::family(e), local, e.sport, remote, e.dport);
     push(out, ",\"netns\":");

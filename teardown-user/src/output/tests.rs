@@ -232,6 +232,11 @@ fn numbers_and_addresses_are_written_by_hand_correctly() {
         json::num(&mut out, v);
         assert_eq!(out, v.to_string().into_bytes());
     }
+    for v in [0, 1, 0xf, 0x10, 0xffff_8881_02e1_ae40, u64::MAX] {
+        let mut out = Vec::new();
+        json::hex(&mut out, v);
+        assert_eq!(out, format!("\"{v:#x}\"").into_bytes());
+    }
 }
 
 #[test]
