@@ -1,6 +1,6 @@
 //! Installs, only when missing, what building and testing the eBPF program needs:
 //! rust-src for the eBPF toolchain, the LLVM that bpf-linker links against, bpf-linker,
-//! and the tools the test lab and the benchmark use (iproute2, nftables, libbpf-tools).
+//! and the tools the test lab and the benchmark use (iproute2, nftables, libbpf-tools, bpftool).
 
 use std::{
     path::{Path, PathBuf},
@@ -163,11 +163,13 @@ pub fn ensure() -> Result<BuildEnv> {
             .env("PATH", &llvm_path))?;
     }
 
-    // 3. What the test lab and the benchmark drive: namespaces, firewall rules, the peer.
+    // 3. What the test lab and the benchmark drive: namespaces, firewall rules, the peer,
+    //    and the BPF run-time statistics the benchmark reads.
     for (program, package) in [
         ("ip", "iproute2"),
         ("nft", "nftables"),
         ("tcpstates", "libbpf-tools"),
+        ("bpftool", "bpftool"),
     ] {
         if !has(program) {
             apt.install(&[package])?;
