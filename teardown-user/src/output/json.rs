@@ -65,7 +65,7 @@ pub fn string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
-/// Appends text as it is. Inlined: most texts are constants, copied without a call.
+/// Appends text as it is. Inlined, so that a constant text can be copied without a call.
 #[inline(always)]
 pub fn push(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
