@@ -67,8 +67,8 @@ pub mod kind {
     /// `tcp:tcp_receive_reset`: the peer reset this socket.
     pub const RESET_RECEIVED: u8 = 3;
     /// accept() returned a socket that had already started closing (the peer's FIN came
-    /// while it waited in the accept queue): its owner, learned late. `newstate` is the
-    /// socket's state.
+    /// while it waited in the accept queue, or is landing now): its owner, learned late.
+    /// `newstate` is the socket's state, still ESTABLISHED when the FIN is landing now.
     pub const OWNER: u8 = 4;
     /// `tcp:tcp_retransmit_skb` while closing: a segment sent again; `tcp_flags` says
     /// whether it carried the FIN.

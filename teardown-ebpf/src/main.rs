@@ -14,6 +14,12 @@
 //! BTF into `CONFIG` (read-only data, so the verifier treats the values as constants).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// `full_barrier` needs an atomic add, which `core::sync::atomic` leaves out for BPF.
+#![cfg_attr(
+    target_arch = "bpf",
+    feature(core_intrinsics),
+    allow(internal_features)
+)]
 
 use core::{
     mem::MaybeUninit,
@@ -94,6 +100,10 @@ static PORTS: HashMap<u16, u32> = HashMap::with_max_entries(1024, 0);
 #[map]
 static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 
+/// The word `full_barrier` updates: per CPU, so that no two CPUs fight over it.
+#[map]
+static FENCE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Socket address → owner. An entry lives from connect/listen/accept until the socket's
 /// transition to CLOSE, so the table holds only live sockets. Preallocated: no allocation
 /// per connection. User space sizes it (`--max-sockets`).
@@ -140,6 +150,9 @@ fn try_inet_sock_set_state(ctx: &BtfTracePointContext, sk: Typed, old: u8, new: 
         _ => {
             if wanted || new == state::SYN_RECV {
                 known = unsafe { OWNERS.get(key) };
+                if known.is_none() && new == state::CLOSE_WAIT {
+                    known = owner_behind_fin(key);
+                }
             }
             known.unwrap_or(&NO_OWNER)
         }
@@ -151,6 +164,28 @@ fn try_inet_sock_set_state(ctx: &BtfTracePointContext, sk: Typed, old: u8, new: 
     // end was missed.
     if known.is_some() && matches!(new, state::CLOSE | state::SYN_RECV) {
         let _ = OWNERS.remove(key);
+    }
+}
+
+/// A FIN can land on a socket while accept() is handing it out, on another CPU. `tcp_fin()`
+/// sets RCV_SHUTDOWN before the transition that calls us, and `sys_exit_accept` records
+/// the owner before it reads RCV_SHUTDOWN: with a full barrier between each side's write
+/// and its read, at least one side sees the other's. Either this second look finds the
+/// owner, or accept() sees the FIN and says who the owner is in an OWNER event.
+fn owner_behind_fin(key: u64) -> Option<&'static Owner> {
+    full_barrier();
+    unsafe { OWNERS.get(key) }
+}
+
+/// BPF has no fence instruction, so an atomic add stands in: the x86-64 JIT makes it a
+/// `lock add`, a full barrier. (Only the value-returning form is ordered on every
+/// architecture, and the BPF CPU version aya-build compiles for, v1, lacks it.)
+#[inline(always)]
+fn full_barrier() {
+    #[cfg(target_arch = "bpf")]
+    if let Some(word) = FENCE.get_ptr_mut(0) {
+        use core::intrinsics::{atomic_xadd, AtomicOrdering::SeqCst};
+        unsafe { atomic_xadd::<u64, u64, { SeqCst }>(word, 1) };
     }
 }
 
@@ -220,10 +255,16 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
         return 0;
     };
     if ret >= 0 {
-        if let Some((sk, current)) = socket_of_fd(ret as u64) {
+        if let Some(sk) = socket_of_fd(ret as u64) {
             let owner = record_owner(&ctx, sk.addr(), owner_source::ACCEPT);
-            // Its earlier transitions went out without an owner: say it now.
-            if current != state::ESTABLISHED {
+            // Read only once the owner is visible to a FIN landing now (`owner_behind_fin`).
+            full_barrier();
+            let current: u8 = sk
+                .field(config!(layout.state))
+                .unwrap_or(state::ESTABLISHED);
+            let shutdown: u8 = sk.field(config!(layout.shutdown)).unwrap_or(0);
+            // Its closing transitions went out, or may be going out, without an owner.
+            if current != state::ESTABLISHED || shutdown & sock_flags::RCV_SHUTDOWN != 0 {
                 emit(sk, &owner, kind::OWNER, current, current, 0, 0);
             }
         }
@@ -231,8 +272,8 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// The TCP socket behind `fd` and its state.
-fn socket_of_fd(fd: u64) -> Option<(Untyped, u8)> {
+/// The live TCP socket behind `fd`.
+fn socket_of_fd(fd: u64) -> Option<Untyped> {
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = read(task, config!(layout.task_files))?;
     let fdt: u64 = read(files, config!(layout.files_fdt))?;
@@ -247,7 +288,7 @@ fn socket_of_fd(fd: u64) -> Option<(Untyped, u8)> {
     // accept() also serves Unix and other sockets: keep only live TCP ones, whose CLOSE
     // transition will remove the entry again.
     let current: u8 = sk.field(config!(layout.state))?;
-    (is_tcp(sk)? && current != state::CLOSE).then_some((sk, current))
+    (is_tcp(sk)? && current != state::CLOSE).then_some(sk)
 }
 
 /// Records the current process as the owner of `sk` and returns it (for the event at hand

@@ -212,9 +212,6 @@ impl Reconstructor {
             }
             return;
         }
-        if event.kind == kind::OWNER && !self.open.contains_key(&sock) {
-            return;
-        }
         let key = link_tuple(
             event.netns,
             event::local_ip(event),
@@ -285,6 +282,14 @@ impl Reconstructor {
                 fin: event.tcp_flags & tcp_flag::FIN != 0,
             }),
             kind::RESET_SENT | kind::RESET_RECEIVED => timeline.resets.push(Reset::of(event)),
+            // accept() handed out a socket already closing, before any transition was seen:
+            // it started closing before the trace did.
+            kind::OWNER
+                if timeline.transitions.is_empty()
+                    && !matches!(event.oldstate, state::ESTABLISHED | state::SYN_RECV) =>
+            {
+                timeline.first_seen_mid_close = true
+            }
             _ => {}
         }
     }

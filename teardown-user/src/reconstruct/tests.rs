@@ -18,6 +18,13 @@ fn owned(mut e: Event, pid: u32, comm: &str) -> Event {
     e
 }
 
+/// What accept() sends for a socket it finds closing: the server (pid 100) owns it.
+fn accepted(e: Event) -> Event {
+    let mut e = owned(e, 100, "server");
+    e.kind = kind::OWNER;
+    e
+}
+
 fn ran_in(mut e: Event, pid: u32) -> Event {
     e.task_pid = pid;
     e
@@ -565,23 +572,38 @@ fn sockets_still_closing_are_incomplete() {
 
 #[test]
 fn an_owner_learned_at_a_late_accept_joins_the_timeline() {
-    let mut owner = owned(
-        ev(5, SERVER, 80, 5000, CLOSE_WAIT, CLOSE_WAIT),
-        100,
-        "server",
-    );
-    owner.kind = kind::OWNER;
-    let mut stray = owner;
-    stray.skaddr = CLIENT;
-    let events = vec![
-        ev(0, SERVER, 80, 5000, ESTABLISHED, CLOSE_WAIT),
-        owner,
-        stray,
-    ];
+    let owner = accepted(ev(5, SERVER, 80, 5000, CLOSE_WAIT, CLOSE_WAIT));
+    let events = vec![ev(0, SERVER, 80, 5000, ESTABLISHED, CLOSE_WAIT), owner];
     let out = run(&events);
-    assert_eq!(out.len(), 1, "an owner event alone starts nothing");
+    assert_eq!(out.len(), 1);
     assert_eq!(out[0].owner.unwrap().task.pid, 100);
     assert_eq!(out[0].transitions.len(), 1);
+    assert!(!out[0].first_seen_mid_close);
+}
+
+#[test]
+fn an_owner_sent_while_the_fin_lands_comes_before_the_transition_and_still_counts() {
+    // accept() on one CPU saw RCV_SHUTDOWN while tcp_fin() on the other had not finished
+    // the CLOSE_WAIT transition, whose owner lookup came too early.
+    let owner = accepted(flags(
+        ev(5, SERVER, 80, 5000, ESTABLISHED, ESTABLISHED),
+        f::RCV_SHUTDOWN | f::FIN_RECEIVED,
+    ));
+    let events = vec![owner, ev(6, SERVER, 80, 5000, ESTABLISHED, CLOSE_WAIT)];
+    let t = &run(&events)[0];
+    assert_eq!(t.owner.unwrap().task.pid, 100);
+    assert_eq!(t.role(), Some(Role::Passive));
+    assert!(!t.first_seen_mid_close);
+    assert!(!t.gap);
+}
+
+#[test]
+fn a_socket_accepted_in_close_wait_before_the_trace_is_shown_mid_close() {
+    let owner = accepted(ev(5, SERVER, 80, 5000, CLOSE_WAIT, CLOSE_WAIT));
+    let t = &run(&[owner])[0];
+    assert_eq!(t.owner.unwrap().task.pid, 100);
+    assert!(t.first_seen_mid_close);
+    assert!(!t.complete());
 }
 
 #[test]
