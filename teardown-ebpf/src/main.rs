@@ -255,13 +255,10 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
         return 0;
     };
     if ret >= 0 {
-        if let Some(sk) = socket_of_fd(ret as u64) {
+        if let Some((sk, current)) = socket_of_fd(ret as u64) {
             let owner = record_owner(&ctx, sk.addr(), owner_source::ACCEPT);
             // Read only once the owner is visible to a FIN landing now (`owner_behind_fin`).
             full_barrier();
-            let current: u8 = sk
-                .field(config!(layout.state))
-                .unwrap_or(state::ESTABLISHED);
             let shutdown: u8 = sk.field(config!(layout.shutdown)).unwrap_or(0);
             // Its closing transitions went out, or may be going out, without an owner.
             if current != state::ESTABLISHED || shutdown & sock_flags::RCV_SHUTDOWN != 0 {
@@ -272,8 +269,8 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// The live TCP socket behind `fd`.
-fn socket_of_fd(fd: u64) -> Option<Untyped> {
+/// The live TCP socket behind `fd` and its state.
+fn socket_of_fd(fd: u64) -> Option<(Untyped, u8)> {
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = read(task, config!(layout.task_files))?;
     let fdt: u64 = read(files, config!(layout.files_fdt))?;
@@ -288,7 +285,7 @@ fn socket_of_fd(fd: u64) -> Option<Untyped> {
     // accept() also serves Unix and other sockets: keep only live TCP ones, whose CLOSE
     // transition will remove the entry again.
     let current: u8 = sk.field(config!(layout.state))?;
-    (is_tcp(sk)? && current != state::CLOSE).then_some(sk)
+    (is_tcp(sk)? && current != state::CLOSE).then_some((sk, current))
 }
 
 /// Records the current process as the owner of `sk` and returns it (for the event at hand
