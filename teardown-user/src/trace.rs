@@ -212,8 +212,9 @@ impl Pipeline {
                 self.outputs.error.get_or_insert(Error::Io(e));
             }
         }
-        if matches!(self.outputs.mode, Mode::RawText | Mode::RawJson) {
+        if let Some(shown) = &mut self.outputs.summary.raw_shown {
             if self.filter.matches_event(e) {
+                *shown += 1;
                 self.outputs.event(e);
             }
         } else {
@@ -350,7 +351,10 @@ fn pipeline(cli: &Cli) -> Result<(Pipeline, Option<File>)> {
         clock,
         raw: RawPrinter::default(),
         exchange: cli.exchange.then(ExchangePrinter::default),
-        summary: Summary::default(),
+        summary: Summary {
+            raw_shown: cli.raw.then_some(0),
+            ..Summary::default()
+        },
         line: Vec::new(),
         error: None,
     };

@@ -361,7 +361,16 @@ fn raw_text_has_tcpstates_like_columns() {
                 .expect("raw lines"),
         );
     }
-    tracer.stop(libc::SIGINT);
+    let (code, rest, stderr) = tracer.stop(libc::SIGINT);
+    assert_eq!(code, 0);
+    // Nothing is reconstructed in raw mode: the summary counts what was printed.
+    let shown = lines.len() - 1 + rest.len();
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.starts_with(&format!("{shown} events shown, "))),
+        "{shown} lines: {stderr:?}"
+    );
     assert!(
         lines[0].starts_with("TIME") && lines[0].contains("OLDSTATE"),
         "{}",

@@ -147,6 +147,16 @@ fn summary_counts_roles() {
 }
 
 #[test]
+fn raw_mode_counts_events_not_teardowns() {
+    let s = text::Summary {
+        raw_shown: Some(7),
+        events: 10,
+        ..Default::default()
+    };
+    assert_eq!(s.line(), "7 events shown, 10 events seen, 0 lost events");
+}
+
+#[test]
 fn the_document_appears_only_when_finished() {
     let dir = std::env::temp_dir().join(format!("teardown-doc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

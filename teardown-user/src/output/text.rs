@@ -318,6 +318,8 @@ pub struct Summary {
     pub lost_events: u64,
     pub lost_owners: u64,
     pub evicted: u64,
+    /// With `--raw`: events printed. Nothing is reconstructed then, so no teardowns either.
+    pub raw_shown: Option<u64>,
 }
 
 impl Summary {
@@ -340,14 +342,24 @@ impl Summary {
     }
 
     pub fn line(&self) -> String {
-        let mut out = format!("{} teardowns (", self.total());
-        for (role, n) in Role::ALL.iter().zip(self.by_role) {
-            let _ = write!(out, "{} {n}, ", role.name());
+        let mut out = String::new();
+        if let Some(shown) = self.raw_shown {
+            let _ = write!(out, "{shown} events shown, ");
+        } else {
+            let _ = write!(out, "{} teardowns (", self.total());
+            for (role, n) in Role::ALL.iter().zip(self.by_role) {
+                let _ = write!(out, "{} {n}, ", role.name());
+            }
+            let _ = write!(
+                out,
+                "unknown {}), {} still closing, ",
+                self.unknown_role, self.incomplete
+            );
         }
         let _ = write!(
             out,
-            "unknown {}), {} still closing, {} events seen, {} lost events",
-            self.unknown_role, self.incomplete, self.events, self.lost_events
+            "{} events seen, {} lost events",
+            self.events, self.lost_events
         );
         if self.lost_owners > 0 {
             let _ = write!(
