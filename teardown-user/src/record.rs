@@ -8,8 +8,11 @@
 //!           saddr daddr (4 bytes each for IPv4, 16 for IPv6)
 //!           owner_pid:varint task_pid:varint owner_comm task_comm (len:u8 bytes)
 //!           netns:varint
-//! end     = 0x02 lost_events:varint lost_owners:varint 0xff
+//! end     = 0x02 lost_events:varint lost_owners:varint end_delta:varint 0xff
 //! ```
+//! `end_delta` (since version 2): when recording stopped, after the last event's timestamp;
+//! sockets still closing then were in their state until that moment. Version 1 files,
+//! without it, still replay.
 //! About half the size of the in-memory event. A file without its end marker was cut short
 //! (the recorder was killed); that, and any corruption, is an error naming the byte offset.
 
@@ -20,7 +23,7 @@ use teardown_common::{Event, AF_INET, AF_INET6, COMM_LEN};
 use crate::output::KernelNames;
 
 const MAGIC: &[u8; 5] = b"TDREC";
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 const TAG_EVENT: u8 = 0x01;
 const TAG_COUNTS: u8 = 0x02;
 const TAG_END: u8 = 0xff;
@@ -96,12 +99,13 @@ impl<W: Write> Recorder<W> {
         self.out.write_all(b)
     }
 
-    /// Writes the counters and the end marker.
-    pub fn finish(mut self, lost_events: u64, lost_owners: u64) -> io::Result<W> {
+    /// Writes the counters, the time recording stopped (`end_ns`) and the end marker.
+    pub fn finish(mut self, lost_events: u64, lost_owners: u64, end_ns: u64) -> io::Result<W> {
         self.buf.clear();
         self.buf.push(TAG_COUNTS);
         varint(&mut self.buf, lost_events);
         varint(&mut self.buf, lost_owners);
+        varint(&mut self.buf, end_ns.saturating_sub(self.last_ts));
         self.buf.push(TAG_END);
         self.out.write_all(&self.buf)?;
         self.out.flush()?;
@@ -118,21 +122,26 @@ pub struct ReadError {
 
 pub struct Replay<R: BufRead> {
     input: R,
+    version: u8,
     offset: u64,
     last_ts: u64,
     pub names: KernelNames,
     /// Set once the end marker is read.
     pub counts: Option<(u64, u64)>,
+    /// When recording stopped; set at the end marker of a version 2 file.
+    pub end_ns: Option<u64>,
 }
 
 impl<R: BufRead> Replay<R> {
     pub fn open(mut input: R) -> Result<Self, ReadError> {
         let mut r = Replay {
             input: &mut input,
+            version: VERSION,
             offset: 0,
             last_ts: 0,
             names: KernelNames::default(),
             counts: None,
+            end_ns: None,
         };
         let mut magic = [0u8; 5];
         r.exact(&mut magic, "file header")?;
@@ -140,11 +149,11 @@ impl<R: BufRead> Replay<R> {
             return Err(r.error(0, "not a teardown recording (bad magic)".into()));
         }
         let version = r.byte("version")?;
-        if version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err(r.error(
                 5,
                 format!(
-                    "recording format version {version}; this teardown reads version {VERSION}"
+                    "recording format version {version}; this teardown reads versions 1 to {VERSION}"
                 ),
             ));
         }
@@ -160,12 +169,14 @@ impl<R: BufRead> Replay<R> {
         let offset = r.offset;
         Ok(Replay {
             input,
+            version,
             offset,
             last_ts: 0,
             names: KernelNames {
                 reset_reasons: reasons,
             },
             counts: None,
+            end_ns: None,
         })
     }
 
@@ -235,6 +246,10 @@ impl<R: BufRead> Replay<R> {
             TAG_COUNTS => {
                 let lost_events = self.varint("lost-event count")?;
                 let lost_owners = self.varint("lost-owner count")?;
+                if self.version >= 2 {
+                    let delta = self.varint("end time")?;
+                    self.end_ns = Some(self.last_ts.saturating_add(delta));
+                }
                 let end_at = self.offset;
                 if self.byte("end marker")? != TAG_END {
                     return Err(self.error(end_at, "bad end marker".into()));
@@ -326,7 +341,7 @@ mod tests {
         for e in events {
             rec.event(e).unwrap();
         }
-        rec.finish(3, 1).unwrap()
+        rec.finish(3, 1, 1_500_000_000).unwrap()
     }
 
     fn replay(bytes: &[u8]) -> Result<(Vec<Event>, Replay<&[u8]>), ReadError> {
@@ -344,12 +359,25 @@ mod tests {
         let (events, r) = replay(&bytes).unwrap();
         assert_eq!(events, sample());
         assert_eq!(r.counts, Some((3, 1)));
+        assert_eq!(r.end_ns, Some(1_500_000_000));
         assert_eq!(r.names.reset_reason(1), Some("NO_SOCKET"));
         assert!(
             bytes.len() < 3 * std::mem::size_of::<Event>() * 2 / 3,
             "compact: {} bytes",
             bytes.len()
         );
+    }
+
+    #[test]
+    fn version_1_files_replay_without_an_end_time() {
+        let mut bytes = record(&sample());
+        bytes[5] = 1;
+        // Version 1 ends: counts, then the marker, with no end time between them.
+        let end_time = bytes.len() - 1 - 5;
+        bytes.drain(end_time..bytes.len() - 1);
+        let (events, r) = replay(&bytes).unwrap();
+        assert_eq!(events, sample());
+        assert_eq!((r.counts, r.end_ns), (Some((3, 1)), None));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::{
 };
 
 use crate::{
-    capture::{Capture, CaptureOptions},
+    capture::{Capture, CaptureOptions, Lost},
     cli::Cli,
     error::{Error, Result},
     event::Event,
@@ -230,7 +230,14 @@ impl Pipeline {
     }
 
     /// Flushes every output; the document and the recording get the final counters.
-    fn finish(self, lost_events: u64, lost_owners: u64, degraded: &[String]) -> Result<Summary> {
+    /// Sockets still closing were followed until `end_ns`.
+    fn finish(
+        self,
+        end_ns: u64,
+        lost_events: u64,
+        lost_owners: u64,
+        degraded: &[String],
+    ) -> Result<Summary> {
         let Pipeline {
             events,
             recorder,
@@ -238,13 +245,13 @@ impl Pipeline {
             mut outputs,
             ..
         } = self;
-        let stats = reconstructor.finish(&mut |t| outputs.timeline(t));
+        let stats = reconstructor.finish(end_ns, &mut |t| outputs.timeline(t));
         outputs.summary.lost_events = lost_events;
         outputs.summary.lost_owners = lost_owners;
         outputs.summary.evicted = stats.evicted;
         outputs.summary.events = events;
         if let Some(recorder) = recorder {
-            recorder.finish(lost_events, lost_owners)?;
+            recorder.finish(lost_events, lost_owners, end_ns)?;
         }
         let summary = outputs.summary;
         if let Some(doc) = outputs.doc.take() {
@@ -409,7 +416,7 @@ async fn live(cli: &Cli) -> Result<Summary> {
     let mut priority = Priority::yielding(options.ring_bytes as usize);
     eprintln!("Tracing TCP teardowns. Hit Ctrl-C to end.");
     header(&mut pipeline);
-    let mut reported_lost = 0;
+    let mut reported = Lost::default();
     loop {
         let stop = tokio::select! {
             _ = tick.tick() => false,
@@ -426,24 +433,31 @@ async fn live(cli: &Cli) -> Result<Summary> {
         let capture = ring.get_mut();
         let drained = capture.drain(|e| pipeline.event(e));
         pipeline.advance(monotonic_ns())?;
-        let lost = capture.lost_events();
-        if priority.after_drain(drained, lost > reported_lost) {
+        let lost = capture.lost();
+        if priority.after_drain(drained, lost.ring_full > reported.ring_full) {
             priority.apply();
         }
-        if lost > reported_lost {
+        if lost.ring_full > reported.ring_full {
             eprintln!(
                 "teardown-trace: WARNING: {} events lost (ring buffer full; try --ring-mb)",
-                lost - reported_lost
+                lost.ring_full - reported.ring_full
             );
-            reported_lost = lost;
         }
+        if lost.skipped > reported.skipped {
+            eprintln!(
+                "teardown-trace: WARNING: {} events lost (the kernel skipped a hook that fired \
+                 while the program was already running on that CPU)",
+                lost.skipped - reported.skipped
+            );
+        }
+        reported = lost;
         if stop || pipeline.outputs.stdout_closed {
             break;
         }
     }
     let capture = ring.into_inner();
-    let (lost_events, lost_owners) = (capture.lost_events(), capture.lost_owners());
-    let summary = pipeline.finish(lost_events, lost_owners, &degraded)?;
+    let lost = capture.lost();
+    let summary = pipeline.finish(monotonic_ns(), lost.events(), lost.owners, &degraded)?;
     drop(capture);
     Ok(summary)
 }
@@ -486,7 +500,9 @@ async fn replay(cli: &Cli, path: &Path) -> Result<Summary> {
         }
     }
     let (lost_events, lost_owners) = recording.counts.unwrap_or((0, 0));
-    pipeline.finish(lost_events, lost_owners, &[])
+    // Stopped early, or a version 1 file: the newest event is as far as it goes.
+    let end_ns = recording.end_ns.unwrap_or(newest).max(newest);
+    pipeline.finish(end_ns, lost_events, lost_owners, &[])
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ pub mod tracefs;
 
 use std::{
     fs,
-    os::fd::{AsRawFd, RawFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
 };
 
 use aya::{
@@ -63,6 +63,33 @@ impl log::Log for KernelLog {
         eprintln!("teardown-trace: kernel: {}", record.args());
     }
     fn flush(&self) {}
+}
+
+/// The programs whose runs are events, and the one whose runs are owners.
+const EVENT_PROGRAMS: [&str; 4] = [
+    "inet_sock_set_state",
+    "tcp_send_reset",
+    "tcp_receive_reset",
+    "tcp_retransmit_skb",
+];
+const OWNER_PROGRAMS: [&str; 1] = ["sys_exit_accept"];
+
+/// What the kernel could not hand over, by cause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lost {
+    /// Events dropped because the ring buffer was full.
+    pub ring_full: u64,
+    /// Hook firings the kernel skipped because our program was already running on that CPU
+    /// (a softirq interrupted it): those events never existed.
+    pub skipped: u64,
+    /// Owners not recorded: the owner table was full, or accept()'s program was skipped.
+    pub owners: u64,
+}
+
+impl Lost {
+    pub fn events(&self) -> u64 {
+        self.ring_full + self.skipped
+    }
 }
 
 /// A running capture. Dropping it detaches everything.
@@ -169,14 +196,21 @@ impl Capture {
         count
     }
 
-    /// Events the kernel could not put in the ring buffer because it was full.
-    pub fn lost_events(&self) -> u64 {
-        self.counter(counter::LOST_EVENTS)
+    /// Everything lost so far.
+    pub fn lost(&self) -> Lost {
+        Lost {
+            ring_full: self.counter(counter::LOST_EVENTS),
+            skipped: self.skipped_runs(&EVENT_PROGRAMS),
+            owners: self.counter(counter::LOST_OWNERS) + self.skipped_runs(&OWNER_PROGRAMS),
+        }
     }
 
-    /// Owners the kernel could not record because its owner table was full.
-    pub fn lost_owners(&self) -> u64 {
-        self.counter(counter::LOST_OWNERS)
+    fn skipped_runs(&self, programs: &[&str]) -> u64 {
+        programs
+            .iter()
+            .filter_map(|name| self._ebpf.program(name)?.fd().ok())
+            .map(|fd| recursion_misses(fd.as_fd()).unwrap_or(0))
+            .sum()
     }
 
     fn counter(&self, index: u32) -> u64 {
@@ -191,6 +225,31 @@ impl AsRawFd for Capture {
     fn as_raw_fd(&self) -> RawFd {
         self.ring.as_raw_fd()
     }
+}
+
+/// How often the kernel skipped the program because it was already running on that CPU
+/// (`bpf_prog_info.recursion_misses`, Linux 5.12+; aya does not expose it).
+fn recursion_misses(program: BorrowedFd<'_>) -> std::io::Result<u64> {
+    use aya_obj::generated::{bpf_attr, bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, bpf_prog_info};
+    // SAFETY: both are plain C structs for which all-zero is valid.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    attr.info.bpf_fd = program.as_raw_fd() as u32;
+    attr.info.info_len = size_of::<bpf_prog_info>() as u32;
+    attr.info.info = std::ptr::addr_of_mut!(info) as u64;
+    // SAFETY: the kernel writes at most `info_len` bytes into `info`, which we own.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            std::ptr::addr_of_mut!(attr),
+            size_of::<bpf_attr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(info.recursion_misses)
 }
 
 /// Tracing needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN on older kernels).

@@ -205,6 +205,19 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
     role(out, t.role());
     push(out, ",\"complete\":");
     bool(out, t.complete());
+    push(out, ",\"still\":");
+    match t.still() {
+        Some(still) => {
+            push(out, "{\"state\":");
+            quoted(out, state::name(still.state));
+            push(out, ",\"since_ns\":");
+            num(out, still.since_ns);
+            push(out, ",\"for_ns\":");
+            num(out, still.for_ns);
+            out.push(b'}');
+        }
+        None => push(out, "null"),
+    }
     push(out, ",\"transitions\":[");
     separated(out, t.transitions.iter(), |out, tr| {
         push(out, "{\"from\":");

@@ -35,7 +35,8 @@ fn timelines() -> Vec<Timeline> {
     let mut r = Reconstructor::new(Filter::default());
     events.iter().for_each(|e| r.push(e));
     let mut out = Vec::new();
-    r.finish(&mut |t| out.push(t));
+    // Tracing stops 2 s after the last event: the CLOSE_WAIT is still there.
+    r.finish(2_000_000_040, &mut |t| out.push(t));
     out
 }
 
@@ -82,6 +83,7 @@ fn json_values_match_the_timeline() {
     assert_eq!(v["time_wait"], "TIME_WAIT");
     assert_eq!(v["waves"][2]["evidence"], "observed");
     assert_eq!(v["pid"], serde_json::Value::Null);
+    assert_eq!(v["still"], serde_json::Value::Null);
 
     line.clear();
     json::timeline(&mut line, &all[1], &names());
@@ -91,6 +93,10 @@ fn json_values_match_the_timeline() {
     assert_eq!(v["complete"], false);
     assert_eq!(v["teardown_ns"], serde_json::Value::Null);
     assert_eq!(v["role"], "passive");
+    assert_eq!(
+        v["still"],
+        serde_json::json!({"state": "CLOSE_WAIT", "since_ns": 40, "for_ns": 2_000_000_000u64})
+    );
 }
 
 #[test]
@@ -116,7 +122,7 @@ fn text_lines_are_one_line_and_escape_names() {
     let line = text::timeline(&all[1], &clock, &names());
     assert!(!line.contains('\n'));
     assert!(line.contains("a\"b\\c\\x0a\\xff\\x01z"), "{line}");
-    assert!(line.contains("still CLOSE_WAIT"), "{line}");
+    assert!(line.contains("still CLOSE_WAIT for 2000.000"), "{line}");
     assert!(text::timeline(&all[0], &clock, &names()).starts_with("01:00:00.000 active"));
 
     let mut raw = text::RawPrinter::default();
@@ -263,7 +269,7 @@ fn an_exchange_merges_both_ends_in_time_with_their_meaning() {
     let mut r = Reconstructor::new(Filter::default());
     events.iter().for_each(|e| r.push(e));
     let mut out = Vec::new();
-    r.finish(&mut |t| out.push(t));
+    r.finish(200_000_050, &mut |t| out.push(t));
     let clock = text::Clock::default();
     let mut printer = text::ExchangePrinter::default();
     assert_eq!(

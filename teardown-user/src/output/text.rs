@@ -97,6 +97,13 @@ pub fn timeline(t: &Timeline, clock: &Clock, names: &KernelNames) -> String {
             Some(_) => phases.push_str("TIME_WAIT"),
             None => phases.push_str("CLOSE"),
         }
+    } else if let Some(still) = t.still() {
+        let _ = write!(
+            phases,
+            "still {} for {}",
+            state::name(still.state),
+            ms(still.for_ns)
+        );
     } else {
         let _ = write!(phases, "still {}", t.state().map_or("?", state::name));
     }

@@ -14,8 +14,8 @@ use std::{
 
 use teardown_common::{kind, state, tcp_flag, Event};
 pub use timeline::{
-    link_tuple, Evidence, Owner, Peer, Reset, Retransmit, Role, Task, Timeline, Transition, Tuple,
-    Wave,
+    link_tuple, Evidence, Owner, Peer, Reset, Retransmit, Role, Still, Task, Timeline, Transition,
+    Tuple, Wave,
 };
 
 use crate::{event, filter::Filter};
@@ -176,14 +176,18 @@ impl Reconstructor {
         }
     }
 
-    /// Applies everything left, then reports sockets still closing as incomplete.
-    pub fn finish(mut self, emit: &mut impl FnMut(Timeline)) -> Stats {
+    /// Applies everything left, then reports sockets still closing as incomplete: they
+    /// were followed until `end_ns`, when tracing stopped.
+    pub fn finish(mut self, end_ns: u64, emit: &mut impl FnMut(Timeline)) -> Stats {
         self.advance(u64::MAX, emit);
         while let Some(timeline) = self.just_reset.pop_front() {
             self.report(timeline, emit);
         }
         let mut open: Vec<Timeline> = self.open.drain().map(|(_, t)| t).collect();
         open.sort_by_key(|t| t.id);
+        for timeline in &mut open {
+            timeline.followed_until_ns = Some(end_ns);
+        }
         for timeline in &open {
             self.remember(timeline);
         }
@@ -296,7 +300,7 @@ impl Reconstructor {
 
     fn begin(&mut self, sock: u64, key: Tuple, event: &Event, emit: &mut impl FnMut(Timeline)) {
         if self.open.len() >= self.max_open {
-            self.evict_oldest(emit);
+            self.evict_oldest(event.ts_ns, emit);
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -318,19 +322,21 @@ impl Reconstructor {
                 peer: None,
                 first_seen_mid_close: false,
                 gap: false,
+                followed_until_ns: None,
             },
         );
         self.by_tuple.insert(key, sock);
     }
 
-    /// Reports the oldest sixteenth of the open sockets as incomplete: one scan buys room
-    /// for many new sockets.
-    fn evict_oldest(&mut self, emit: &mut impl FnMut(Timeline)) {
+    /// Reports the oldest sixteenth of the open sockets as incomplete, followed until
+    /// `now_ns`: one scan buys room for many new sockets.
+    fn evict_oldest(&mut self, now_ns: u64, emit: &mut impl FnMut(Timeline)) {
         let mut ids: Vec<(u64, u64)> = self.open.values().map(|t| (t.id, t.sock)).collect();
         let count = (ids.len() / 16).max(1);
         ids.select_nth_unstable(count - 1);
         for &(_, sock) in &ids[..count] {
-            if let Some(timeline) = self.close(sock) {
+            if let Some(mut timeline) = self.close(sock) {
+                timeline.followed_until_ns = Some(now_ns);
                 self.stats.evicted += 1;
                 self.remember(&timeline);
                 self.report(timeline, emit);

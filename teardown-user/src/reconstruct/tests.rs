@@ -113,8 +113,13 @@ fn run_with(filter: Filter, events: &[Event]) -> Vec<Timeline> {
     for e in events {
         r.push(e);
     }
-    r.finish(&mut |t| out.push(t));
+    r.finish(end_of(events), &mut |t| out.push(t));
     out
+}
+
+/// Where `run` stops tracing: a second after the last event.
+fn end_of(events: &[Event]) -> u64 {
+    events.iter().map(|e| e.ts_ns).max().unwrap_or(0) + 1_000 * MS
 }
 
 fn by_port(timelines: &[Timeline], port: u16) -> &Timeline {
@@ -349,7 +354,7 @@ fn an_abort_closes_first_and_sends_its_rst_just_after() {
     r.advance(1_000 + 2 * MS + REORDER_WINDOW_NS, &mut |t| out.push(t));
     assert_eq!(out.len(), 1, "reported once the grace is over");
     r.push(&late);
-    r.finish(&mut |t| out.push(t));
+    r.finish(end_of(&[late]), &mut |t| out.push(t));
     assert_eq!(
         out.len(),
         1,
@@ -458,6 +463,7 @@ fn a_lost_close_is_a_gap_when_the_address_comes_back() {
     let out = run(&events);
     assert_eq!(out.len(), 2);
     assert!(out[0].gap && !out[0].complete());
+    assert_eq!(out[0].still(), None, "it is gone, not still in CLOSE_WAIT");
 }
 
 #[test]
@@ -568,6 +574,12 @@ fn sockets_still_closing_are_incomplete() {
         200,
         "a CLOSE_WAIT leak keeps its owner"
     );
+    let still = Still {
+        state: CLOSE_WAIT,
+        since_ns: 0,
+        for_ns: 1_000 * MS,
+    };
+    assert_eq!(t.still(), Some(still), "until tracing stopped, 1 s later");
 }
 
 #[test]
@@ -711,4 +723,10 @@ fn open_sockets_are_bounded() {
     assert!(out.iter().all(|t| !t.complete()));
     assert_eq!(out[0].lport, 80);
     assert_eq!(out[0].rport, 1000, "the oldest goes first");
+    let still = out[0].still().expect("followed until evicted");
+    assert_eq!((still.state, still.since_ns), (CLOSE_WAIT, 0));
+    assert_eq!(
+        still.for_ns, 32,
+        "evicted when the 33rd socket came, at 32 ns"
+    );
 }

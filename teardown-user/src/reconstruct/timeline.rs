@@ -174,6 +174,19 @@ pub struct Timeline {
     pub first_seen_mid_close: bool,
     /// A transition did not start where the previous one ended: events were lost.
     pub gap: bool,
+    /// Set when the socket was still closing as the trace stopped following it (tracing
+    /// ended, or too many sockets were open): that moment.
+    pub followed_until_ns: Option<u64>,
+}
+
+/// Where a socket still closing was when the trace stopped following it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Still {
+    pub state: u8,
+    /// When it entered that state.
+    pub since_ns: u64,
+    /// How long it had been there.
+    pub for_ns: u64,
 }
 
 /// A connection end, as peers are matched: the 4-tuple, plus the network namespace for
@@ -203,6 +216,18 @@ impl Timeline {
 
     pub fn complete(&self) -> bool {
         self.state() == Some(state::CLOSE)
+    }
+
+    /// For a socket still closing at the end: its state and for how long (a CLOSE_WAIT
+    /// that keeps growing is a leak). `None` if it closed, or if no transition was seen.
+    pub fn still(&self) -> Option<Still> {
+        let until = self.followed_until_ns.filter(|_| !self.complete())?;
+        let last = self.transitions.last()?;
+        Some(Still {
+            state: last.to,
+            since_ns: last.ts_ns,
+            for_ns: until.saturating_sub(last.ts_ns),
+        })
     }
 
     fn find(&self, from: &[u8], to: u8) -> Option<&Transition> {
