@@ -130,7 +130,10 @@ pub mod counter {
     pub const LOST_EVENTS: u32 = 0;
     /// Owners not recorded because the owner table was full.
     pub const LOST_OWNERS: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// Transitions the kernel skipped `inet_sock_set_state` for and its nested-run twin
+    /// handled instead.
+    pub const NESTED_RUNS: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// One record in the ring buffer.

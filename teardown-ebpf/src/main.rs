@@ -14,7 +14,7 @@
 //! BTF into `CONFIG` (read-only data, so the verifier treats the values as constants).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
-// `full_barrier` needs an atomic add, which `core::sync::atomic` leaves out for BPF.
+// `atomic_increment` needs an atomic add, which `core::sync::atomic` leaves out for BPF.
 #![cfg_attr(
     target_arch = "bpf",
     feature(core_intrinsics),
@@ -23,7 +23,7 @@
 
 use core::{
     mem::MaybeUninit,
-    ptr::{addr_of, addr_of_mut, read_volatile},
+    ptr::{addr_of, addr_of_mut, read_volatile, write_volatile},
 };
 
 use aya_ebpf::{
@@ -100,6 +100,10 @@ static PORTS: HashMap<u16, u32> = HashMap::with_max_entries(1024, 0);
 #[map]
 static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 
+/// Per CPU: 1 while `inet_sock_set_state` runs there (see `inet_sock_set_state_nested`).
+#[map]
+static RUNNING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 /// The word `full_barrier` updates: per CPU, so that no two CPUs fight over it.
 #[map]
 static FENCE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -120,11 +124,40 @@ static NO_OWNER: Owner = Owner {
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    let running = RUNNING.get_ptr_mut(0);
+    if let Some(flag) = running {
+        unsafe { write_volatile(flag, 1) };
+    }
+    transition(&ctx);
+    if let Some(flag) = running {
+        unsafe { write_volatile(flag, 0) };
+    }
+    0
+}
+
+/// The kernel does not run a program that fires again on a CPU where it is still running
+/// (a softirq interrupting it there); it only counts the miss. This second program,
+/// attached after the first, finds the first one marked running on its CPU exactly then,
+/// and does its work instead. A hit in the few instructions the kernel runs around the
+/// first program, outside its mark, stays a counted miss.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_nested(ctx: BtfTracePointContext) -> i32 {
+    let interrupted = RUNNING
+        .get_ptr(0)
+        .is_some_and(|flag| unsafe { read_volatile(flag) } != 0);
+    if interrupted {
+        count(counter::NESTED_RUNS);
+        transition(&ctx);
+    }
+    0
+}
+
+#[inline(always)]
+fn transition(ctx: &BtfTracePointContext) {
     let sk: *const u8 = ctx.arg(0);
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
-    try_inet_sock_set_state(&ctx, Typed(sk), old as u8, new as u8);
-    0
+    try_inet_sock_set_state(ctx, Typed(sk), old as u8, new as u8);
 }
 
 /// One owner-table operation per transition at most: this runs ten times per connection.
@@ -182,11 +215,21 @@ fn owner_behind_fin(key: u64) -> Option<&'static Owner> {
 /// architecture, and the BPF CPU version aya-build compiles for, v1, lacks it.)
 #[inline(always)]
 fn full_barrier() {
-    #[cfg(target_arch = "bpf")]
     if let Some(word) = FENCE.get_ptr_mut(0) {
-        use core::intrinsics::{atomic_xadd, AtomicOrdering::SeqCst};
-        unsafe { atomic_xadd::<u64, u64, { SeqCst }>(word, 1) };
+        atomic_increment(word);
     }
+}
+
+/// Atomic even against a nested run on the same CPU.
+#[inline(always)]
+fn atomic_increment(word: *mut u64) {
+    #[cfg(target_arch = "bpf")]
+    unsafe {
+        use core::intrinsics::{atomic_xadd, AtomicOrdering::SeqCst};
+        atomic_xadd::<u64, u64, { SeqCst }>(word, 1)
+    };
+    #[cfg(not(target_arch = "bpf"))]
+    let _ = word;
 }
 
 /// `tcp_receive_reset(struct sock *sk)`
@@ -553,16 +596,15 @@ fn wakeup_flag() -> u64 {
     flag.into()
 }
 
-/// Adds one to a per-CPU counter; returns its value before.
+/// Adds one to a per-CPU counter; returns its value before. Atomic: a nested run on the
+/// same CPU may be counting too.
 fn count(index: u32) -> u64 {
-    match COUNTERS.get_ptr_mut(index) {
-        Some(value) => unsafe {
-            let before = *value;
-            *value = before + 1;
-            before
-        },
-        None => 0,
-    }
+    let Some(value) = COUNTERS.get_ptr_mut(index) else {
+        return 0;
+    };
+    let before = unsafe { read_volatile(value) };
+    atomic_increment(value);
+    before
 }
 
 /// Built for the host only by workspace-wide commands: the programs are for the BPF target.

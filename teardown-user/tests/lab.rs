@@ -726,7 +726,7 @@ fn program_stats(name: &str) -> (u64, u64) {
     let text = String::from_utf8_lossy(&out.stdout);
     let newest = text
         .split("\n")
-        .filter(|l| l.contains(&format!("name {name}")))
+        .filter(|l| l.split_whitespace().skip_while(|w| *w != "name").nth(1) == Some(name))
         .last()
         .unwrap_or_else(|| panic!("no program {name}: {text}"));
     let number_after = |key: &str| {

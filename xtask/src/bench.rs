@@ -398,6 +398,7 @@ pub fn run(options: &Options) -> Result<()> {
     println!("|---|---|---|---|");
     let ours = [
         "inet_sock_set_state",
+        "inet_sock_set_state_nested",
         "sys_exit_accept",
         "tcp_send_reset",
         "tcp_receive_reset",
