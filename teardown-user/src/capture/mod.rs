@@ -104,8 +104,8 @@ pub struct Capture {
     pub degraded: Vec<String>,
     /// Names this kernel gives to values in events.
     pub names: KernelNames,
-    /// Keeps the programs loaded and attached.
-    _ebpf: Ebpf,
+    /// Keeps the programs loaded and attached; read for their statistics.
+    ebpf: Ebpf,
 }
 
 impl Capture {
@@ -183,7 +183,7 @@ impl Capture {
             counters,
             degraded,
             names: kernel_names(&kernel),
-            _ebpf: ebpf,
+            ebpf,
         })
     }
 
@@ -217,7 +217,7 @@ impl Capture {
     fn skipped_runs(&self, programs: &[&str]) -> u64 {
         programs
             .iter()
-            .filter_map(|name| self._ebpf.program(name)?.fd().ok())
+            .filter_map(|name| self.ebpf.program(name)?.fd().ok())
             .map(|fd| recursion_misses(fd.as_fd()).unwrap_or(0))
             .sum()
     }
