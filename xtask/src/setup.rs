@@ -164,7 +164,7 @@ pub fn ensure() -> Result<BuildEnv> {
     }
 
     // 3. What the test lab and the benchmark drive: namespaces, firewall rules, the peer,
-    //    and the BPF run-time statistics the benchmark reads.
+    //    and the BPF run-time statistics the benchmark and the churn test read.
     for (program, package) in [
         ("ip", "iproute2"),
         ("nft", "nftables"),
