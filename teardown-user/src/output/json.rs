@@ -104,9 +104,11 @@ pub fn hex(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&text[..4 + digits]);
 }
 
-fn opt_u64(out: &mut Vec<u8>, value: Option<u64>) {
+/// `value` as `write` puts it, or `null`.
+#[inline(always)]
+fn or_null<T>(out: &mut Vec<u8>, value: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
     match value {
-        Some(v) => num(out, v),
+        Some(v) => write(out, v),
         None => push(out, "null"),
     }
 }
@@ -163,10 +165,14 @@ fn owner_fields(out: &mut Vec<u8>, owner: Option<Owner>) {
 }
 
 fn role(out: &mut Vec<u8>, role: Option<crate::reconstruct::Role>) {
-    match role {
-        Some(role) => quoted(out, role.name()),
-        None => push(out, "null"),
-    }
+    or_null(out, role, |out, role| quoted(out, role.name()));
+}
+
+/// The kernel's name for a reset's reason, when it gave one.
+fn reset_reason(out: &mut Vec<u8>, names: &KernelNames, sent: bool, reason: u8) {
+    or_null(out, names.sent_reason(sent, reason), |out, name| {
+        string(out, name.as_bytes())
+    });
 }
 
 fn endpoints(
@@ -206,18 +212,15 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
     push(out, ",\"complete\":");
     bool(out, t.complete());
     push(out, ",\"still\":");
-    match t.still() {
-        Some(still) => {
-            push(out, "{\"state\":");
-            quoted(out, state::name(still.state));
-            push(out, ",\"since_ns\":");
-            num(out, still.since_ns);
-            push(out, ",\"for_ns\":");
-            num(out, still.for_ns);
-            out.push(b'}');
-        }
-        None => push(out, "null"),
-    }
+    or_null(out, t.still(), |out, still| {
+        push(out, "{\"state\":");
+        quoted(out, state::name(still.state));
+        push(out, ",\"since_ns\":");
+        num(out, still.since_ns);
+        push(out, ",\"for_ns\":");
+        num(out, still.for_ns);
+        out.push(b'}');
+    });
     push(out, ",\"transitions\":[");
     separated(out, t.transitions.iter(), |out, tr| {
         push(out, "{\"from\":");
@@ -243,13 +246,13 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
         num(out, *ns);
     });
     push(out, "},\"teardown_ns\":");
-    opt_u64(out, t.teardown_ns());
+    or_null(out, t.teardown_ns(), num);
     push(out, ",\"waves\":[");
     separated(out, t.waves().iter(), |out, w| {
         push(out, "{\"what\":");
         quoted(out, w.what);
         push(out, ",\"ts_ns\":");
-        opt_u64(out, w.ts_ns);
+        or_null(out, w.ts_ns, num);
         push(out, ",\"evidence\":");
         quoted(out, w.evidence.name());
         push(out, ",\"basis\":");
@@ -257,10 +260,9 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
         out.push(b'}');
     });
     push(out, "],\"time_wait\":");
-    match t.time_wait() {
-        Some(substate) => quoted(out, state::name(substate)),
-        None => push(out, "null"),
-    }
+    or_null(out, t.time_wait(), |out, substate| {
+        quoted(out, state::name(substate))
+    });
     push(out, ",\"half_close\":");
     bool(out, t.half_close());
     push(out, ",\"resets\":[");
@@ -270,10 +272,7 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
         push(out, ",\"direction\":");
         quoted(out, if r.sent { "sent" } else { "received" });
         push(out, ",\"reason\":");
-        match names.sent_reason(r.sent, r.reason) {
-            Some(name) => string(out, name.as_bytes()),
-            None => push(out, "null"),
-        }
+        reset_reason(out, names, r.sent, r.reason);
         out.push(b'}');
     });
     push(out, "],\"retransmits\":[");
@@ -287,18 +286,15 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
         out.push(b'}');
     });
     push(out, "],\"peer\":");
-    match t.peer {
-        Some(p) => {
-            push(out, "{\"id\":");
-            num(out, p.id);
-            out.push(b',');
-            owner_fields(out, p.owner);
-            push(out, ",\"role\":");
-            role(out, p.role);
-            out.push(b'}');
-        }
-        None => push(out, "null"),
-    }
+    or_null(out, t.peer, |out, p| {
+        push(out, "{\"id\":");
+        num(out, p.id);
+        out.push(b',');
+        owner_fields(out, p.owner);
+        push(out, ",\"role\":");
+        role(out, p.role);
+        out.push(b'}');
+    });
     push(out, ",\"first_seen_mid_close\":");
     bool(out, t.first_seen_mid_close);
     push(out, ",\"gap\":");
@@ -343,10 +339,7 @@ pub fn raw_event(out: &mut Vec<u8>, e: &Event, names: &KernelNames) {
     let _ = write!(out, ",\"task_pid\":{},\"task_comm\":", e.task_pid);
     string(out, event::comm(&e.task_comm));
     push(out, ",\"reason\":");
-    match names.sent_reason(e.kind == kind::RESET_SENT, e.reason) {
-        Some(name) => string(out, name.as_bytes()),
-        None => push(out, "null"),
-    }
+    reset_reason(out, names, e.kind == kind::RESET_SENT, e.reason);
     let _ = write!(
         out,
         ",\"fin_received\":{},\"orphan\":{}}}",
