@@ -338,7 +338,7 @@ fn record_owner(ctx: &impl EbpfContext, sk: u64, source: u8) -> Owner {
     let owner = slot.as_mut_ptr();
     // See `set!` for why field by field.
     let owner = unsafe {
-        set!(owner.pid = (bpf_get_current_pid_tgid() >> 32) as u32);
+        set!(owner.pid = current_pid());
         set!(owner.source = source);
         zero(addr_of_mut!((*owner)._pad));
         current_comm(&mut (*owner).comm);
@@ -357,11 +357,17 @@ fn record_owner(ctx: &impl EbpfContext, sk: u64, source: u8) -> Owner {
 /// close() or shutdown(): the current process owns `sk`. Usually that is already known
 /// (from connect or accept) and nothing is written.
 fn confirm_owner(ctx: &impl EbpfContext, sk: u64) -> Owner {
-    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let pid = current_pid();
     match unsafe { OWNERS.get(sk) } {
         Some(owner) if owner.pid == pid => *owner,
         _ => record_owner(ctx, sk, owner_source::CLOSE),
     }
+}
+
+/// The process (tgid) running now.
+#[inline(always)]
+fn current_pid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
 fn read<T>(base: u64, offset: u32) -> Option<T> {
@@ -482,7 +488,7 @@ fn emit(
     };
     let sock_flags = sock_flags(sk);
     let ts_ns = unsafe { bpf_ktime_get_ns() };
-    let task_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let task_pid = current_pid();
 
     let wakeup = wakeup_flag();
     let Some(mut slot) = EVENTS.reserve::<Event>(0) else {
