@@ -434,10 +434,11 @@ async fn live(cli: &Cli) -> Result<Summary> {
         let drained = capture.drain(|e| pipeline.event(e));
         pipeline.advance(monotonic_ns())?;
         let lost = capture.lost();
-        if priority.after_drain(drained, lost.ring_full > reported.ring_full) {
+        let ring_was_full = lost.ring_full > reported.ring_full;
+        if priority.after_drain(drained, ring_was_full) {
             priority.apply();
         }
-        if lost.ring_full > reported.ring_full {
+        if ring_was_full {
             eprintln!(
                 "teardown-trace: WARNING: {} events lost (ring buffer full; try --ring-mb)",
                 lost.ring_full - reported.ring_full
