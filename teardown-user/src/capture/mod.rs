@@ -151,7 +151,9 @@ impl Capture {
             .map_err(|e| Error::Bpf(format!("parsing kernel BTF: {e}")))?;
         attach_btf_tracepoint(&mut ebpf, &aya_btf, "inet_sock_set_state")?;
         // After the main program, so that it runs second on every transition.
-        if let Err(e) = attach_btf_tracepoint(&mut ebpf, &aya_btf, "inet_sock_set_state_nested") {
+        let nested = "inet_sock_set_state_nested";
+        if let Err(e) = attach_btf_tracepoint_to(&mut ebpf, &aya_btf, nested, "inet_sock_set_state")
+        {
             degraded.push(format!("{e}: {NESTED_LOSES}"));
         }
         for name in ["tcp_send_reset", "tcp_receive_reset"] {
@@ -398,9 +400,18 @@ fn first_line(e: impl std::fmt::Display) -> String {
         .to_string()
 }
 
-/// Attaches the program `name` to the tracepoint of the same name (`X_nested` to `X`).
+/// Attaches the program `name` to the tracepoint of the same name.
 fn attach_btf_tracepoint(ebpf: &mut Ebpf, btf: &aya::Btf, name: &'static str) -> Result<()> {
-    let tracepoint = name.strip_suffix("_nested").unwrap_or(name);
+    attach_btf_tracepoint_to(ebpf, btf, name, name)
+}
+
+/// Attaches the program `name` to `tracepoint`.
+fn attach_btf_tracepoint_to(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    name: &'static str,
+    tracepoint: &str,
+) -> Result<()> {
     let hook_err = |action, e: aya::programs::ProgramError| Error::Hook {
         action,
         hook: name,
