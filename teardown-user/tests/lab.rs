@@ -125,8 +125,13 @@ impl Tracer {
         }
     }
 
-    /// NDJSON records until `done` says enough, or panics after `WAIT`.
-    fn json_until(&self, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+    /// Stdout lines, each turned into an item by `parse`, until `done` says enough, or
+    /// panics after `WAIT`.
+    fn until<T: std::fmt::Debug>(
+        &self,
+        parse: impl Fn(String) -> T,
+        mut done: impl FnMut(&[T]) -> bool,
+    ) -> Vec<T> {
         let deadline = Instant::now() + WAIT;
         let mut got = Vec::new();
         while !done(&got) {
@@ -135,9 +140,21 @@ impl Tracer {
                 .lines
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("timed out; got so far: {got:#?}"));
-            got.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
+            got.push(parse(line));
         }
         got
+    }
+
+    /// NDJSON records until `done` says enough.
+    fn json_until(&self, done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+        let parse =
+            |line: String| serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        self.until(parse, done)
+    }
+
+    /// Text lines until `done` says enough.
+    fn lines_until(&self, done: impl FnMut(&[String]) -> bool) -> Vec<String> {
+        self.until(|line| line, done)
     }
 
     /// SIGINT, then the exit status and everything printed after.
@@ -392,19 +409,7 @@ fn raw_text_has_tcpstates_like_columns() {
     let (ns, port) = (Netns::new(), port());
     let tracer = Tracer::start(&["--raw", "-P", &port.to_string()]);
     let played = play("server-closes", &ns, port, &["--delay-ms", "0"]).finish();
-    let deadline = Instant::now() + WAIT;
-    let mut lines = Vec::new();
-    while !lines
-        .iter()
-        .any(|l: &String| l.contains("LAST_ACK    -> CLOSE"))
-    {
-        lines.push(
-            tracer
-                .lines
-                .recv_timeout(deadline - Instant::now())
-                .expect("raw lines"),
-        );
-    }
+    let lines = tracer.lines_until(|got| got.iter().any(|l| l.contains("LAST_ACK    -> CLOSE")));
     let (code, rest, stderr) = tracer.stop(libc::SIGINT);
     assert_eq!(code, 0);
     // Nothing is reconstructed in raw mode: the summary counts what was printed.
@@ -927,16 +932,7 @@ fn exchange_shows_both_ends_as_one_sequence() {
     let (ns, port) = (Netns::new(), port());
     let tracer = Tracer::start(&["-x", "-P", &port.to_string()]);
     play("half-close", &ns, port, &["--delay-ms", "50"]).finish();
-    let deadline = Instant::now() + WAIT;
-    let mut lines: Vec<String> = Vec::new();
-    while lines.iter().filter(|l| l.contains(" -> ")).count() < 6 {
-        lines.push(
-            tracer
-                .lines
-                .recv_timeout(deadline - Instant::now())
-                .expect("exchange lines"),
-        );
-    }
+    let lines = tracer.lines_until(|got| got.iter().filter(|l| l.contains(" -> ")).count() >= 6);
     tracer.stop(libc::SIGINT);
     let head = lines
         .iter()
