@@ -1,0 +1,9 @@
+//! What user space decides before loading: this kernel's layout, the filters, the wakeup
+//! threshold.
+
+use teardown_common::Config;
+
+/// Filled by user space before loading (see `teardown-user/src/capture/loader.rs`). Zero
+/// here; read only through `config!`.
+#[no_mangle]
+pub static CONFIG: Config = unsafe { core::mem::zeroed() };

@@ -1,0 +1,91 @@
+//! Which process owns a socket. The owner is recorded at the moments that run in the owning
+//! process: connect() and listen() (transitions into SYN_SENT and LISTEN), close() and
+//! shutdown() (the only calls that move a socket into FIN_WAIT1 or LAST_ACK), and accept()
+//! (`programs::accept`).
+
+use core::mem::MaybeUninit;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, generated},
+    EbpfContext,
+};
+use aya_log_ebpf::warn;
+use teardown_common::{counter, owner_source, Owner, COMM_LEN};
+
+use crate::{
+    emit::zero,
+    maps::{atomic_increment, count, FENCE, OWNERS},
+};
+
+/// The owner of a socket not in `OWNERS` (pid 0 is never a process that owns a socket).
+pub static NO_OWNER: Owner = Owner {
+    pid: 0,
+    source: owner_source::UNKNOWN,
+    _pad: [0; 3],
+    comm: [0; COMM_LEN],
+};
+
+/// Records the current process as the owner of `sk` and returns it (for the event at hand
+/// even when the table is full).
+pub fn record(ctx: &impl EbpfContext, sk: u64, source: u8) -> Owner {
+    let mut slot = MaybeUninit::<Owner>::uninit();
+    let owner = slot.as_mut_ptr();
+    // Field by field, as events are (see `emit::emit`).
+    let owner = unsafe {
+        set!(owner.pid = current_pid());
+        set!(owner.source = source);
+        zero(core::ptr::addr_of_mut!((*owner)._pad));
+        current_comm(&mut (*owner).comm);
+        slot.assume_init()
+    };
+    // Counted every time; said once per CPU, so a full table cannot flood the log.
+    if OWNERS.insert(sk, owner, 0).is_err() && count(counter::LOST_OWNERS) == 0 {
+        warn!(
+            ctx,
+            "owner table full: new sockets get no owner (raise --max-sockets)"
+        );
+    }
+    owner
+}
+
+/// close() or shutdown(): the current process owns `sk`. Usually that is already known
+/// (from connect or accept) and nothing is written.
+pub fn confirm(ctx: &impl EbpfContext, sk: u64) -> Owner {
+    let pid = current_pid();
+    match unsafe { OWNERS.get(sk) } {
+        Some(owner) if owner.pid == pid => *owner,
+        _ => record(ctx, sk, owner_source::CLOSE),
+    }
+}
+
+/// A FIN can land on a socket while accept() is handing it out, on another CPU. `tcp_fin()`
+/// sets RCV_SHUTDOWN before the transition that calls us, and `sys_exit_accept` records
+/// the owner before it reads RCV_SHUTDOWN: with a full barrier between each side's write
+/// and its read, at least one side sees the other's. Either this second look finds the
+/// owner, or accept() sees the FIN and says who the owner is in an OWNER event.
+pub fn behind_fin(key: u64) -> Option<&'static Owner> {
+    full_barrier();
+    unsafe { OWNERS.get(key) }
+}
+
+/// BPF has no fence instruction, so an atomic add stands in: the x86-64 JIT makes it a
+/// `lock add`, a full barrier. (Only the value-returning form is ordered on every
+/// architecture, and the BPF CPU version aya-build compiles for, v1, lacks it.)
+#[inline(always)]
+pub fn full_barrier() {
+    if let Some(word) = FENCE.get_ptr_mut(0) {
+        atomic_increment(word);
+    }
+}
+
+/// The process (tgid) running now.
+#[inline(always)]
+pub fn current_pid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// The current task's name, written in place (the helper pads with zeros).
+#[inline(always)]
+pub fn current_comm(dst: &mut [u8; COMM_LEN]) {
+    unsafe { generated::bpf_get_current_comm(dst.as_mut_ptr().cast(), COMM_LEN as u32) };
+}
