@@ -4,7 +4,16 @@
 //! buffer, user space reads them back byte for byte, and user space fills [`Config`] into the
 //! program's read-only data before loading it. The layout tests at the bottom pin the sizes so
 //! the two sides can never drift apart silently.
-#![no_std]
+//!
+//! With the `user` feature, the same types carry what user space needs to read them (the
+//! address family, addresses, task names, the kernel's names for values): the kernel's
+//! vocabulary, in one place below capture, reconstruction and output.
+#![cfg_attr(not(feature = "user"), no_std)]
+
+#[cfg(feature = "user")]
+mod user;
+#[cfg(feature = "user")]
+pub use user::{comm, Family, KernelNames};
 
 /// TCP states as the kernel numbers them (`include/net/tcp_states.h`). These values are part
 /// of the kernel's user-visible ABI (they appear in `/proc/net/tcp` and in the tracepoint).
@@ -248,14 +257,6 @@ pub struct Config {
     pub wakeup_bytes: u32,
     /// Arguments of the `tcp_send_reset` tracepoint (3 since Linux 6.10: with the reason).
     pub send_reset_nargs: u32,
-}
-
-#[cfg(feature = "user")]
-mod pod {
-    // SAFETY: plain #[repr(C)] data with explicit padding fields; every bit pattern is valid.
-    unsafe impl aya::Pod for super::Event {}
-    unsafe impl aya::Pod for super::Config {}
-    unsafe impl aya::Pod for super::Owner {}
 }
 
 #[cfg(test)]

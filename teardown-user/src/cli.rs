@@ -1,10 +1,18 @@
 //! Command line of `teardown-trace`.
 
-use std::path::PathBuf;
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use clap::{value_parser, Parser};
+use teardown_common::Family;
 
-use crate::filter::{Family, Filter};
+use crate::{
+    filter::Filter,
+    options::{Live, Mode, Options, Source},
+};
 
 const EXAMPLES: &str = "\
 EXAMPLES:
@@ -120,7 +128,50 @@ fn ring_mb(s: &str) -> Result<u32, String> {
 }
 
 impl Cli {
-    pub fn filter(&self) -> Filter {
+    /// The run this command line asks for, or a usage error.
+    pub fn options(&self) -> Result<Options, String> {
+        let source = match &self.replay {
+            Some(path) => Source::Replay(path.clone()),
+            None => Source::Live(Live {
+                duration: self.duration.map(Duration::from_secs),
+                ring_bytes: self.ring_mb << 20,
+                max_sockets: self.max_sockets,
+                record: self.record.clone(),
+            }),
+        };
+        let mode = match (self.raw, self.json) {
+            (false, false) => Mode::Text,
+            (false, true) => Mode::Ndjson,
+            (true, false) => Mode::RawText,
+            (true, true) => Mode::RawJson,
+        };
+        let files = [
+            ("--replay", &self.replay),
+            ("--record", &self.record),
+            ("-o", &self.output),
+        ];
+        for (i, (first, a)) in files.iter().enumerate() {
+            for (second, b) in &files[i + 1..] {
+                if let (Some(a), Some(b)) = (a, b) {
+                    if same_file(a, b) {
+                        return Err(format!(
+                            "{first} and {second} name the same file ({}): one would overwrite the other",
+                            b.display()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(Options {
+            source,
+            filter: self.filter(),
+            mode,
+            exchange: self.exchange,
+            document: self.output.clone(),
+        })
+    }
+
+    fn filter(&self) -> Filter {
         Filter {
             ports: self.ports.clone(),
             lports: self.lports.clone(),
@@ -133,6 +184,26 @@ impl Cli {
             },
         }
     }
+}
+
+/// Whether two paths lead to one file: the same inode when both exist, else the same
+/// place once the directory is resolved.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(a), Ok(b)) = (fs::metadata(a), fs::metadata(b)) {
+        return (a.dev(), a.ino()) == (b.dev(), b.ino());
+    }
+    let place = |p: &Path| {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        (
+            fs::canonicalize(dir).ok(),
+            p.file_name().map(|n| n.to_owned()),
+        )
+    };
+    place(a) == place(b)
 }
 
 #[cfg(test)]
@@ -175,6 +246,23 @@ mod tests {
             let err = parse(args).expect_err(&format!("{args:?} accepted"));
             assert!(err.to_string().contains(needle), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn two_outputs_on_one_file_are_refused() {
+        let dir = std::env::temp_dir();
+        let existing = dir.join(format!("td-cli-{}.tdrec", std::process::id()));
+        std::fs::write(&existing, b"x").unwrap();
+        let e = existing.to_str().unwrap();
+        let refused = |args: &[&str]| parse(args).unwrap().options().unwrap_err();
+        assert!(refused(&["--replay", e, "-o", e]).contains("--replay and -o"));
+        let fresh = dir.join("td-cli-fresh.json");
+        let f = fresh.to_str().unwrap();
+        assert!(refused(&["-o", f, "--record", f]).contains("same file"));
+        let via_dot = format!("{}/./td-cli-fresh.json", dir.display());
+        assert!(refused(&["-o", f, "--record", &via_dot]).contains("same file"));
+        assert!(parse(&["-o", f, "--record", e]).unwrap().options().is_ok());
+        std::fs::remove_file(&existing).ok();
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! The library's errors. Each renders as one line a user can act on; the binary adds context
-//! with `anyhow` and never shows a backtrace.
+//! The library's errors. Each renders as one line a user can act on, its cause said once;
+//! the binary adds context with `anyhow` and never shows a backtrace.
 
-use std::path::PathBuf;
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
 
 use crate::capture::btf::BtfError;
 
@@ -25,19 +28,28 @@ pub enum Error {
     },
     #[error("BPF error: {0}")]
     Bpf(String),
-    #[error("cannot write {path}: {source}")]
-    Output {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("corrupt recording {path} at byte {offset}: {reason}")]
+    /// The cause is part of the message, not a `source`: `{:#}` would print it twice.
+    #[error("cannot write {}: {error}", path.display())]
+    Output { path: PathBuf, error: io::Error },
+    #[error("cannot read {}: {error}", path.display())]
+    Input { path: PathBuf, error: io::Error },
+    #[error("corrupt recording {} at byte {offset}: {reason}", path.display())]
     Recording {
         path: PathBuf,
         offset: u64,
         reason: String,
     },
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl Error {
+    pub fn output(path: &Path, error: io::Error) -> Error {
+        Error::Output {
+            path: path.to_path_buf(),
+            error,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

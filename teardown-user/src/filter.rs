@@ -2,13 +2,7 @@
 //! filtered-out traffic costs no ring-buffer bandwidth) and checked again in user space,
 //! where it also serves `--replay` and sockets whose owner the kernel did not know yet.
 
-use teardown_common::filter as bits;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-}
+use teardown_common::{filter as bits, Event, Family};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -79,8 +73,8 @@ impl Filter {
 
     /// What the kernel program lets through: the socket matches, and its owner, when known,
     /// is wanted. (`--replay` has no kernel to do it.)
-    pub fn matches_event(&self, e: &crate::event::Event) -> bool {
-        self.matches_socket(e.sport, e.dport, crate::event::family(e))
+    pub fn matches_event(&self, e: &Event) -> bool {
+        self.matches_socket(e.sport, e.dport, e.family())
             && (e.owner_pid == 0 || self.matches_owner(e.owner_pid))
     }
 
@@ -155,7 +149,7 @@ mod tests {
 
     #[test]
     fn events_pass_like_in_the_kernel() {
-        use crate::event::tests::ev;
+        use crate::testing::ev;
         let f = Filter {
             ports: vec![80],
             pids: vec![7],

@@ -5,12 +5,18 @@
 //! - [`output`]: timelines and events rendered as text or JSON (pure).
 //! - [`record`]: the raw stream saved and replayed.
 //! - [`trace`]: one run, wiring a source to the reconstruction and the outputs.
+//! - [`options`]: what a run does, resolved once from the command line by the binary.
 pub mod capture;
 pub mod cli;
+pub mod clock;
 pub mod error;
-pub mod event;
 pub mod filter;
+pub mod options;
 pub mod output;
 pub mod reconstruct;
 pub mod record;
+pub mod signals;
 pub mod trace;
+
+#[cfg(test)]
+mod testing;

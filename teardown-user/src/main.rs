@@ -1,13 +1,26 @@
-//! `teardown-trace`: the binary's edge. Parses the command line, runs, and turns any error
-//! into one line on stderr and a non-zero exit.
+//! `teardown-trace`: the binary's edge. Catches stop signals first, parses the command line
+//! into the run's options, runs, and turns any error into one line on stderr and a
+//! non-zero exit.
 
 use std::{io::Write as _, process::ExitCode};
 
-use anyhow::Context as _;
 use clap::Parser as _;
-use teardown_user::{cli::Cli, trace};
+use teardown_user::{
+    cli::Cli,
+    options::{Mode, Source},
+    signals::StopSignals,
+    trace,
+};
 
 fn main() -> ExitCode {
+    // Before anything else: a signal during start-up still ends the run cleanly.
+    let signals = match StopSignals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("teardown-trace: error: cannot handle signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // A bug still ends in one line, never a backtrace.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("teardown-trace: internal error: {info}")
@@ -19,36 +32,42 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        Err(e) => return usage_error(e.to_string().lines().next().unwrap_or("bad usage")),
+    };
+    let options = match cli.options() {
+        Ok(options) => options,
+        Err(message) => return usage_error(&message),
+    };
+    let report = match trace::run(&options, signals) {
+        Ok(report) => report,
         Err(e) => {
-            let rendered = e.to_string();
-            eprintln!(
-                "teardown-trace: {}",
-                rendered.lines().next().unwrap_or("bad usage")
-            );
-            return ExitCode::from(2);
+            match options.source {
+                Source::Live(_) => eprintln!("teardown-trace: error: cannot trace: {e}"),
+                // The message names the recording.
+                Source::Replay(_) => eprintln!("teardown-trace: error: {e}"),
+            }
+            return ExitCode::FAILURE;
         }
     };
-    match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("teardown-trace: error: {e:#}");
-            ExitCode::FAILURE
-        }
+    // The summary joins the human output; machine output on stdout stays pure.
+    let line = report.summary.line();
+    if options.mode != Mode::Text {
+        eprintln!("{line}");
+    } else {
+        // stdout may be gone (`| head`): nothing left to tell it.
+        let _ = writeln!(std::io::stdout(), "\n{line}");
+    }
+    for failure in &report.failures {
+        eprintln!("teardown-trace: error: {failure}");
+    }
+    if report.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<()> {
-    let what = match &cli.replay {
-        Some(path) => format!("cannot replay {}", path.display()),
-        None => "cannot trace".to_string(),
-    };
-    let summary = trace::run(cli).context(what)?;
-    // The summary joins the human output; machine output on stdout stays pure.
-    if cli.json || cli.raw {
-        eprintln!("{}", summary.line());
-    } else {
-        // stdout may be gone (`| head`): nothing left to tell it.
-        let _ = writeln!(std::io::stdout(), "\n{}", summary.line());
-    }
-    Ok(())
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("teardown-trace: {message}");
+    ExitCode::from(2)
 }

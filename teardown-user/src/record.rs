@@ -18,9 +18,7 @@
 
 use std::io::{self, BufRead, Write};
 
-use teardown_common::{Event, AF_INET, AF_INET6, COMM_LEN};
-
-use crate::output::KernelNames;
+use teardown_common::{Event, KernelNames, AF_INET, AF_INET6, COMM_LEN};
 
 const MAGIC: &[u8; 5] = b"TDREC";
 pub const VERSION: u8 = 2;
@@ -43,7 +41,7 @@ fn varint(buf: &mut Vec<u8>, mut v: u64) {
 }
 
 fn comm(buf: &mut Vec<u8>, raw: &[u8; COMM_LEN]) {
-    let bytes = crate::event::comm(raw);
+    let bytes = teardown_common::comm(raw);
     buf.push(bytes.len() as u8);
     buf.extend_from_slice(bytes);
 }
@@ -308,7 +306,7 @@ impl<R: BufRead> Replay<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::tests::ev;
+    use crate::testing::ev;
     use teardown_common::state::*;
 
     fn sample() -> Vec<Event> {

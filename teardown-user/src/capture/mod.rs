@@ -3,8 +3,10 @@
 //!
 //! Everything privileged lives here; the rest of the crate only sees [`Event`]s.
 
+mod attach;
 pub mod btf;
-pub mod tracefs;
+mod layout;
+mod tracefs;
 
 use std::{
     fs,
@@ -12,18 +14,25 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, MapData, MapType, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, TracePoint},
+    maps::{MapData, MapType, PerCpuArray, RingBuf},
     sys::is_map_supported,
     Ebpf, EbpfLoader,
 };
-use teardown_common::{counter, filter as bits, Config, Event, SockLayout};
+use teardown_common::{counter, filter as bits, Config, Event, KernelNames, SockLayout};
+
+use attach::{
+    attach_accept, attach_btf_tracepoint, attach_btf_tracepoint_to, fill_filter_maps, first_line,
+    take_map,
+};
+use layout::{kernel_names, sock_layout};
 
 use crate::{
     error::{Error, Result},
     filter::Filter,
-    output::KernelNames,
 };
+
+/// What a missing accept() hook costs.
+const ACCEPT_LOSES: &str = "accepted sockets get their owner only when they close";
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -111,16 +120,28 @@ pub struct Capture {
 impl Capture {
     pub fn start(options: &CaptureOptions) -> Result<Capture> {
         check_privileges()?;
-        let btf_bytes = fs::read(VMLINUX_BTF).map_err(|_| Error::NoBtf(VMLINUX_BTF.into()))?;
-        let kernel = btf::Btf::parse(&btf_bytes)?;
+        raise_memlock_limit();
         if !is_map_supported(MapType::RingBuf).unwrap_or(false) {
             return Err(Error::NoRingBuf);
         }
+        let btf_bytes = fs::read(VMLINUX_BTF).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NoBtf(VMLINUX_BTF.into()),
+            _ => Error::Input {
+                path: VMLINUX_BTF.into(),
+                error: e,
+            },
+        })?;
         let mut degraded = Vec::new();
-        let mut layout = sock_layout(&kernel)?;
+        // Our reader gives member offsets (aya keeps them private); it is dropped before
+        // aya parses the same bytes, so the two are never in memory at once.
+        let (mut layout, names, send_reset_nargs) = {
+            let kernel = btf::Btf::parse(&btf_bytes)?;
+            let nargs = kernel.tracepoint_arg_count("tcp_send_reset").unwrap_or(0);
+            (sock_layout(&kernel)?, kernel_names(&kernel), nargs)
+        };
         // accept() owners come from a classic tracepoint, which lives in tracefs.
         let accept_hook = tracefs::ensure_mounted()
-            .and_then(|()| tracefs::field_offset("syscalls", "sys_exit_accept4", "ret"));
+            .and_then(|dir| tracefs::field_offset(&dir, "syscalls", "sys_exit_accept4", "ret"));
         match accept_hook {
             Ok(offset) => layout.accept_ret = offset,
             Err(e) => degraded.push(format!("{e}: {ACCEPT_LOSES}")),
@@ -135,29 +156,41 @@ impl Capture {
             filters,
             // Wake the reader when an eighth of the ring is used; below that it polls.
             wakeup_bytes: options.ring_bytes / 8,
-            send_reset_nargs: kernel.tracepoint_arg_count("tcp_send_reset").unwrap_or(0),
+            send_reset_nargs,
         };
-        let mut ebpf = EbpfLoader::new()
+        // aya's loader parses the kernel's BTF as it is made: let go of that copy and
+        // give it ours, parsed once for the loader and every BTF tracepoint.
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        let kernel_btf = aya::Btf::parse(&btf_bytes, aya::Endianness::default())
+            .map_err(|e| Error::Bpf(format!("parsing kernel BTF: {e}")))?;
+        drop(btf_bytes);
+        // The filter maps hold exactly what was asked for, however much that is.
+        let ports = options.filter.port_roles().len().max(1) as u32;
+        let pids = options.filter.pids.len().max(1) as u32;
+        let mut ebpf = loader
+            .btf(Some(&kernel_btf))
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", options.ring_bytes)
             .map_max_entries("OWNERS", options.max_sockets)
+            .map_max_entries("PORTS", ports)
+            .map_max_entries("PIDS", pids)
             .load(EBPF_OBJECT)
             .map_err(|e| Error::Bpf(format!("loading the kernel program: {}", first_line(e))))?;
         fill_filter_maps(&mut ebpf, &options.filter)?;
         let log = aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLog)
             .map_err(|e| Error::Bpf(format!("kernel log: {e}")))?;
 
-        let aya_btf = aya::Btf::parse(&btf_bytes, aya::Endianness::default())
-            .map_err(|e| Error::Bpf(format!("parsing kernel BTF: {e}")))?;
-        attach_btf_tracepoint(&mut ebpf, &aya_btf, "inet_sock_set_state")?;
+        attach_btf_tracepoint(&mut ebpf, &kernel_btf, "inet_sock_set_state")?;
         // After the main program, so that it runs second on every transition.
         let nested = "inet_sock_set_state_nested";
-        if let Err(e) = attach_btf_tracepoint_to(&mut ebpf, &aya_btf, nested, "inet_sock_set_state")
+        if let Err(e) =
+            attach_btf_tracepoint_to(&mut ebpf, &kernel_btf, nested, "inet_sock_set_state")
         {
             degraded.push(format!("{e}: {NESTED_LOSES}"));
         }
         for name in ["tcp_send_reset", "tcp_receive_reset"] {
-            if let Err(e) = attach_btf_tracepoint(&mut ebpf, &aya_btf, name) {
+            if let Err(e) = attach_btf_tracepoint(&mut ebpf, &kernel_btf, name) {
                 degraded.push(format!("{e}: resets are inferred from transitions only"));
             }
         }
@@ -166,7 +199,7 @@ impl Capture {
                 "tcp_skb_cb.tcp_flags".into(),
             )))
         } else {
-            attach_btf_tracepoint(&mut ebpf, &aya_btf, "tcp_retransmit_skb")
+            attach_btf_tracepoint(&mut ebpf, &kernel_btf, "tcp_retransmit_skb")
         };
         if let Err(e) = retransmits {
             degraded.push(format!("{e}: retransmitted FINs are not observed"));
@@ -184,7 +217,7 @@ impl Capture {
             log,
             counters,
             degraded,
-            names: kernel_names(&kernel),
+            names,
             ebpf,
         })
     }
@@ -263,6 +296,18 @@ fn recursion_misses(program: BorrowedFd<'_>) -> std::io::Result<u64> {
     Ok(info.recursion_misses)
 }
 
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK, whose default (64 KiB or 8 MiB)
+/// does not hold the ring buffer and the owner table. Later kernels ignore it. Best effort:
+/// if it cannot be raised, loading says what failed.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct we own.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
 /// Tracing needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN on older kernels).
 fn check_privileges() -> Result<()> {
     const CAP_SYS_ADMIN: u32 = 21;
@@ -282,207 +327,9 @@ fn check_privileges() -> Result<()> {
     }
 }
 
-const ACCEPT_LOSES: &str = "accepted sockets get their owner only when they close";
-
-/// Offsets of the kernel fields the kernel program reads, from this kernel's BTF.
-/// `accept_ret` is left 0: it comes from tracefs.
-pub fn sock_layout(kernel: &btf::Btf) -> Result<SockLayout> {
-    let field = |strukt: &str, path: &str, size: u32| -> Result<u32> {
-        let f = kernel.field(strukt, path)?;
-        if f.size != size {
-            return Err(Error::KernelLayout(btf::BtfError::Missing(format!(
-                "{size}-byte {strukt}.{path} (it has {} bytes)",
-                f.size
-            ))));
-        }
-        Ok(f.offset)
-    };
-    let sock = |path: &str, size: u32| field("sock", path, size);
-    let protocol = kernel.field("sock", "sk_protocol")?;
-    Ok(SockLayout {
-        family: sock("__sk_common.skc_family", 2)?,
-        protocol: protocol.offset,
-        protocol_size: protocol.size,
-        state: sock("__sk_common.skc_state", 1)?,
-        shutdown: sock("sk_shutdown", 1)?,
-        flags: sock("__sk_common.skc_flags", 8)?,
-        flag_dead: kernel.enum_value("sock_flags", "SOCK_DEAD")?,
-        flag_done: kernel.enum_value("sock_flags", "SOCK_DONE")?,
-        sport: field("inet_sock", "inet_sport", 2)?,
-        dport: sock("__sk_common.skc_dport", 2)?,
-        rcv_saddr: sock("__sk_common.skc_rcv_saddr", 4)?,
-        daddr: sock("__sk_common.skc_daddr", 4)?,
-        // IPv6 fields exist only when the kernel has IPv6.
-        v6_rcv_saddr: sock("__sk_common.skc_v6_rcv_saddr", 16).unwrap_or(SockLayout::NONE),
-        v6_daddr: sock("__sk_common.skc_v6_daddr", 16).unwrap_or(SockLayout::NONE),
-        task_files: field("task_struct", "files", 8)?,
-        files_fdt: field("files_struct", "fdt", 8)?,
-        fdt_max_fds: field("fdtable", "max_fds", 4)?,
-        fdt_fd: field("fdtable", "fd", 8)?,
-        file_private_data: field("file", "private_data", 8)?,
-        socket_sk: field("socket", "sk", 8)?,
-        accept_ret: 0,
-        skb_tcp_flags: skb_tcp_flags(kernel).unwrap_or(SockLayout::NONE),
-        // Without network namespaces (CONFIG_NET_NS=n) every socket is in one.
-        sk_net: sock("__sk_common.skc_net.net", 8).unwrap_or(SockLayout::NONE),
-        net_inum: field("net", "ns.inum", 4).unwrap_or(SockLayout::NONE),
-    })
-}
-
-/// Where the low byte of `tcp_skb_cb.tcp_flags` sits in `struct sk_buff` (TCP keeps its
-/// per-segment control block in `cb`).
-fn skb_tcp_flags(kernel: &btf::Btf) -> Result<u32> {
-    let cb = kernel.field("sk_buff", "cb")?;
-    let flags = kernel.field("tcp_skb_cb", "tcp_flags")?;
-    let low_byte = if cfg!(target_endian = "big") {
-        flags.size - 1
-    } else {
-        0
-    };
-    Ok(cb.offset + flags.offset + low_byte)
-}
-
-/// `enum sk_rst_reason` (Linux 6.10+) by value, without its prefix.
-pub fn kernel_names(kernel: &btf::Btf) -> KernelNames {
-    let mut reset_reasons = Vec::new();
-    for (name, value) in kernel.enum_variants("sk_rst_reason").unwrap_or_default() {
-        let value = value as usize;
-        if value < 256 {
-            if reset_reasons.len() <= value {
-                reset_reasons.resize(value + 1, String::new());
-            }
-            reset_reasons[value] = name.trim_start_matches("SK_RST_REASON_").to_string();
-        }
-    }
-    KernelNames { reset_reasons }
-}
-
-fn fill_filter_maps(ebpf: &mut Ebpf, filter: &Filter) -> Result<()> {
-    let bpf_err = |e: aya::maps::MapError| Error::Bpf(format!("setting up filters: {e}"));
-    let mut ports: HashMap<_, u16, u32> = map_mut(ebpf, "PORTS")?;
-    for (port, roles) in filter.port_roles() {
-        ports.insert(port, roles, 0).map_err(bpf_err)?;
-    }
-    let mut pids: HashMap<_, u32, u8> = map_mut(ebpf, "PIDS")?;
-    for &pid in &filter.pids {
-        pids.insert(pid, 1, 0).map_err(bpf_err)?;
-    }
-    Ok(())
-}
-
-fn map_mut<'a, M>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<M>
-where
-    M: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
-{
-    let map = ebpf
-        .map_mut(name)
-        .ok_or_else(|| Error::Bpf(format!("kernel program has no map {name}")))?;
-    M::try_from(map).map_err(|e| Error::Bpf(format!("map {name}: {e}")))
-}
-
-fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M>
-where
-    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-{
-    let map = ebpf
-        .take_map(name)
-        .ok_or_else(|| Error::Bpf(format!("kernel program has no map {name}")))?;
-    M::try_from(map).map_err(|e| Error::Bpf(format!("map {name}: {e}")))
-}
-
-/// The first line of an aya error: a verifier log would not fit on one line.
-fn first_line(e: impl std::fmt::Display) -> String {
-    e.to_string()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_end_matches(". Verifier output:")
-        .to_string()
-}
-
-/// Attaches the program `name` to the tracepoint of the same name.
-fn attach_btf_tracepoint(ebpf: &mut Ebpf, btf: &aya::Btf, name: &'static str) -> Result<()> {
-    attach_btf_tracepoint_to(ebpf, btf, name, name)
-}
-
-/// Attaches the program `name` to `tracepoint`.
-fn attach_btf_tracepoint_to(
-    ebpf: &mut Ebpf,
-    btf: &aya::Btf,
-    name: &'static str,
-    tracepoint: &str,
-) -> Result<()> {
-    let hook_err = |action, e: aya::programs::ProgramError| Error::Hook {
-        action,
-        hook: name,
-        reason: first_line(e),
-    };
-    let program: &mut BtfTracePoint = ebpf
-        .program_mut(name)
-        .and_then(|p| p.try_into().ok())
-        .ok_or_else(|| Error::Bpf(format!("kernel program has no {name}")))?;
-    program
-        .load(tracepoint, btf)
-        .map_err(|e| hook_err("load", e))?;
-    program.attach().map_err(|e| hook_err("attach", e))?;
-    Ok(())
-}
-
-/// One program on both accept syscalls.
-fn attach_accept(ebpf: &mut Ebpf) -> Result<()> {
-    let hook_err = |action, e: aya::programs::ProgramError| Error::Hook {
-        action,
-        hook: "syscalls:sys_exit_accept",
-        reason: first_line(e),
-    };
-    let program: &mut TracePoint = ebpf
-        .program_mut("sys_exit_accept")
-        .and_then(|p| p.try_into().ok())
-        .ok_or_else(|| Error::Bpf("kernel program has no sys_exit_accept".into()))?;
-    program.load().map_err(|e| hook_err("load", e))?;
-    for name in ["sys_exit_accept4", "sys_exit_accept"] {
-        program
-            .attach("syscalls", name)
-            .map_err(|e| hook_err("attach", e))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn layout_comes_from_btf() {
-        let kernel = btf::Btf::parse(&btf::tests::mini_kernel()).unwrap();
-        let layout = sock_layout(&kernel).unwrap();
-        assert_eq!(layout.family, 16);
-        assert_eq!(layout.sport, 640);
-        assert_eq!(layout.dport, 12);
-        assert_eq!(layout.daddr, 0);
-        assert_eq!(layout.rcv_saddr, 4);
-        assert_eq!(layout.v6_daddr, 32);
-        assert_eq!(layout.protocol, 516);
-        assert_eq!(layout.protocol_size, 2);
-        assert_eq!(layout.state, 18);
-        assert_eq!(layout.shutdown, 518);
-        assert_eq!(
-            (layout.flags, layout.flag_dead, layout.flag_done),
-            (24, 0, 1)
-        );
-        assert_eq!(
-            (
-                layout.task_files,
-                layout.files_fdt,
-                layout.fdt_max_fds,
-                layout.fdt_fd
-            ),
-            (2000, 32, 0, 8)
-        );
-        assert_eq!((layout.file_private_data, layout.socket_sk), (200, 24));
-        assert_eq!(layout.skb_tcp_flags, 40 + 12);
-        assert_eq!((layout.sk_net, layout.net_inum), (64, 20));
-    }
 
     #[test]
     fn the_embedded_object_is_a_bpf_elf() {

@@ -1,17 +1,27 @@
 //! tracefs: where classic tracepoints are attached and their record layouts are published.
 //! A fresh machine may not have it mounted; as root we mount it where the kernel expects it.
 
-use std::{ffi::CString, fs, path::Path};
+use std::{
+    ffi::CString,
+    fs,
+    path::{Path, PathBuf},
+};
 
 use crate::error::{Error, Result};
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
+/// Where older systems have it, under debugfs.
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 
-/// Mounts tracefs at [`TRACEFS`] unless it (or its debugfs twin) is already there.
-pub fn ensure_mounted() -> Result<()> {
-    let mounted = |dir: &str| Path::new(dir).join("events").is_dir();
-    if mounted(TRACEFS) || mounted("/sys/kernel/debug/tracing") {
-        return Ok(());
+const HOOK: &str = "syscalls:sys_exit_accept";
+
+/// Where tracefs is: already mounted (at [`TRACEFS`] or under debugfs), or mounted now at
+/// [`TRACEFS`].
+pub fn ensure_mounted() -> Result<PathBuf> {
+    for dir in [TRACEFS, DEBUGFS_TRACING] {
+        if Path::new(dir).join("events").is_dir() {
+            return Ok(dir.into());
+        }
     }
     let cstr = |s: &str| CString::new(s).expect("no NUL in a constant");
     let (source, target, fstype) = (cstr("nodev"), cstr(TRACEFS), cstr("tracefs"));
@@ -25,31 +35,46 @@ pub fn ensure_mounted() -> Result<()> {
             std::ptr::null(),
         )
     };
-    if rc != 0 {
+    if rc == 0 {
+        return Ok(TRACEFS.into());
+    }
+    let error = std::io::Error::last_os_error();
+    // Mounted, but not readable by us (CAP_BPF and CAP_PERFMON without root): say so,
+    // rather than that it could not be mounted.
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if let Some(dir) = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .find(|&dir| dir == TRACEFS || dir == DEBUGFS_TRACING)
+    {
         return Err(Error::Hook {
-            action: "mount tracefs for",
-            hook: "syscalls:sys_exit_accept",
-            reason: std::io::Error::last_os_error().to_string(),
+            action: "read tracefs for",
+            hook: HOOK,
+            reason: format!("{dir}/events is not readable: {error}"),
         });
     }
-    Ok(())
+    Err(Error::Hook {
+        action: "mount tracefs for",
+        hook: HOOK,
+        reason: error.to_string(),
+    })
 }
 
-/// The offset of `field` in a tracepoint's record, from its `format` file.
-pub fn field_offset(category: &str, name: &str, field: &str) -> Result<u32> {
-    let path = Path::new(TRACEFS)
+/// The offset of `field` in a tracepoint's record, from its `format` file under `tracefs`.
+pub fn field_offset(tracefs: &Path, category: &str, name: &str, field: &str) -> Result<u32> {
+    let path = tracefs
         .join("events")
         .join(category)
         .join(name)
         .join("format");
     let format = fs::read_to_string(&path).map_err(|e| Error::Hook {
         action: "read the format of",
-        hook: "syscalls:sys_exit_accept",
+        hook: HOOK,
         reason: format!("{}: {e}", path.display()),
     })?;
     parse_field_offset(&format, field).ok_or_else(|| Error::Hook {
         action: "find the field `ret` in",
-        hook: "syscalls:sys_exit_accept",
+        hook: HOOK,
         reason: format!("{} has no such field", path.display()),
     })
 }

@@ -4,31 +4,9 @@
 
 use std::io::Write as _;
 
-use teardown_common::{kind, owner_source, sock_flags, state};
+use teardown_common::{comm, kind, owner_source, sock_flags, state, Event, Family, KernelNames};
 
-use crate::{
-    event::{self, Event},
-    filter::Family,
-    reconstruct::{Owner, Timeline},
-};
-
-/// Kernel names that are not fixed across kernels (read from BTF, or from a recording).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KernelNames {
-    /// `enum sk_rst_reason` names by value, without the `SK_RST_REASON_` prefix.
-    pub reset_reasons: Vec<String>,
-}
-
-impl KernelNames {
-    pub fn reset_reason(&self, value: u8) -> Option<&str> {
-        self.reset_reasons.get(value as usize).map(String::as_str)
-    }
-
-    /// A reset's reason: the kernel gives one only for resets it sends.
-    pub fn sent_reason(&self, sent: bool, value: u8) -> Option<&str> {
-        self.reset_reason(value).filter(|_| sent)
-    }
-}
+use crate::reconstruct::{Owner, Timeline};
 
 /// Appends `bytes` as a JSON string literal.
 pub fn string(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -78,7 +56,7 @@ pub fn num(out: &mut Vec<u8>, v: u64) {
 }
 
 /// Writes each item with `write`, commas in between.
-fn separated<T>(
+pub fn separated<T>(
     out: &mut Vec<u8>,
     items: impl IntoIterator<Item = T>,
     mut write: impl FnMut(&mut Vec<u8>, T),
@@ -106,7 +84,7 @@ pub fn hex(out: &mut Vec<u8>, v: u64) {
 
 /// `value` as `write` puts it, or `null`.
 #[inline(always)]
-fn or_null<T>(out: &mut Vec<u8>, value: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
+pub fn or_null<T>(out: &mut Vec<u8>, value: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
     match value {
         Some(v) => write(out, v),
         None => push(out, "null"),
@@ -156,7 +134,7 @@ fn owner_fields(out: &mut Vec<u8>, owner: Option<Owner>) {
             push(out, "\"pid\":");
             num(out, o.task.pid.into());
             push(out, ",\"comm\":");
-            string(out, event::comm(&o.task.comm));
+            string(out, comm(&o.task.comm));
             push(out, ",\"owner_source\":");
             quoted(out, owner_source::name(o.source));
         }
@@ -232,7 +210,7 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
         push(out, ",\"task_pid\":");
         num(out, tr.task.pid.into());
         push(out, ",\"task_comm\":");
-        string(out, event::comm(&tr.task.comm));
+        string(out, comm(&tr.task.comm));
         push(out, ",\"fin_received\":");
         bool(out, tr.sock_flags & sock_flags::FIN_RECEIVED != 0);
         push(out, ",\"orphan\":");
@@ -318,8 +296,14 @@ pub fn raw_event(out: &mut Vec<u8>, e: &Event, names: &KernelNames) {
     );
     hex(out, e.skaddr);
     out.push(b',');
-    let (local, remote) = (event::local_ip(e), event::remote_ip(e));
-    endpoints(out, event::family(e), local, e.sport, remote, e.dport);
+    endpoints(
+        out,
+        e.family(),
+        e.local_ip(),
+        e.sport,
+        e.remote_ip(),
+        e.dport,
+    );
     push(out, ",\"netns\":");
     num(out, e.netns.into());
     let _ = write!(
@@ -337,7 +321,7 @@ pub fn raw_event(out: &mut Vec<u8>, e: &Event, names: &KernelNames) {
     });
     owner_fields(out, owner);
     let _ = write!(out, ",\"task_pid\":{},\"task_comm\":", e.task_pid);
-    string(out, event::comm(&e.task_comm));
+    string(out, comm(&e.task_comm));
     push(out, ",\"reason\":");
     reset_reason(out, names, e.kind == kind::RESET_SENT, e.reason);
     let _ = write!(

@@ -3,11 +3,12 @@
 
 pub mod document;
 pub mod json;
+pub mod summary;
 pub mod text;
 
 pub use document::DocumentWriter;
-pub use json::KernelNames;
-pub use text::{Clock, ExchangePrinter, RawPrinter, Summary};
+pub use summary::Summary;
+pub use text::{ExchangePrinter, RawPrinter};
 
 #[cfg(test)]
 mod tests;

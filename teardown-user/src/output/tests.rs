@@ -1,10 +1,12 @@
 use teardown_common::{kind, owner_source, sock_flags, state::*};
 
-use super::{json, text, DocumentWriter, KernelNames};
+use teardown_common::KernelNames;
+
+use super::{json, text, DocumentWriter, Summary};
 use crate::{
-    event::tests::ev,
     filter::Filter,
     reconstruct::{Reconstructor, Timeline},
+    testing::ev,
 };
 
 fn names() -> KernelNames {
@@ -115,7 +117,7 @@ fn raw_events_render_as_json_with_reset_reasons() {
 
 #[test]
 fn text_lines_are_one_line_and_escape_names() {
-    let clock = text::Clock {
+    let clock = crate::clock::Clock {
         realtime_offset_ns: 3_600_000_000_000,
     };
     let all = timelines();
@@ -140,22 +142,25 @@ fn text_lines_are_one_line_and_escape_names() {
 }
 
 #[test]
-fn summary_counts_roles() {
-    let mut s = text::Summary::default();
+fn summary_counts_completed_teardowns_and_sockets_still_closing_apart() {
+    let mut s = Summary::default();
     timelines().iter().for_each(|t| s.count(t));
-    assert_eq!(s.total(), 2);
-    assert_eq!(s.incomplete, 1);
+    assert_eq!(s.completed(), 1);
+    assert_eq!(s.still_closing(), 1);
     assert!(
-        s.line().starts_with("2 teardowns (active 1, passive 1,"),
-        "{}",
+        s.line().starts_with(
+            "1 teardowns (active 1, passive 0, simultaneous 0, reset 0, unknown 0), \
+             1 still closing (CLOSE_WAIT 1), "
+        ),
+        "a CLOSE_WAIT leak is no teardown: {}",
         s.line()
     );
 }
 
 #[test]
 fn raw_mode_counts_events_not_teardowns() {
-    let s = text::Summary {
-        raw_shown: Some(7),
+    let s = Summary {
+        shown: Some(7),
         events: 10,
         ..Default::default()
     };
@@ -167,23 +172,25 @@ fn the_document_appears_only_when_finished() {
     let dir = std::env::temp_dir().join(format!("teardown-doc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("out.json");
-    let mut doc = DocumentWriter::create(&path, "\"version\":\"t\"").unwrap();
+    let mut doc = DocumentWriter::create(&path, b"\"version\":\"t\"").unwrap();
     for t in timelines() {
-        doc.timeline(&t, &names()).unwrap();
+        let mut line = Vec::new();
+        json::timeline(&mut line, &t, &names());
+        doc.timeline(&line).unwrap();
     }
     assert!(!path.exists(), "nothing at the target before finish");
-    doc.finish("\"lost_events\":0").unwrap();
+    doc.finish(b"\"lost_events\":0").unwrap();
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(v["timelines"].as_array().unwrap().len(), 2);
     assert_eq!(v["lost_events"], 0);
 
-    let empty = DocumentWriter::create(&dir.join("empty.json"), "\"version\":\"t\"").unwrap();
-    empty.finish("\"lost_events\":3").unwrap();
+    let empty = DocumentWriter::create(&dir.join("empty.json"), b"\"version\":\"t\"").unwrap();
+    empty.finish(b"\"lost_events\":3").unwrap();
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("empty.json")).unwrap()).unwrap();
     assert_eq!(v["timelines"], serde_json::json!([]));
 
-    drop(DocumentWriter::create(&dir.join("dropped.json"), "\"v\":1").unwrap());
+    drop(DocumentWriter::create(&dir.join("dropped.json"), b"\"v\":1").unwrap());
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),
         2,
@@ -194,16 +201,19 @@ fn the_document_appears_only_when_finished() {
 
 #[test]
 fn an_unwritable_path_fails_at_once() {
-    let err = DocumentWriter::create(std::path::Path::new("/nonexistent/dir/out.json"), "\"v\":1")
-        .err()
-        .expect("fails");
+    let err = DocumentWriter::create(
+        std::path::Path::new("/nonexistent/dir/out.json"),
+        b"\"v\":1",
+    )
+    .err()
+    .expect("fails");
     assert!(
         err.to_string()
             .starts_with("cannot write /nonexistent/dir/out.json"),
         "{err}"
     );
     assert!(
-        DocumentWriter::create(&std::env::temp_dir(), "\"v\":1").is_err(),
+        DocumentWriter::create(&std::env::temp_dir(), b"\"v\":1").is_err(),
         "a directory"
     );
 }
@@ -270,7 +280,7 @@ fn an_exchange_merges_both_ends_in_time_with_their_meaning() {
     events.iter().for_each(|e| r.push(e));
     let mut out = Vec::new();
     r.finish(200_000_050, &mut |t| out.push(t));
-    let clock = text::Clock::default();
+    let clock = crate::clock::Clock::default();
     let mut printer = text::ExchangePrinter::default();
     assert_eq!(
         printer.timeline(&out[0], &clock, &names()),

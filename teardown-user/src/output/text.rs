@@ -3,41 +3,17 @@
 
 use std::{collections::HashMap, fmt::Write as _};
 
-use teardown_common::{kind, owner_source, state};
+use teardown_common::{kind, owner_source, state, Event, KernelNames};
 
 use crate::{
-    event::{self, Event},
+    clock::Clock,
     reconstruct::{Owner, Role, Timeline, Transition},
 };
-
-use super::json::KernelNames;
-
-/// Converts kernel monotonic timestamps to wall-clock time of day.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Clock {
-    /// CLOCK_REALTIME minus CLOCK_MONOTONIC, in ns.
-    pub realtime_offset_ns: i128,
-}
-
-impl Clock {
-    /// `HH:MM:SS.mmm` (UTC) of a monotonic timestamp.
-    pub fn time_of_day(&self, ts_ns: u64) -> String {
-        let unix_ns = ts_ns as i128 + self.realtime_offset_ns;
-        let ms_of_day = (unix_ns / 1_000_000).rem_euclid(86_400_000);
-        format!(
-            "{:02}:{:02}:{:02}.{:03}",
-            ms_of_day / 3_600_000,
-            ms_of_day / 60_000 % 60,
-            ms_of_day / 1000 % 60,
-            ms_of_day % 1000
-        )
-    }
-}
 
 /// A task name for a terminal: printable ASCII as is, anything else escaped.
 pub fn comm(raw: &[u8; 16]) -> String {
     let mut out = String::new();
-    for &b in event::comm(raw) {
+    for &b in teardown_common::comm(raw) {
         if b.is_ascii_graphic() || b == b' ' {
             out.push(b as char);
         } else {
@@ -304,84 +280,12 @@ impl RawPrinter {
             e.skaddr,
             pid,
             owner,
-            endpoint(event::local_ip(e), e.sport),
-            endpoint(event::remote_ip(e), e.dport),
+            endpoint(e.local_ip(), e.sport),
+            endpoint(e.remote_ip(), e.dport),
             old,
             new,
             in_state,
             context
         )
-    }
-}
-
-/// What a run saw, for the closing summary and the JSON document.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Kernel events handled.
-    pub events: u64,
-    pub by_role: [u64; 4],
-    pub unknown_role: u64,
-    pub incomplete: u64,
-    pub lost_events: u64,
-    pub lost_owners: u64,
-    pub evicted: u64,
-    /// With `--raw`: events printed. Nothing is reconstructed then, so no teardowns either.
-    pub raw_shown: Option<u64>,
-}
-
-impl Summary {
-    pub fn count(&mut self, t: &Timeline) {
-        match t.role() {
-            Some(role) => {
-                if let Some(i) = Role::ALL.iter().position(|r| *r == role) {
-                    self.by_role[i] += 1;
-                }
-            }
-            None => self.unknown_role += 1,
-        }
-        if !t.complete() {
-            self.incomplete += 1;
-        }
-    }
-
-    pub fn total(&self) -> u64 {
-        self.by_role.iter().sum::<u64>() + self.unknown_role
-    }
-
-    pub fn line(&self) -> String {
-        let mut out = String::new();
-        if let Some(shown) = self.raw_shown {
-            let _ = write!(out, "{shown} events shown, ");
-        } else {
-            let _ = write!(out, "{} teardowns (", self.total());
-            for (role, n) in Role::ALL.iter().zip(self.by_role) {
-                let _ = write!(out, "{} {n}, ", role.name());
-            }
-            let _ = write!(
-                out,
-                "unknown {}), {} still closing, ",
-                self.unknown_role, self.incomplete
-            );
-        }
-        let _ = write!(
-            out,
-            "{} events seen, {} lost events",
-            self.events, self.lost_events
-        );
-        if self.lost_owners > 0 {
-            let _ = write!(
-                out,
-                ", {} owners not recorded (owner table full)",
-                self.lost_owners
-            );
-        }
-        if self.evicted > 0 {
-            let _ = write!(
-                out,
-                ", {} sockets reported early (too many open)",
-                self.evicted
-            );
-        }
-        out
     }
 }

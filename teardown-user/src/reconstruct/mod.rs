@@ -15,10 +15,10 @@ use std::{
 use teardown_common::{kind, state, tcp_flag, Event};
 pub use timeline::{
     link_tuple, Evidence, Owner, Peer, Reset, Retransmit, Role, Still, Task, Timeline, Transition,
-    Tuple, Wave,
+    Tuple, Wave, CLOSING_STATES,
 };
 
-use crate::{event, filter::Filter};
+use crate::filter::Filter;
 
 /// How long an event waits for stragglers from other CPUs before it is applied.
 pub const REORDER_WINDOW_NS: u64 = 10_000_000;
@@ -35,8 +35,6 @@ pub const FIN_TIMEOUT_NS: u64 = 60_000_000_000;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Events dropped by the user's filters or not about closing.
-    pub ignored: u64,
     /// Open sockets reported early because `MAX_OPEN` was reached.
     pub evicted: u64,
 }
@@ -77,6 +75,8 @@ impl Hasher for FastHasher {
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 pub struct Reconstructor {
+    /// Only its owner part applies here, as a timeline leaves: the socket filters were
+    /// applied where events entered (the owner may show itself only later).
     filter: Filter,
     window_ns: u64,
     max_open: usize,
@@ -121,6 +121,7 @@ impl Reconstructor {
         }
     }
 
+    /// Takes an event the user's filters let through.
     pub fn push(&mut self, event: &Event) {
         let about_closing = match event.kind {
             kind::STATE => {
@@ -130,9 +131,7 @@ impl Reconstructor {
             }
             _ => true,
         };
-        let wanted = self.filter.matches_event(event);
-        if !(about_closing && wanted) {
-            self.stats.ignored += 1;
+        if !about_closing {
             return;
         }
         // Equal timestamps keep their arrival order.
@@ -218,9 +217,9 @@ impl Reconstructor {
         }
         let key = link_tuple(
             event.netns,
-            event::local_ip(event),
+            event.local_ip(),
             event.sport,
-            event::remote_ip(event),
+            event.remote_ip(),
             event.dport,
         );
         // The kernel reuses a socket's address after CLOSE; an open timeline with another
@@ -309,7 +308,7 @@ impl Reconstructor {
             Timeline {
                 id,
                 sock,
-                family: event::family(event),
+                family: event.family(),
                 laddr: key.1,
                 lport: key.2,
                 raddr: key.3,

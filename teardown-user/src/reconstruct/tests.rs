@@ -4,7 +4,7 @@
 use teardown_common::{kind, owner_source, sock_flags as f, state::*, Event};
 
 use super::*;
-use crate::{event::tests::ev, filter::Filter};
+use crate::{filter::Filter, testing::ev};
 
 const MS: u64 = 1_000_000;
 const SERVER: u64 = 0xffff_8881_0665_ef00;
@@ -108,9 +108,10 @@ fn run(events: &[Event]) -> Vec<Timeline> {
 }
 
 fn run_with(filter: Filter, events: &[Event]) -> Vec<Timeline> {
-    let mut r = Reconstructor::new(filter);
+    let mut r = Reconstructor::new(filter.clone());
     let mut out = Vec::new();
-    for e in events {
+    // As the pipeline does: the socket filters where events enter.
+    for e in events.iter().filter(|e| filter.matches_event(e)) {
         r.push(e);
     }
     r.finish(end_of(events), &mut |t| out.push(t));

@@ -2,9 +2,7 @@
 
 use std::net::IpAddr;
 
-use teardown_common::{sock_flags, state, COMM_LEN};
-
-use crate::filter::Family;
+use teardown_common::{sock_flags, state, Family, COMM_LEN};
 
 /// Who closed first, as this socket lived it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,104 @@
+//! Loading details: the filter maps, taking maps out of the object, attaching programs, and
+//! errors made one line.
+
+use aya::{
+    maps::HashMap,
+    programs::{BtfTracePoint, TracePoint},
+    Ebpf,
+};
+
+use crate::{
+    error::{Error, Result},
+    filter::Filter,
+};
+
+pub fn fill_filter_maps(ebpf: &mut Ebpf, filter: &Filter) -> Result<()> {
+    let bpf_err = |e: aya::maps::MapError| Error::Bpf(format!("setting up filters: {e}"));
+    let mut ports: HashMap<_, u16, u32> = map_mut(ebpf, "PORTS")?;
+    for (port, roles) in filter.port_roles() {
+        ports.insert(port, roles, 0).map_err(bpf_err)?;
+    }
+    let mut pids: HashMap<_, u32, u8> = map_mut(ebpf, "PIDS")?;
+    for &pid in &filter.pids {
+        pids.insert(pid, 1, 0).map_err(bpf_err)?;
+    }
+    Ok(())
+}
+
+pub fn map_mut<'a, M>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<M>
+where
+    M: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .map_mut(name)
+        .ok_or_else(|| Error::Bpf(format!("kernel program has no map {name}")))?;
+    M::try_from(map).map_err(|e| Error::Bpf(format!("map {name}: {e}")))
+}
+
+pub fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| Error::Bpf(format!("kernel program has no map {name}")))?;
+    M::try_from(map).map_err(|e| Error::Bpf(format!("map {name}: {e}")))
+}
+
+/// The first line of an aya error: a verifier log would not fit on one line.
+pub fn first_line(e: impl std::fmt::Display) -> String {
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(". Verifier output:")
+        .to_string()
+}
+
+/// Attaches the program `name` to the tracepoint of the same name.
+pub fn attach_btf_tracepoint(ebpf: &mut Ebpf, btf: &aya::Btf, name: &'static str) -> Result<()> {
+    attach_btf_tracepoint_to(ebpf, btf, name, name)
+}
+
+/// Attaches the program `name` to `tracepoint`.
+pub fn attach_btf_tracepoint_to(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    name: &'static str,
+    tracepoint: &str,
+) -> Result<()> {
+    let hook_err = |action, e: aya::programs::ProgramError| Error::Hook {
+        action,
+        hook: name,
+        reason: first_line(e),
+    };
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| Error::Bpf(format!("kernel program has no {name}")))?;
+    program
+        .load(tracepoint, btf)
+        .map_err(|e| hook_err("load", e))?;
+    program.attach().map_err(|e| hook_err("attach", e))?;
+    Ok(())
+}
+
+/// One program on both accept syscalls.
+pub fn attach_accept(ebpf: &mut Ebpf) -> Result<()> {
+    let hook_err = |action, e: aya::programs::ProgramError| Error::Hook {
+        action,
+        hook: "syscalls:sys_exit_accept",
+        reason: first_line(e),
+    };
+    let program: &mut TracePoint = ebpf
+        .program_mut("sys_exit_accept")
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| Error::Bpf("kernel program has no sys_exit_accept".into()))?;
+    program.load().map_err(|e| hook_err("load", e))?;
+    for name in ["sys_exit_accept4", "sys_exit_accept"] {
+        program
+            .attach("syscalls", name)
+            .map_err(|e| hook_err("attach", e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! This kernel's layout: the offsets of every field the kernel program reads, and the
+//! kernel's names for values, from its BTF.
+
+use teardown_common::{KernelNames, SockLayout};
+
+use super::btf;
+use crate::error::{Error, Result};
+
+/// Offsets of the kernel fields the kernel program reads, from this kernel's BTF.
+/// `accept_ret` is left 0: it comes from tracefs.
+pub fn sock_layout(kernel: &btf::Btf) -> Result<SockLayout> {
+    let field = |strukt: &str, path: &str, size: u32| -> Result<u32> {
+        let f = kernel.field(strukt, path)?;
+        if f.size != size {
+            return Err(Error::KernelLayout(btf::BtfError::Missing(format!(
+                "{size}-byte {strukt}.{path} (it has {} bytes)",
+                f.size
+            ))));
+        }
+        Ok(f.offset)
+    };
+    let sock = |path: &str, size: u32| field("sock", path, size);
+    let protocol = kernel.field("sock", "sk_protocol")?;
+    Ok(SockLayout {
+        family: sock("__sk_common.skc_family", 2)?,
+        protocol: protocol.offset,
+        protocol_size: protocol.size,
+        state: sock("__sk_common.skc_state", 1)?,
+        shutdown: sock("sk_shutdown", 1)?,
+        flags: sock("__sk_common.skc_flags", 8)?,
+        flag_dead: kernel.enum_value("sock_flags", "SOCK_DEAD")?,
+        flag_done: kernel.enum_value("sock_flags", "SOCK_DONE")?,
+        sport: field("inet_sock", "inet_sport", 2)?,
+        dport: sock("__sk_common.skc_dport", 2)?,
+        rcv_saddr: sock("__sk_common.skc_rcv_saddr", 4)?,
+        daddr: sock("__sk_common.skc_daddr", 4)?,
+        // IPv6 fields exist only when the kernel has IPv6.
+        v6_rcv_saddr: sock("__sk_common.skc_v6_rcv_saddr", 16).unwrap_or(SockLayout::NONE),
+        v6_daddr: sock("__sk_common.skc_v6_daddr", 16).unwrap_or(SockLayout::NONE),
+        task_files: field("task_struct", "files", 8)?,
+        files_fdt: field("files_struct", "fdt", 8)?,
+        fdt_max_fds: field("fdtable", "max_fds", 4)?,
+        fdt_fd: field("fdtable", "fd", 8)?,
+        file_private_data: field("file", "private_data", 8)?,
+        socket_sk: field("socket", "sk", 8)?,
+        accept_ret: 0,
+        skb_tcp_flags: skb_tcp_flags(kernel).unwrap_or(SockLayout::NONE),
+        // Without network namespaces (CONFIG_NET_NS=n) every socket is in one.
+        sk_net: sock("__sk_common.skc_net.net", 8).unwrap_or(SockLayout::NONE),
+        net_inum: field("net", "ns.inum", 4).unwrap_or(SockLayout::NONE),
+    })
+}
+
+/// Where the low byte of `tcp_skb_cb.tcp_flags` sits in `struct sk_buff` (TCP keeps its
+/// per-segment control block in `cb`).
+fn skb_tcp_flags(kernel: &btf::Btf) -> Result<u32> {
+    let cb = kernel.field("sk_buff", "cb")?;
+    let flags = kernel.field("tcp_skb_cb", "tcp_flags")?;
+    let low_byte = if cfg!(target_endian = "big") {
+        flags.size - 1
+    } else {
+        0
+    };
+    Ok(cb.offset + flags.offset + low_byte)
+}
+
+/// `enum sk_rst_reason` (Linux 6.10+) by value, without its prefix.
+pub fn kernel_names(kernel: &btf::Btf) -> KernelNames {
+    let mut reset_reasons = Vec::new();
+    for (name, value) in kernel.enum_variants("sk_rst_reason").unwrap_or_default() {
+        let value = value as usize;
+        if value < 256 {
+            if reset_reasons.len() <= value {
+                reset_reasons.resize(value + 1, String::new());
+            }
+            reset_reasons[value] = name.trim_start_matches("SK_RST_REASON_").to_string();
+        }
+    }
+    KernelNames { reset_reasons }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_comes_from_btf() {
+        let kernel = btf::Btf::parse(&btf::tests::mini_kernel()).unwrap();
+        let layout = sock_layout(&kernel).unwrap();
+        assert_eq!(layout.family, 16);
+        assert_eq!(layout.sport, 640);
+        assert_eq!(layout.dport, 12);
+        assert_eq!(layout.daddr, 0);
+        assert_eq!(layout.rcv_saddr, 4);
+        assert_eq!(layout.v6_daddr, 32);
+        assert_eq!(layout.protocol, 516);
+        assert_eq!(layout.protocol_size, 2);
+        assert_eq!(layout.state, 18);
+        assert_eq!(layout.shutdown, 518);
+        assert_eq!(
+            (layout.flags, layout.flag_dead, layout.flag_done),
+            (24, 0, 1)
+        );
+        assert_eq!(
+            (
+                layout.task_files,
+                layout.files_fdt,
+                layout.fdt_max_fds,
+                layout.fdt_fd
+            ),
+            (2000, 32, 0, 8)
+        );
+        assert_eq!((layout.file_private_data, layout.socket_sk), (200, 24));
+        assert_eq!(layout.skb_tcp_flags, 40 + 12);
+        assert_eq!((layout.sk_net, layout.net_inum), (64, 20));
+    }
+}

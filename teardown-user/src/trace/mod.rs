@@ -1,0 +1,171 @@
+//! One run of `teardown-trace`, wiring only: a source of events (the kernel, or a recording)
+//! feeds the [`Pipeline`]. Stops on a stop signal, the end of `--duration` or of the
+//! recording, or when stdout's reader is gone, and always finishes its outputs cleanly.
+
+mod pipeline;
+mod priority;
+
+use std::{fs::File, io::BufReader, path::Path, time::Duration};
+
+use tokio::{
+    io::unix::AsyncFd,
+    time::{interval, sleep, MissedTickBehavior},
+};
+
+pub use pipeline::{Pipeline, Report};
+use priority::Priority;
+
+use crate::{
+    capture::{Capture, CaptureOptions, Lost},
+    clock::{monotonic_ns, Clock},
+    error::{Error, Result},
+    options::{Live, Options, Source},
+    record::Replay,
+    signals::StopSignals,
+};
+
+/// How often user space looks at the ring buffer when the kernel has not woken it: bounds
+/// the delay before a teardown is shown, at no per-event cost.
+const POLL_INTERVAL: Duration = Duration::from_millis(40);
+
+pub fn run(options: &Options, signals: StopSignals) -> Result<Report> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match &options.source {
+            Source::Replay(path) => replay(options, path, &signals).await,
+            Source::Live(live_options) => live(options, live_options, signals).await,
+        }
+    })
+}
+
+/// True when stdout is a pipe or socket whose reader has gone (`| head` exited): noticed
+/// without writing to it, so a quiet trace stops too.
+fn stdout_gone() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: poll(2) on one pollfd we own, without waiting.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Report> {
+    let mut pipeline = Pipeline::new(options, live.record.as_deref(), Clock::now())?;
+    let capture = Capture::start(&CaptureOptions {
+        filter: options.filter.clone(),
+        closing_only: !options.mode.raw(),
+        ring_bytes: live.ring_bytes,
+        max_sockets: live.max_sockets,
+    })?;
+    for warning in &capture.degraded {
+        eprintln!("teardown-trace: warning: {warning}");
+    }
+    pipeline.start(&capture.names);
+    let degraded = capture.degraded.clone();
+    // SAFETY: the ring buffer's fd belongs to `capture`, which the AsyncFd owns, so the fd
+    // stays open for as long as it is registered.
+    let mut ring = unsafe { AsyncFd::register(capture) }
+        .map_err(|e| Error::Bpf(format!("watching the ring buffer: {e}")))?;
+    // SAFETY: the pipe's read end belongs to `signals`, which the AsyncFd owns.
+    let stop = unsafe { AsyncFd::register(signals) }
+        .map_err(|e| Error::Bpf(format!("watching for signals: {e}")))?;
+    let deadline = sleep(live.duration.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(deadline);
+    let mut tick = interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+    let mut priority = Priority::yielding(live.ring_bytes as usize);
+    eprintln!("Tracing TCP teardowns. Hit Ctrl-C to end.");
+    let mut reported = Lost::default();
+    loop {
+        let stopping = stop.get_ref().caught().is_some()
+            || tokio::select! {
+                _ = tick.tick() => false,
+                ready = ring.readable_mut() => {
+                    if let Ok(mut guard) = ready {
+                        guard.clear_ready();
+                    }
+                    false
+                }
+                _ = stop.readable() => true,
+                _ = &mut deadline => true,
+            };
+        let capture = ring.get_mut();
+        let drained = capture.drain(|e| pipeline.event(e));
+        pipeline.advance(monotonic_ns());
+        let lost = capture.lost();
+        let ring_was_full = lost.ring_full > reported.ring_full;
+        if priority.after_drain(drained, ring_was_full) {
+            priority.apply();
+        }
+        warn_lost(&reported, &lost);
+        reported = lost;
+        if stdout_gone() {
+            pipeline.close_stdout();
+        }
+        if stopping || pipeline.stdout_closed() {
+            break;
+        }
+    }
+    let capture = ring.into_inner();
+    let lost = capture.lost();
+    Ok(pipeline.finish(monotonic_ns(), lost.events(), lost.owners, &degraded))
+}
+
+/// Says, as it happens, what was lost since the last report and why.
+fn warn_lost(before: &Lost, now: &Lost) {
+    if now.ring_full > before.ring_full {
+        eprintln!(
+            "teardown-trace: WARNING: {} events lost (ring buffer full; try --ring-mb)",
+            now.ring_full - before.ring_full
+        );
+    }
+    if now.skipped > before.skipped {
+        eprintln!(
+            "teardown-trace: WARNING: {} events lost (the kernel skipped a hook that fired \
+             while the program was already running on that CPU)",
+            now.skipped - before.skipped
+        );
+    }
+}
+
+async fn replay(options: &Options, path: &Path, signals: &StopSignals) -> Result<Report> {
+    let corrupt = |offset, reason| Error::Recording {
+        path: path.to_path_buf(),
+        offset,
+        reason,
+    };
+    let file = File::open(path).map_err(|error| Error::Input {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let mut recording =
+        Replay::open(BufReader::new(file)).map_err(|e| corrupt(e.offset, e.reason))?;
+    let mut pipeline = Pipeline::new(options, None, Clock::now())?;
+    pipeline.start(&recording.names);
+
+    let mut newest = 0;
+    let mut count = 0u64;
+    while let Some(event) = recording
+        .next_event()
+        .map_err(|e| corrupt(e.offset, e.reason))?
+    {
+        newest = newest.max(event.ts_ns);
+        pipeline.event(&event);
+        count += 1;
+        if count.is_multiple_of(4096) {
+            pipeline.advance(newest);
+            if signals.caught().is_some() || pipeline.stdout_closed() {
+                break;
+            }
+        }
+    }
+    let (lost_events, lost_owners) = recording.counts.unwrap_or((0, 0));
+    // Stopped early, or a version 1 file: the newest event is as far as it goes.
+    let end_ns = recording.end_ns.unwrap_or(newest).max(newest);
+    Ok(pipeline.finish(end_ns, lost_events, lost_owners, &[]))
+}

@@ -1,0 +1,314 @@
+//! The run's data path: every event enters here once (recorded, then filtered), goes to the
+//! raw printer or to the reconstruction, and each timeline that comes out is rendered once
+//! for all the outputs that want it. One output's failure is reported with its path and
+//! stops only that output: the others are still completed.
+
+use std::{
+    fs::File,
+    io::{self, BufWriter, Stdout, Write},
+    path::{Path, PathBuf},
+};
+
+use teardown_common::{Event, KernelNames};
+
+use crate::{
+    clock::Clock,
+    error::{Error, Result},
+    filter::Filter,
+    options::{Mode, Options},
+    output::{document, json, text, DocumentWriter, ExchangePrinter, RawPrinter, Summary},
+    reconstruct::{Reconstructor, Timeline},
+    record::Recorder,
+};
+
+/// How a run ended: what it saw, and every output that failed on the way.
+pub struct Report {
+    pub summary: Summary,
+    pub failures: Vec<Error>,
+}
+
+pub struct Pipeline {
+    mode: Mode,
+    filter: Filter,
+    recording: Option<Recording>,
+    reconstructor: Reconstructor,
+    outputs: Outputs,
+}
+
+/// `--record`: the file is opened before tracing (so a bad path fails early) but left
+/// untouched until tracing has started.
+struct Recording {
+    path: PathBuf,
+    state: RecordingState,
+}
+
+enum RecordingState {
+    Opened(File),
+    Writing(Recorder<BufWriter<File>>),
+}
+
+struct Outputs {
+    mode: Mode,
+    stdout: BufWriter<Stdout>,
+    /// Set when stdout's reader went away (`| head`): stop quietly.
+    stdout_closed: bool,
+    document: Option<DocumentWriter>,
+    names: KernelNames,
+    clock: Clock,
+    raw: RawPrinter,
+    /// `--exchange`: pairs both ends of local connections.
+    exchange: Option<ExchangePrinter>,
+    summary: Summary,
+    /// The text line being printed, and the timeline's JSON, rendered once for stdout and
+    /// the document alike.
+    line: Vec<u8>,
+    json: Vec<u8>,
+    failures: Vec<Error>,
+}
+
+impl Pipeline {
+    /// Opens every output now, so that bad paths fail before any tracing starts.
+    pub fn new(options: &Options, record: Option<&Path>, clock: Clock) -> Result<Pipeline> {
+        let document = match &options.document {
+            Some(path) => Some(DocumentWriter::create(
+                path,
+                &document::header(options, &clock),
+            )?),
+            None => None,
+        };
+        let recording = match record {
+            // Not truncated yet: a previous recording survives a start that fails.
+            Some(path) => Some(Recording {
+                path: path.to_path_buf(),
+                state: RecordingState::Opened(
+                    File::options()
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(path)
+                        .map_err(|e| Error::output(path, e))?,
+                ),
+            }),
+            None => None,
+        };
+        let outputs = Outputs {
+            mode: options.mode,
+            stdout: BufWriter::with_capacity(64 << 10, io::stdout()),
+            stdout_closed: false,
+            document,
+            names: KernelNames::default(),
+            clock,
+            raw: RawPrinter::default(),
+            exchange: options.exchange.then(ExchangePrinter::default),
+            summary: Summary {
+                shown: options.mode.raw().then_some(0),
+                ..Summary::default()
+            },
+            line: Vec::new(),
+            json: Vec::new(),
+            failures: Vec::new(),
+        };
+        Ok(Pipeline {
+            mode: options.mode,
+            filter: options.filter.clone(),
+            recording,
+            reconstructor: Reconstructor::new(options.filter.clone()),
+            outputs,
+        })
+    }
+
+    /// Events from now on are named with `names`; the recording (if any) starts here.
+    pub fn start(&mut self, names: &KernelNames) {
+        self.outputs.names = names.clone();
+        if let Some(recording) = &mut self.recording {
+            if let RecordingState::Opened(file) = &recording.state {
+                let started = file
+                    .try_clone()
+                    .and_then(|file| {
+                        file.set_len(0)?;
+                        Recorder::new(BufWriter::new(file), names)
+                    })
+                    .map_err(|e| Error::output(&recording.path, e));
+                match started {
+                    Ok(recorder) => recording.state = RecordingState::Writing(recorder),
+                    Err(e) => {
+                        self.outputs.failures.push(e);
+                        self.recording = None;
+                    }
+                }
+            }
+        }
+        self.outputs.header();
+    }
+
+    pub fn event(&mut self, e: &Event) {
+        self.outputs.summary.events += 1;
+        if let Some(recording) = &mut self.recording {
+            if let RecordingState::Writing(recorder) = &mut recording.state {
+                if let Err(error) = recorder.event(e) {
+                    self.outputs
+                        .failures
+                        .push(Error::output(&recording.path, error));
+                    self.recording = None;
+                }
+            }
+        }
+        if !self.filter.matches_event(e) {
+            return;
+        }
+        if self.mode.raw() {
+            self.outputs.event(e);
+        } else {
+            self.reconstructor.push(e);
+        }
+    }
+
+    /// Applies what is old enough at `now_ns` and flushes stdout.
+    pub fn advance(&mut self, now_ns: u64) {
+        let outputs = &mut self.outputs;
+        self.reconstructor
+            .advance(now_ns, &mut |t| outputs.timeline(t));
+        outputs.flush();
+    }
+
+    /// Stdout's reader is gone: nobody is left to show anything to.
+    pub fn stdout_closed(&self) -> bool {
+        self.outputs.stdout_closed
+    }
+
+    /// Notes that stdout's reader went away (seen without writing to it).
+    pub fn close_stdout(&mut self) {
+        self.outputs.stdout_closed = true;
+    }
+
+    /// Flushes every output; the document and the recording get the final counters.
+    /// Sockets still closing were followed until `end_ns`.
+    pub fn finish(
+        self,
+        end_ns: u64,
+        lost_events: u64,
+        lost_owners: u64,
+        degraded: &[String],
+    ) -> Report {
+        let Pipeline {
+            recording,
+            reconstructor,
+            mut outputs,
+            ..
+        } = self;
+        let stats = reconstructor.finish(end_ns, &mut |t| outputs.timeline(t));
+        let summary = &mut outputs.summary;
+        summary.lost_events = lost_events;
+        summary.lost_owners = lost_owners;
+        summary.evicted = stats.evicted;
+        if let Some(Recording {
+            path,
+            state: RecordingState::Writing(recorder),
+        }) = recording
+        {
+            if let Err(e) = recorder.finish(lost_events, lost_owners, end_ns) {
+                outputs.failures.push(Error::output(&path, e));
+            }
+        }
+        let summary = outputs.summary;
+        if let Some(document) = outputs.document.take() {
+            if let Err(e) = document.finish(&document::trailer(&summary, degraded)) {
+                outputs.failures.push(e);
+            }
+        }
+        outputs.flush();
+        Report {
+            summary,
+            failures: outputs.failures,
+        }
+    }
+}
+
+impl Outputs {
+    /// The column header of the text modes.
+    fn header(&mut self) {
+        let header = match self.mode {
+            Mode::Text => text::TIMELINE_HEADER,
+            Mode::RawText => text::RAW_HEADER,
+            Mode::Ndjson | Mode::RawJson => return,
+        };
+        self.line.clear();
+        json::push(&mut self.line, header);
+        self.print_line();
+    }
+
+    fn print_line(&mut self) {
+        self.line.push(b'\n');
+        if !self.stdout_closed {
+            if let Err(e) = self.stdout.write_all(&self.line) {
+                self.stdout_failed(e);
+            }
+        }
+    }
+
+    fn stdout_failed(&mut self, e: io::Error) {
+        self.stdout_closed = true;
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            self.failures
+                .push(Error::output(Path::new("standard output"), e));
+        }
+    }
+
+    fn timeline(&mut self, t: Timeline) {
+        self.summary.count(&t);
+        let ndjson = self.mode == Mode::Ndjson;
+        if ndjson || self.document.is_some() {
+            self.json.clear();
+            json::timeline(&mut self.json, &t, &self.names);
+        }
+        if let Some(document) = &mut self.document {
+            if let Err(e) = document.timeline(&self.json) {
+                self.failures.push(e);
+                self.document = None;
+            }
+        }
+        self.line.clear();
+        match self.mode {
+            Mode::Ndjson => self.line.extend_from_slice(&self.json),
+            Mode::Text => json::push(
+                &mut self.line,
+                &text::timeline(&t, &self.clock, &self.names),
+            ),
+            Mode::RawText | Mode::RawJson => return,
+        }
+        self.print_line();
+        let exchange = self
+            .exchange
+            .as_mut()
+            .and_then(|x| x.timeline(&t, &self.clock, &self.names));
+        if let Some(block) = exchange {
+            self.line.clear();
+            json::push(&mut self.line, &block);
+            self.print_line();
+        }
+    }
+
+    fn event(&mut self, e: &Event) {
+        if let Some(shown) = &mut self.summary.shown {
+            *shown += 1;
+        }
+        self.line.clear();
+        match self.mode {
+            Mode::RawJson => json::raw_event(&mut self.line, e, &self.names),
+            Mode::RawText => {
+                let line = self.raw.line(e, &self.clock, &self.names);
+                json::push(&mut self.line, &line);
+            }
+            Mode::Text | Mode::Ndjson => return,
+        }
+        self.print_line();
+    }
+
+    fn flush(&mut self) {
+        if !self.stdout_closed {
+            if let Err(e) = self.stdout.flush() {
+                self.stdout_failed(e);
+            }
+        }
+    }
+}
