@@ -11,6 +11,8 @@ pub mod cli;
 pub mod clock;
 pub mod error;
 pub mod filter;
+#[doc(hidden)]
+pub mod lab;
 pub mod options;
 pub mod output;
 pub mod reconstruct;

@@ -15,6 +15,7 @@ use std::{
 };
 
 use clap::{Parser, ValueEnum};
+use teardown_user::lab;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Pattern {
@@ -97,24 +98,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// A namespace this lab made, removed when dropped.
-struct OwnNetns(String);
-
-impl Drop for OwnNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
+    lab::run(cmd).map(drop)
 }
 
 fn enter_netns(name: Option<&str>) -> Result<()> {
@@ -227,9 +211,7 @@ fn lab(args: &Args) -> Result<()> {
         Some(name) => (name.clone(), None),
         None => {
             let name = format!("teardown-lab-{}", std::process::id());
-            run(Command::new("ip").args(["netns", "add", &name]))?;
-            let own = OwnNetns(name.clone());
-            run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]))?;
+            let own = lab::Netns::create(&name)?;
             (name, Some(own))
         }
     };

@@ -167,7 +167,7 @@ pub fn header(options: &Options, clock: &Clock) -> Vec<u8> {
 }
 
 /// The members after the timelines: what was lost, the counts, what this kernel lacks.
-pub fn trailer(summary: &Summary, degraded: &[String]) -> Vec<u8> {
+pub fn trailer(summary: &Summary, degraded: &[String], source_problems: &[String]) -> Vec<u8> {
     let mut out = Vec::new();
     push(&mut out, "\"ended_unix_ns\":");
     push(&mut out, &unix_ns().to_string());
@@ -197,6 +197,10 @@ pub fn trailer(summary: &Summary, degraded: &[String]) -> Vec<u8> {
     num(&mut out, summary.damaged);
     push(&mut out, "},\"degraded\":[");
     separated(&mut out, degraded, |out, d| string(out, d.as_bytes()));
+    push(&mut out, "],\"source_problems\":[");
+    separated(&mut out, source_problems, |out, p| {
+        string(out, p.as_bytes())
+    });
     out.push(b']');
     out
 }

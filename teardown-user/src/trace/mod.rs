@@ -113,7 +113,7 @@ async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Re
     }
     let capture = ring.into_inner();
     let lost = capture.lost();
-    Ok(pipeline.finish(monotonic_ns(), lost.events(), lost.owners, &degraded))
+    Ok(pipeline.finish(monotonic_ns(), lost.events(), lost.owners, &degraded, &[]))
 }
 
 /// Says, as it happens, what was lost since the last report and why.
@@ -165,7 +165,11 @@ async fn replay(options: &Options, path: &Path, signals: &StopSignals) -> Result
         }
     }
     let (lost_events, lost_owners) = recording.counts.unwrap_or((0, 0));
-    // Stopped early, or a version 1 file: the newest event is as far as it goes.
+    // Stopped early, cut short, or a version 1 file: the newest event is as far as it goes.
     let end_ns = recording.end_ns.unwrap_or(newest).max(newest);
-    Ok(pipeline.finish(end_ns, lost_events, lost_owners, &[]))
+    let problems: Vec<String> = recording.ending.problem().into_iter().collect();
+    for problem in &problems {
+        eprintln!("teardown-trace: warning: {}: {problem}", path.display());
+    }
+    Ok(pipeline.finish(end_ns, lost_events, lost_owners, &[], &problems))
 }

@@ -163,12 +163,23 @@ impl Pipeline {
         }
     }
 
-    /// Applies what is old enough at `now_ns` and flushes stdout.
+    /// Applies what is old enough at `now_ns`, and writes out stdout and the recording
+    /// (so that a recorder killed now leaves a recording that replays up to here).
     pub fn advance(&mut self, now_ns: u64) {
         let outputs = &mut self.outputs;
         self.reconstructor
             .advance(now_ns, &mut |t| outputs.timeline(t));
         outputs.flush();
+        if let Some(recording) = &mut self.recording {
+            if let RecordingState::Writing(recorder) = &mut recording.state {
+                if let Err(error) = recorder.flush() {
+                    self.outputs
+                        .failures
+                        .push(Error::output(&recording.path, error));
+                    self.recording = None;
+                }
+            }
+        }
     }
 
     /// Stdout's reader is gone: nobody is left to show anything to.
@@ -182,13 +193,15 @@ impl Pipeline {
     }
 
     /// Flushes every output; the document and the recording get the final counters.
-    /// Sockets still closing were followed until `end_ns`.
+    /// Sockets still closing were followed until `end_ns`. `degraded`: what this kernel
+    /// lacks; `source_problems`: what is wrong with the events' source.
     pub fn finish(
         self,
         end_ns: u64,
         lost_events: u64,
         lost_owners: u64,
         degraded: &[String],
+        source_problems: &[String],
     ) -> Report {
         let Pipeline {
             recording,
@@ -212,7 +225,8 @@ impl Pipeline {
         }
         let summary = outputs.summary;
         if let Some(document) = outputs.document.take() {
-            if let Err(e) = document.finish(&document::trailer(&summary, degraded)) {
+            let trailer = document::trailer(&summary, degraded, source_problems);
+            if let Err(e) = document.finish(&trailer) {
                 outputs.failures.push(e);
             }
         }

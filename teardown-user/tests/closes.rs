@@ -1,0 +1,233 @@
+//! Every way a connection closes, as the tracer reconstructs it from the real kernel. Needs root (see `common`).
+
+mod common;
+
+use common::*;
+
+#[test]
+fn active_and_passive_close_with_200ms_in_close_wait() {
+    let Some(_serial) = privileged("active_and_passive_close_with_200ms_in_close_wait") else {
+        return;
+    };
+    let (played, timelines, port) = traced("server-closes", &["--delay-ms", "200"]);
+    let (server, client) = ends(&timelines, port);
+
+    assert_eq!(server["role"], "active");
+    assert_eq!(server["pid"], played.server);
+    assert_eq!(server["owner_source"], "accept");
+    assert_eq!(transitions(server)[0], pair("ESTABLISHED", "FIN_WAIT1"));
+    assert_eq!(server["complete"], true);
+    assert_eq!(
+        server["time_wait"], "FIN_WAIT2",
+        "orphan handed to the mini-socket"
+    );
+    assert_eq!(
+        server["waves"][2]["evidence"], "inferred",
+        "{}",
+        server["waves"]
+    );
+
+    assert_eq!(client["role"], "passive");
+    assert_eq!(client["pid"], played.client);
+    let close_wait = ms(&client["durations_ns"]["CLOSE_WAIT"]);
+    assert!(
+        (195.0..700.0).contains(&close_wait),
+        "CLOSE_WAIT {close_wait} ms"
+    );
+    assert!(ms(&client["teardown_ns"]) >= close_wait);
+    assert_eq!(client["waves"][0]["what"], "fin_received");
+    assert_eq!(client["waves"][0]["evidence"], "observed");
+
+    assert_eq!(server["peer"]["id"], client["id"]);
+    assert_eq!(client["peer"]["id"], server["id"]);
+    assert_eq!(client["peer"]["pid"], played.server);
+}
+
+#[test]
+fn half_close_waits_200ms_in_fin_wait2_for_the_real_fin() {
+    let Some(_serial) = privileged("half_close_waits_200ms_in_fin_wait2_for_the_real_fin") else {
+        return;
+    };
+    let (played, timelines, port) = traced("half-close", &["--delay-ms", "200"]);
+    let (server, client) = ends(&timelines, port);
+    assert_eq!(server["role"], "active");
+    assert_eq!(server["half_close"], true);
+    assert_eq!(server["pid"], played.server);
+    // The client closes 200 ms after it read the FIN; the server waits in FIN_WAIT1 until
+    // its FIN is acknowledged (delayed ACK: longer on a busy host), then in FIN_WAIT2 until
+    // the client's FIN, which is what ends FIN_WAIT2.
+    let fin_wait1 = ms(&server["durations_ns"]["FIN_WAIT1"]);
+    let fin_wait2 = ms(&server["durations_ns"]["FIN_WAIT2"]);
+    assert!(
+        (199.0..700.0).contains(&(fin_wait1 + fin_wait2)),
+        "FIN_WAIT1 {fin_wait1} + FIN_WAIT2 {fin_wait2} ms"
+    );
+    assert!(fin_wait2 > 0.0);
+    let ts = |t: &Value, from: &str, to: &str| {
+        t["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|tr| tr["from"] == from && tr["to"] == to)
+            .and_then(|tr| tr["ts_ns"].as_u64())
+            .unwrap_or_else(|| panic!("{from} -> {to} in {t}"))
+    };
+    let client_fin = ts(client, "CLOSE_WAIT", "LAST_ACK");
+    let fin_wait2_end = ts(server, "FIN_WAIT2", "CLOSE");
+    assert!(
+        fin_wait2_end.abs_diff(client_fin) < 5_000_000,
+        "FIN_WAIT2 ends with the peer's FIN: {fin_wait2_end} vs {client_fin}"
+    );
+    assert_eq!(server["time_wait"], "TIME_WAIT");
+    let fin_in = &server["waves"][2];
+    assert_eq!(
+        (fin_in["what"].as_str(), fin_in["evidence"].as_str()),
+        (Some("fin_received"), Some("observed"))
+    );
+    // The FIN_WAIT2 -> CLOSE ran in the client's process, the owner stays the server.
+    let last = server["transitions"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["task_pid"], played.client);
+    assert_eq!(client["role"], "passive");
+}
+
+#[test]
+fn simultaneous_close_goes_through_closing_on_both_sides() {
+    let Some(_serial) = privileged("simultaneous_close_goes_through_closing_on_both_sides") else {
+        return;
+    };
+    let (_, timelines, port) = traced("simultaneous", &[]);
+    let (server, client) = ends(&timelines, port);
+    // Both sent FIN before receiving one. After the retransmissions, the FINs usually cross
+    // and both sides go through CLOSING; if one arrives first, its ACK moves that side on
+    // to FIN_WAIT2 instead, and only the other sees CLOSING. Both are real TCP.
+    for t in [server, client] {
+        assert_eq!(transitions(t)[0], pair("ESTABLISHED", "FIN_WAIT1"), "{t}");
+        assert_eq!(t["time_wait"], "TIME_WAIT", "{t}");
+    }
+    let crossing = [server, client]
+        .iter()
+        .filter(|t| transitions(t).contains(&pair("FIN_WAIT1", "CLOSING")))
+        .inspect(|t| assert_eq!(t["role"], "simultaneous", "{t}"))
+        .count();
+    assert!(crossing >= 1, "{server}\n{client}");
+}
+
+#[test]
+fn resets_are_seen_from_both_sides_with_the_reason() {
+    let Some(_serial) = privileged("resets_are_seen_from_both_sides_with_the_reason") else {
+        return;
+    };
+    for pattern in ["reset", "reset-unread"] {
+        let (played, timelines, port) = traced(pattern, &[]);
+        let (server, client) = ends(&timelines, port);
+        assert_eq!(server["role"], "reset", "{pattern}: {server}");
+        assert_eq!(server["pid"], played.server);
+        assert_eq!(
+            transitions(server),
+            vec![pair("ESTABLISHED", "CLOSE")],
+            "{pattern}"
+        );
+        assert_eq!(
+            server["resets"][0]["direction"], "sent",
+            "{pattern}: {server}"
+        );
+        assert!(
+            server["resets"][0]["reason"].is_string(),
+            "{pattern}: {server}"
+        );
+        assert_eq!(client["role"], "reset", "{pattern}: {client}");
+        assert_eq!(
+            client["resets"][0]["direction"], "received",
+            "{pattern}: {client}"
+        );
+        assert_eq!(client["pid"], played.client);
+    }
+}
+
+#[test]
+fn a_lost_fin_shows_its_retransmission_time_in_fin_wait1() {
+    let Some(_serial) = privileged("a_lost_fin_shows_its_retransmission_time_in_fin_wait1") else {
+        return;
+    };
+    let (_, timelines, port) = traced("lost-fin", &[]);
+    let (server, _) = ends(&timelines, port);
+    let resent = &server["retransmits"][0];
+    assert_eq!(
+        (resent["state"].as_str(), resent["fin"].as_bool()),
+        (Some("FIN_WAIT1"), Some(true)),
+        "{server}"
+    );
+    let fin_wait1 = ms(&server["durations_ns"]["FIN_WAIT1"]);
+    assert!(
+        fin_wait1 >= 150.0,
+        "the FIN was dropped, then retransmitted: {fin_wait1} ms"
+    );
+}
+
+#[test]
+fn exchange_shows_both_ends_as_one_sequence() {
+    let Some(_serial) = privileged("exchange_shows_both_ends_as_one_sequence") else {
+        return;
+    };
+    let (ns, port) = (Netns::new(), port());
+    let tracer = Tracer::start(&["-x", "-P", &port.to_string()]);
+    play("half-close", &ns, port, &["--delay-ms", "50"]).finish();
+    let lines = tracer.lines_until(|got| got.iter().filter(|l| l.contains(" -> ")).count() >= 6);
+    tracer.stop(libc::SIGINT);
+    let head = lines
+        .iter()
+        .position(|l| l.starts_with("== "))
+        .expect("an exchange block");
+    let block = &lines[head..];
+    assert!(block[0].contains("closed first"), "{block:#?}");
+    let meanings: Vec<&str> = block[1..7]
+        .iter()
+        .map(|l| l.rsplit("  ").next().unwrap())
+        .collect();
+    assert_eq!(
+        meanings,
+        [
+            "sends FIN",
+            "receives FIN, ACKs it",
+            "receives the ACK of its FIN",
+            "sends FIN",
+            "receives FIN, sends the last ACK: TIME_WAIT",
+            "receives the last ACK: closed",
+        ],
+        "{block:#?}"
+    );
+}
+
+#[test]
+fn ipv6_connections_are_traced_and_filtered_by_family() {
+    let Some(_serial) = privileged("ipv6_connections_are_traced_and_filtered_by_family") else {
+        return;
+    };
+    let (ns, port) = (Netns::new(), port());
+    let tracer = Tracer::start(&["--json", "-6", "-P", &port.to_string()]);
+    play("server-closes", &ns, port, &["--delay-ms", "0"]).finish(); // IPv4: filtered out
+    let played = play("server-closes", &ns, port, &["--delay-ms", "0", "--ipv6"]).finish();
+    let timelines = tracer.json_until(|got| both_ends(got, port));
+    let (code, rest, _) = tracer.stop(libc::SIGINT);
+    assert_eq!(code, 0);
+    assert!(rest.is_empty(), "{rest:?}");
+    let (server, client) = ends(&timelines, port);
+    for t in [server, client] {
+        assert_eq!(t["family"], "ipv6", "{t}");
+        assert_eq!(
+            (t["laddr"].as_str(), t["raddr"].as_str()),
+            (Some("::1"), Some("::1")),
+            "{t}"
+        );
+    }
+    assert_eq!(server["role"], "active");
+    assert_eq!(server["pid"], played.server);
+    assert_eq!(client["role"], "passive");
+    assert_eq!(client["pid"], played.client);
+    assert_eq!(server["peer"]["id"], client["id"]);
+    assert_eq!(
+        timelines.len(),
+        2,
+        "only the IPv6 connection: {timelines:?}"
+    );
+}

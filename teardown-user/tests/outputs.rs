@@ -1,0 +1,191 @@
+//! What a run leaves behind: the document, the recording, errors, signals. Needs root (see `common`).
+
+mod common;
+
+use common::*;
+
+#[test]
+fn a_close_wait_leak_is_reported_incomplete_with_its_owner_in_the_document() {
+    let Some(_serial) = privileged("a_close_wait_leak_is_reported_incomplete_with_its_owner")
+    else {
+        return;
+    };
+    let (ns, port) = (Netns::new(), port());
+    let traced = Traced::start("leak", port);
+    let played = play("close-wait-leak", &ns, port, &["--hold-ms", "20000"]);
+    // The client's FIN is acknowledged late (delayed ACK): wait until its socket has been
+    // handed to the FIN_WAIT2 mini-socket, so that only the leak is still closing.
+    wait_for(
+        "the leak in CLOSE_WAIT, the client's mini-socket in FIN_WAIT2",
+        || sockets_in(&ns, "close-wait") == 1 && sockets_in(&ns, "fin-wait-2") == 1,
+    );
+    let signalled = monotonic_ns();
+    // The recording keeps when tracing stopped: replayed, the leak is as old as it was live.
+    let (v, replayed) = traced.stop(libc::SIGTERM, &["--json"]);
+    let exited = monotonic_ns();
+    let replayed: Vec<Value> = replayed
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (server, client_pid, mut lab) = (played.server, played.client, played.child);
+    // Its server still holds the socket; stop the lab now rather than wait for it.
+    lab.kill().ok();
+    lab.wait().ok();
+    let timelines = v["timelines"].as_array().unwrap();
+    let leak = timeline_of(timelines, port).expect("leaked socket");
+    assert_eq!(leak["complete"], false);
+    assert_eq!(leak["role"], "passive");
+    assert_eq!(leak["pid"], server, "a CLOSE_WAIT leak keeps its owner");
+    assert_eq!(leak["owner_source"], "accept");
+    assert_eq!(transitions(leak), vec![pair("ESTABLISHED", "CLOSE_WAIT")]);
+    assert_eq!(leak["still"]["state"], "CLOSE_WAIT");
+    assert_eq!(leak["still"]["since_ns"], leak["transitions"][0]["ts_ns"]);
+    let until =
+        leak["still"]["since_ns"].as_u64().unwrap() + leak["still"]["for_ns"].as_u64().unwrap();
+    assert!(
+        (signalled..=exited).contains(&until),
+        "in CLOSE_WAIT until the tracer stopped: {until}, signalled at {signalled}, exited at {exited}"
+    );
+    let replayed_leak = timeline_of(&replayed, port).expect("replayed leak");
+    assert_eq!(replayed_leak["still"], leak["still"]);
+    let client = timelines
+        .iter()
+        .find(|t| t["rport"] == port)
+        .expect("client");
+    assert_eq!(client["role"], "active");
+    assert_eq!(client["pid"], client_pid);
+    assert_eq!(v["lost_events"], 0);
+    assert_eq!(v["summary"]["incomplete"], 1, "{:#}", v);
+}
+
+#[test]
+fn a_recording_replays_to_the_same_timelines_without_privileges() {
+    let Some(_serial) = privileged("a_recording_replays_to_the_same_timelines") else {
+        return;
+    };
+    let (ns, port) = (Netns::new(), port());
+    let recording = std::env::temp_dir().join(format!("td-rec-{port}.tdrec"));
+    let rec = recording.to_str().unwrap();
+    let tracer = Tracer::start(&["--json", "--record", rec, "-P", &port.to_string()]);
+    play("server-closes", &ns, port, &["--delay-ms", "50"]).finish();
+    let live = tracer.json_until(|got| both_ends(got, port));
+    assert_eq!(tracer.stop(libc::SIGINT).0, 0);
+
+    std::fs::set_permissions(
+        &recording,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let out = as_nobody(&["--replay", rec, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let key = |t: &Value| {
+        (
+            t["lport"].clone(),
+            t["role"].clone(),
+            t["pid"].clone(),
+            t["transitions"].clone(),
+        )
+    };
+    let mut a: Vec<_> = live.iter().map(key).collect();
+    let mut b: Vec<_> = replayed.iter().map(key).collect();
+    a.sort_by_key(|k| k.0.to_string());
+    b.sort_by_key(|k| k.0.to_string());
+    assert_eq!(a, b);
+
+    // Filters apply to a replay as they would live, raw events included.
+    let out = as_nobody(&[
+        "--replay",
+        rec,
+        "--raw",
+        "--json",
+        "--lport",
+        &port.to_string(),
+    ]);
+    assert!(out.status.success());
+    let raw: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!raw.is_empty());
+    assert!(raw.iter().all(|e| e["lport"] == port), "{raw:?}");
+
+    // A truncated recording is an error that says where.
+    let bytes = std::fs::read(&recording).unwrap();
+    std::fs::write(&recording, &bytes[..bytes.len() - 7]).unwrap();
+    let out = as_nobody(&["--replay", rec]);
+    std::fs::remove_file(&recording).ok();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("at byte"), "{err}");
+}
+
+#[test]
+fn bad_input_gets_one_line_and_a_non_zero_exit() {
+    let Some(_serial) = privileged("bad_input_gets_one_line_and_a_non_zero_exit") else {
+        return;
+    };
+    let trace = |args: &[&str]| Command::new(TRACE).args(args).output().unwrap();
+    for (out, code, needle) in [
+        (trace(&["-P", "70000"]), 2, "70000"),
+        (trace(&["-p", "abc"]), 2, "abc"),
+        (trace(&["--frobnicate"]), 2, "--frobnicate"),
+        (
+            trace(&["-o", "/nonexistent/dir/t.json"]),
+            1,
+            "cannot write /nonexistent/dir/t.json",
+        ),
+        (
+            trace(&["--replay", "/nonexistent.tdrec"]),
+            1,
+            "cannot read /nonexistent.tdrec: No such file",
+        ),
+        (as_nobody(&["-d", "1"]), 1, "permission denied"),
+    ] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_signal_leaves_a_complete_document_and_duration_stops_by_itself() {
+    let Some(_serial) = privileged("a_signal_leaves_a_complete_document") else {
+        return;
+    };
+    let doc = std::env::temp_dir().join(format!("td-sig-{}.json", port()));
+    let tracer = Tracer::start(&["-o", doc.to_str().unwrap(), "-P", "1"]);
+    assert!(!doc.exists(), "nothing at the target while tracing");
+    // /proc/PID/stat: the nice value is field 19, counted after the `(comm)` field.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", tracer.child.id())).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let nice = after_comm.split(' ').nth(16).unwrap();
+    assert_eq!(nice, "10", "yields the CPU while it keeps up: {stat}");
+    assert_eq!(tracer.stop(libc::SIGINT).0, 0);
+    let v: Value = serde_json::from_slice(&std::fs::read(&doc).unwrap()).unwrap();
+    std::fs::remove_file(&doc).ok();
+    assert_eq!(v["timelines"], serde_json::json!([]));
+    assert_eq!(v["filters"]["ports"], serde_json::json!([1]));
+
+    let started = Instant::now();
+    let out = Command::new(TRACE)
+        .args(["-d", "1", "-P", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 teardowns"));
+}
