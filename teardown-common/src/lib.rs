@@ -139,8 +139,8 @@ pub mod counter {
     pub const LOST_EVENTS: u32 = 0;
     /// Owners not recorded because the owner table was full.
     pub const LOST_OWNERS: u32 = 1;
-    /// Transitions the kernel skipped `inet_sock_set_state` for and its nested-run twin
-    /// handled instead.
+    /// Transitions `inet_sock_set_state` did not mark handled, which its twin handled
+    /// instead (the kernel skipped the first, or, rarely, a repeat).
     pub const NESTED_RUNS: u32 = 2;
     pub const COUNT: u32 = 3;
 }

@@ -25,9 +25,11 @@ pub static PORTS: HashMap<u16, u32> = HashMap::with_max_entries(1024, 0);
 #[map]
 pub static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 
-/// Per CPU: 1 while `inet_sock_set_state` runs there (see `inet_sock_set_state_nested`).
+/// Per CPU: the transition `inet_sock_set_state` handled last, as `[socket, transition,
+/// scratch]` (see `inet_sock_set_state_nested`). Read back from a map, a socket's address
+/// is a plain number the programs may compare.
 #[map]
-pub static RUNNING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+pub static HANDLED: PerCpuArray<[u64; 3]> = PerCpuArray::with_max_entries(1, 0);
 
 /// The word `owner::full_barrier` updates: per CPU, so that no two CPUs fight over it.
 #[map]
@@ -37,7 +39,7 @@ pub static FENCE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// transition to CLOSE, so the table holds only live sockets. Preallocated: no allocation
 /// per connection. User space sizes it (`--max-sockets`).
 #[map]
-pub static OWNERS: HashMap<u64, Owner> = HashMap::with_max_entries(1 << 17, 0);
+pub static OWNERS: HashMap<u64, Owner> = HashMap::with_max_entries(1 << 18, 0);
 
 /// Adds one to a per-CPU counter; returns its value before. Atomic: a nested run on the
 /// same CPU may be counting too.

@@ -111,7 +111,7 @@ pub struct Cli {
     pub ring_mb: u32,
 
     /// Live sockets whose owner the kernel can remember at once; raise it on hosts with more
-    #[arg(long = "max-sockets", value_name = "N", default_value_t = 131_072,
+    #[arg(long = "max-sockets", value_name = "N", default_value_t = 262_144,
           value_parser = value_parser!(u32).range(1..=16_777_216))]
     pub max_sockets: u32,
 }

@@ -51,3 +51,74 @@ fn every_transition_of_a_churn_is_seen_or_counted_lost() {
         expected - seen - lost - unaccounted_by_kernel
     );
 }
+
+/// The moment this tool exists for: 8 processes each leave 12,500 loopback connections in
+/// CLOSE_WAIT at once (~400,000 transitions in a burst, eight busy processes competing with
+/// the consumer), then close them. With default settings nothing may be lost, and no
+/// timeline may be damaged without saying so. `TEARDOWN_STORM_SOCKETS` scales it down for
+/// emulated kernels.
+#[test]
+fn a_storm_of_100000_close_waits_loses_nothing_with_default_settings() {
+    let Some(_serial) = privileged("a_storm_of_100000_close_waits_loses_nothing") else {
+        return;
+    };
+    let sockets: u64 = std::env::var("TEARDOWN_STORM_SOCKETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    const PROCESSES: u16 = 8;
+    let ns = Netns::new();
+    let ports: Vec<u16> = (0..PROCESSES).map(|_| port()).collect();
+    assert!(ports.windows(2).all(|w| w[1] == w[0] + 1), "{ports:?}");
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let doc = std::env::temp_dir().join(format!("td-storm-{}.json", ports[0]));
+    let tracer = Tracer::start(&["-o", doc.to_str().unwrap(), "-P", &list.join(",")]);
+    play(
+        "storm",
+        &ns,
+        ports[0],
+        &[
+            "--count",
+            &sockets.to_string(),
+            "--concurrency",
+            &PROCESSES.to_string(),
+            "--hold-ms",
+            "1000",
+        ],
+    )
+    .finish();
+    wait_for("every socket closed", || {
+        ["fin-wait-1", "close-wait", "last-ack", "closing"]
+            .iter()
+            .all(|state| sockets_in(&ns, state) == 0)
+    });
+    let (code, _, stderr) = tracer.stop(libc::SIGINT);
+    assert_eq!(code, 0, "{stderr:?}");
+    let v: Value = serde_json::from_slice(&std::fs::read(&doc).expect("document")).unwrap();
+    std::fs::remove_file(&doc).ok();
+    assert_eq!(v["lost_events"], 0, "{stderr:?}");
+    let timelines = v["timelines"].as_array().unwrap();
+    assert_eq!(timelines.len() as u64, 2 * sockets, "{}", v["summary"]);
+    let damaged: Vec<&Value> = timelines
+        .iter()
+        .filter(|t| {
+            let steps = transitions(t);
+            let chained = steps.windows(2).all(|w| w[0].1 == w[1].0);
+            !(t["complete"] == true && chained && steps[0].0 == "ESTABLISHED")
+        })
+        .collect();
+    for t in &damaged {
+        assert_eq!(t["gap"], true, "a damaged timeline says so: {t}");
+    }
+    assert!(
+        damaged.is_empty(),
+        "{} damaged: {:?}",
+        damaged.len(),
+        &damaged[..1]
+    );
+    let passive = timelines.iter().filter(|t| t["role"] == "passive").count();
+    assert_eq!(
+        passive as u64, sockets,
+        "every server socket went through CLOSE_WAIT"
+    );
+}

@@ -8,47 +8,57 @@ use teardown_common::{counter, filter, kind, owner_source, state};
 
 use crate::{
     emit::emit,
-    maps::{count, OWNERS, RUNNING},
+    maps::{count, HANDLED, OWNERS},
     owner::{self, NO_OWNER},
     sock::{Sock, Typed},
 };
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    let running = RUNNING.get_ptr_mut(0);
-    if let Some(flag) = running {
-        unsafe { write_volatile(flag, 1) };
-    }
-    transition(&ctx);
-    if let Some(flag) = running {
-        unsafe { write_volatile(flag, 0) };
+    let (sk, old, new) = arguments(&ctx);
+    try_transition(&ctx, sk, old, new);
+    if let Some(handled) = HANDLED.get_ptr_mut(0) {
+        unsafe {
+            write_volatile(&mut (*handled)[0], sk.addr());
+            write_volatile(&mut (*handled)[1], change(old, new));
+        }
     }
     0
 }
 
 /// The kernel does not run a program that fires again on a CPU where it is still running
-/// (a softirq interrupting it there); it only counts the miss. This second program,
-/// attached after the first, finds the first one marked running on its CPU exactly then,
-/// and does its work instead. A hit in the few instructions the kernel runs around the
-/// first program, outside its mark, stays a counted miss.
+/// (a softirq interrupting it there); it only counts the miss. This second program runs
+/// after the first on every transition: when the first did not mark this very transition
+/// handled, the first was skipped, and this one does its work. (If a transition lands
+/// just as this one starts, it may do a transition the first did handle; user space
+/// drops the repeat.)
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state_nested(ctx: BtfTracePointContext) -> i32 {
-    let interrupted = RUNNING
-        .get_ptr(0)
-        .is_some_and(|flag| unsafe { read_volatile(flag) } != 0);
-    if interrupted {
+    let (sk, old, new) = arguments(&ctx);
+    let handled = HANDLED.get_ptr_mut(0).is_some_and(|handled| unsafe {
+        write_volatile(&mut (*handled)[2], sk.addr());
+        read_volatile(&(*handled)[2]) == read_volatile(&(*handled)[0])
+            && read_volatile(&(*handled)[1]) == change(old, new)
+    });
+    if !handled {
         count(counter::NESTED_RUNS);
-        transition(&ctx);
+        try_transition(&ctx, sk, old, new);
     }
     0
 }
 
 #[inline(always)]
-fn transition(ctx: &BtfTracePointContext) {
+fn arguments(ctx: &BtfTracePointContext) -> (Typed, u8, u8) {
     let sk: *const u8 = ctx.arg(0);
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
-    try_transition(ctx, Typed(sk), old as u8, new as u8);
+    (Typed(sk), old as u8, new as u8)
+}
+
+/// One transition, as a number (0 is none).
+#[inline(always)]
+fn change(old: u8, new: u8) -> u64 {
+    0x1_0000 | (old as u64) << 8 | new as u64
 }
 
 /// One owner-table operation per transition at most: this runs ten times per connection.

@@ -37,6 +37,10 @@ enum Pattern {
     LostFin,
     /// Connect, one byte, server closes, client closes: `--count` times, `--concurrency` at once
     Churn,
+    /// `--concurrency` server processes (ports `--port` and up) each hold their share of
+    /// `--count` connections; all clients close at once, leaving every server socket in
+    /// CLOSE_WAIT; the servers close theirs after `--hold-ms`
+    Storm,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -127,6 +131,10 @@ struct Peer {
 
 impl Peer {
     fn spawn(role: Role, args: &Args, netns: &str) -> Result<Peer> {
+        Self::spawn_on(role, args, netns, args.port)
+    }
+
+    fn spawn_on(role: Role, args: &Args, netns: &str, port: u16) -> Result<Peer> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let name = |v: &dyn Fn() -> Option<clap::builder::PossibleValue>| {
             v().map(|p| p.get_name().to_string()).unwrap_or_default()
@@ -141,7 +149,7 @@ impl Peer {
             ])
             .args([
                 "--port",
-                &args.port.to_string(),
+                &port.to_string(),
                 "--delay-ms",
                 &args.delay_ms.to_string(),
             ])
@@ -238,6 +246,9 @@ fn lab(args: &Args) -> Result<()> {
     };
     let release_fins = || nft(&netns, "flush chain inet teardown_lab lost");
 
+    if args.pattern == Pattern::Storm {
+        return storm(args, &netns);
+    }
     let mut server = Peer::spawn(Role::Server, args, &netns)?;
     server.expect("listening")?;
     let mut client = Peer::spawn(Role::Client, args, &netns)?;
@@ -287,6 +298,90 @@ fn lab(args: &Args) -> Result<()> {
         let _ = nft(&netns, "delete table inet teardown_lab");
     }
     result
+}
+
+/// The storm's conductor: every pair connected, then every client closes at once.
+fn storm(args: &Args, netns: &str) -> Result<()> {
+    let processes = args.concurrency.clamp(1, 64) as u16;
+    let mut servers = Vec::new();
+    let mut clients = Vec::new();
+    // Every server listens before any client takes an ephemeral port that a server wants.
+    for i in 0..processes {
+        let mut server = Peer::spawn_on(Role::Server, args, netns, args.port + i)?;
+        server.expect("listening")?;
+        servers.push(server);
+    }
+    for i in 0..processes {
+        clients.push(Peer::spawn_on(Role::Client, args, netns, args.port + i)?);
+    }
+    for peer in clients.iter_mut().chain(&mut servers) {
+        peer.expect("connected")?;
+    }
+    let pids = |peers: &[Peer]| {
+        let pids: Vec<String> = peers.iter().map(|p| p.child.id().to_string()).collect();
+        pids.join(",")
+    };
+    println!(
+        "{{\"pattern\":\"Storm\",\"netns\":\"{netns}\",\"port\":{},\"server_pid\":{},\"client_pid\":{},\"server_pids\":[{}],\"client_pids\":[{}]}}",
+        args.port,
+        servers[0].child.id(),
+        clients[0].child.id(),
+        pids(&servers),
+        pids(&clients)
+    );
+    let _ = std::io::stdout().flush();
+    for peer in clients.iter_mut().chain(&mut servers) {
+        peer.say("go")?;
+    }
+    for peer in clients.into_iter().chain(servers) {
+        peer.wait()?;
+    }
+    Ok(())
+}
+
+/// One storm process: its share of the connections, held until the clients close.
+fn storm_peer(role: Role, args: &Args, addr: SocketAddr) -> Result<()> {
+    let share = args.count / args.concurrency.clamp(1, 64);
+    raise_fd_limit(share + 64)?;
+    let mut held = Vec::with_capacity(share as usize);
+    match role {
+        Role::Server => {
+            let listener = io("listening", TcpListener::bind(addr))?;
+            say("listening");
+            while (held.len() as u64) < share {
+                held.push(io("accepting", listener.accept())?.0);
+            }
+            say("connected");
+            // The clients close all at once: every socket here goes to CLOSE_WAIT and
+            // stays there until this process exits, `--hold-ms` after that.
+            wait_for_go()?;
+            std::thread::sleep(Duration::from_millis(args.hold_ms));
+        }
+        Role::Client => {
+            while (held.len() as u64) < share {
+                held.push(io("connecting", TcpStream::connect(addr))?);
+            }
+            say("connected");
+            wait_for_go()?;
+        }
+    }
+    drop(held);
+    Ok(())
+}
+
+fn raise_fd_limit(wanted: u64) -> Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: wanted,
+        rlim_max: wanted,
+    };
+    // SAFETY: setrlimit reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(format!(
+            "raising the open-file limit to {wanted}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 fn io<T>(what: &str, r: std::io::Result<T>) -> Result<T> {
@@ -339,8 +434,10 @@ fn play(role: Role, args: &Args) -> Result<()> {
         SocketAddr::from(([127, 0, 0, 1], args.port))
     };
     let delay = Duration::from_millis(args.delay_ms);
-    if args.pattern == Pattern::Churn {
-        return churn(role, args, addr);
+    match args.pattern {
+        Pattern::Churn => return churn(role, args, addr),
+        Pattern::Storm => return storm_peer(role, args, addr),
+        _ => {}
     }
     let mut s = match role {
         Role::Server => {
@@ -416,7 +513,7 @@ fn play(role: Role, args: &Args) -> Result<()> {
             std::mem::forget(s);
         }
         (Pattern::CloseWaitLeak, Role::Client) => drop(s),
-        (Pattern::Churn, _) => unreachable!("handled above"),
+        (Pattern::Churn | Pattern::Storm, _) => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -5,12 +5,13 @@
 
 mod attach;
 pub mod btf;
+mod drain;
 mod layout;
 mod tracefs;
 
 use std::{
     fs,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
 };
 
 use aya::{
@@ -18,12 +19,13 @@ use aya::{
     sys::is_map_supported,
     Ebpf, EbpfLoader,
 };
-use teardown_common::{counter, filter as bits, Config, Event, KernelNames, SockLayout};
+use teardown_common::{counter, filter as bits, Config, KernelNames, SockLayout};
 
 use attach::{
     attach_accept, attach_btf_tracepoint, attach_btf_tracepoint_to, fill_filter_maps, first_line,
     take_map,
 };
+pub use drain::Drain;
 use layout::{kernel_names, sock_layout};
 
 use crate::{
@@ -56,7 +58,7 @@ impl Default for CaptureOptions {
             filter: Filter::default(),
             closing_only: false,
             ring_bytes: 4 << 20,
-            max_sockets: 1 << 17,
+            max_sockets: 1 << 18,
         }
     }
 }
@@ -106,7 +108,8 @@ impl Lost {
 
 /// A running capture. Dropping it detaches everything.
 pub struct Capture {
-    ring: RingBuf<MapData>,
+    /// Until the drain takes it.
+    ring: Option<RingBuf<MapData>>,
     log: aya_log::EbpfLogger<KernelLog>,
     counters: PerCpuArray<MapData, u64>,
     /// Hooks this kernel lacks, and what the output loses because of it.
@@ -213,7 +216,7 @@ impl Capture {
         let ring = take_map(&mut ebpf, "EVENTS")?;
         let counters = take_map(&mut ebpf, "COUNTERS")?;
         Ok(Capture {
-            ring,
+            ring: Some(ring),
             log,
             counters,
             degraded,
@@ -223,19 +226,19 @@ impl Capture {
     }
 
     /// Hands every event waiting in the ring buffer to `sink`; returns how many.
-    pub fn drain(&mut self, mut sink: impl FnMut(&Event)) -> usize {
+    /// Starts the thread that moves events out of the ring buffer (once); at most
+    /// `max_waiting` events wait to be handled.
+    pub fn start_drain(&mut self, max_waiting: usize) -> Result<Drain> {
+        let ring = self
+            .ring
+            .take()
+            .ok_or_else(|| Error::Bpf("the ring buffer is drained already".into()))?;
+        Drain::start(ring, max_waiting).map_err(|e| Error::Bpf(format!("starting the drain: {e}")))
+    }
+
+    /// Prints what the kernel program logged.
+    pub fn flush_log(&mut self) {
         self.log.flush();
-        let mut count = 0;
-        while let Some(item) = self.ring.next() {
-            if item.len() >= size_of::<Event>() {
-                // SAFETY: the kernel wrote a whole `Event`; ring records are 8-byte aligned
-                // but read_unaligned does not rely on it.
-                let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
-                sink(&event);
-                count += 1;
-            }
-        }
-        count
     }
 
     /// Everything lost so far.
@@ -262,12 +265,6 @@ impl Capture {
             .get(&index, 0)
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0)
-    }
-}
-
-impl AsRawFd for Capture {
-    fn as_raw_fd(&self) -> RawFd {
-        self.ring.as_raw_fd()
     }
 }
 

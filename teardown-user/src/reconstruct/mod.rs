@@ -23,7 +23,9 @@ use crate::filter::Filter;
 /// How long an event waits for stragglers from other CPUs before it is applied.
 pub const REORDER_WINDOW_NS: u64 = 10_000_000;
 /// Sockets still open are bounded; the oldest is reported incomplete when it is exceeded.
-pub const MAX_OPEN: usize = 65_536;
+/// As many as the kernel's owner table holds by default: a storm of 100,000 sockets left
+/// in CLOSE_WAIT, with their 100,000 peers closing, fits.
+pub const MAX_OPEN: usize = 262_144;
 /// Finished sockets remembered so that a peer finishing later can name them.
 const RECENT_PEERS: usize = 16_384;
 /// The kernel moves an aborted socket to CLOSE *before* sending its RST
@@ -95,8 +97,14 @@ pub struct Reconstructor {
     /// Reset-shaped closes waiting `RESET_GRACE_NS` for their RST, oldest first.
     just_reset: VecDeque<Timeline>,
     next_id: u64,
+    /// When the kernel lost events, as `(after_ns, until_ns]` spans, oldest first: every
+    /// timeline that may have had an event in one is marked `gap`.
+    losses: VecDeque<(u64, u64)>,
     pub stats: Stats,
 }
+
+/// Loss spans remembered; older ones are merged into the oldest kept.
+const MAX_LOSS_SPANS: usize = 1024;
 
 impl Reconstructor {
     pub fn new(filter: Filter) -> Self {
@@ -117,6 +125,7 @@ impl Reconstructor {
             parked_order: VecDeque::new(),
             just_reset: VecDeque::new(),
             next_id: 1,
+            losses: VecDeque::new(),
             stats: Stats::default(),
         }
     }
@@ -201,6 +210,34 @@ impl Reconstructor {
         self.stats
     }
 
+    /// The kernel lost events stamped after `after_ns` and up to `until_ns`: which sockets
+    /// they belonged to is not known, so every timeline that may have had one says so.
+    pub fn note_loss(&mut self, after_ns: u64, until_ns: u64) {
+        match self.losses.back_mut() {
+            Some(last) if last.1 >= after_ns => last.1 = last.1.max(until_ns),
+            _ => self.losses.push_back((after_ns, until_ns)),
+        }
+        if self.losses.len() > MAX_LOSS_SPANS {
+            if let Some((after, _)) = self.losses.pop_front() {
+                if let Some(oldest) = self.losses.front_mut() {
+                    oldest.0 = oldest.0.min(after);
+                }
+            }
+        }
+    }
+
+    /// Whether an event of `timeline` may be among those lost: a loss while it was seen,
+    /// or, for one first seen mid-close, any loss before (its start may be what was lost).
+    fn may_have_lost(&self, timeline: &Timeline) -> bool {
+        let Some((first, last)) = timeline.seen_span() else {
+            return !self.losses.is_empty();
+        };
+        let end = timeline.followed_until_ns.unwrap_or(last).max(last);
+        self.losses
+            .iter()
+            .any(|&(after, until)| after < end && (until >= first || timeline.first_seen_mid_close))
+    }
+
     /// How many sockets are being followed.
     pub fn open_count(&self) -> usize {
         self.open.len()
@@ -246,6 +283,15 @@ impl Reconstructor {
             });
         }
         match event.kind {
+            // The nested-run twin may repeat a transition the main program sent (see
+            // teardown-ebpf's programs/state.rs); a socket never makes one change twice in
+            // a row.
+            kind::STATE
+                if event.oldstate != event.newstate
+                    && timeline
+                        .transitions
+                        .last()
+                        .is_some_and(|t| (t.from, t.to) == (event.oldstate, event.newstate)) => {}
             kind::STATE => {
                 match timeline.transitions.last() {
                     Some(last) if last.to != event.oldstate => timeline.gap = true,
@@ -401,7 +447,10 @@ impl Reconstructor {
 
     /// The one way out: applies the owner filter. With `-p`, a socket whose owner never
     /// showed is not the user's to see.
-    fn hand_out(&self, timeline: Timeline, emit: &mut impl FnMut(Timeline)) {
+    fn hand_out(&self, mut timeline: Timeline, emit: &mut impl FnMut(Timeline)) {
+        if !timeline.whole() && self.may_have_lost(&timeline) {
+            timeline.gap = true;
+        }
         let owner_pid = timeline.owner.map(|o| o.task.pid);
         let wanted = self.filter.pids.is_empty()
             || owner_pid.is_some_and(|pid| self.filter.matches_owner(pid));

@@ -731,3 +731,64 @@ fn open_sockets_are_bounded() {
         "evicted when the 33rd socket came, at 32 ns"
     );
 }
+
+#[test]
+fn every_timeline_that_may_have_lost_an_event_is_marked() {
+    // Socket 1 was open across the loss and is still open at the end (its CLOSE may be
+    // what was lost); socket 5 closed across it, every transition seen; socket 2 closes
+    // entirely after it; socket 3 is first seen mid-close after it (its start may be what
+    // was lost); socket 4 closed before it.
+    let events = [
+        ev(0, 4, 84, 9004, ESTABLISHED, CLOSE),
+        ev(10 * MS, 1, 81, 9001, ESTABLISHED, FIN_WAIT1),
+        ev(40 * MS, 1, 81, 9001, FIN_WAIT1, FIN_WAIT2),
+        ev(10 * MS, 5, 85, 9005, ESTABLISHED, FIN_WAIT1),
+        ev(40 * MS, 5, 85, 9005, FIN_WAIT1, FIN_WAIT2),
+        ev(41 * MS, 5, 85, 9005, FIN_WAIT2, CLOSE),
+        ev(50 * MS, 2, 82, 9002, ESTABLISHED, CLOSE),
+        ev(60 * MS, 3, 83, 9003, CLOSE_WAIT, LAST_ACK),
+        ev(61 * MS, 3, 83, 9003, LAST_ACK, CLOSE),
+    ];
+    let mut r = Reconstructor::new(Filter::default());
+    events.iter().for_each(|e| r.push(e));
+    r.note_loss(20 * MS, 30 * MS);
+    let mut out = Vec::new();
+    r.finish(100 * MS, &mut |t| out.push(t));
+    let gap = |port: u16| by_port(&out, port).gap;
+    assert!(gap(81), "open across the loss, never seen closing");
+    assert!(
+        !gap(85),
+        "every transition to CLOSE seen: none can be missing"
+    );
+    assert!(!gap(82), "entirely after it");
+    assert!(gap(83), "first seen mid-close after it");
+    assert!(!gap(84), "closed before it");
+}
+
+#[test]
+fn loss_spans_stay_bounded_and_keep_covering_the_past() {
+    let mut r = Reconstructor::new(Filter::default());
+    for i in 0..5000u64 {
+        r.note_loss(i * 10, i * 10 + 1);
+    }
+    assert!(r.losses.len() <= MAX_LOSS_SPANS);
+    assert_eq!(
+        r.losses.front().map(|l| l.0),
+        Some(0),
+        "the oldest start is kept"
+    );
+}
+
+#[test]
+fn a_transition_repeated_by_the_nested_run_twin_is_dropped() {
+    let events = [
+        ev(0, 1, 80, 9000, ESTABLISHED, FIN_WAIT1),
+        ev(5, 1, 80, 9000, ESTABLISHED, FIN_WAIT1),
+        ev(10, 1, 80, 9000, FIN_WAIT1, FIN_WAIT2),
+        ev(20, 1, 80, 9000, FIN_WAIT2, CLOSE),
+    ];
+    let t = &run(&events)[0];
+    assert_eq!(t.transitions.len(), 3);
+    assert!(!t.gap);
+    assert_eq!(t.transitions[0].ts_ns, 0, "the first one is kept");
+}

@@ -170,7 +170,8 @@ pub struct Timeline {
     pub peer: Option<Peer>,
     /// The first transition seen did not leave ESTABLISHED: tracing began mid-close.
     pub first_seen_mid_close: bool,
-    /// A transition did not start where the previous one ended: events were lost.
+    /// This timeline may lack events: a transition did not start where the previous one
+    /// ended, or the kernel lost events while it was followed.
     pub gap: bool,
     /// Set when the socket was still closing as the trace stopped following it (tracing
     /// ended, or too many sockets were open): that moment.
@@ -232,6 +233,33 @@ impl Timeline {
         self.transitions
             .iter()
             .find(|t| t.to == to && (from.is_empty() || from.contains(&t.from)))
+    }
+
+    /// Every transition from an open connection to CLOSE was seen, each starting where the
+    /// previous one ended: no transition can be missing from it, whatever was lost
+    /// meanwhile (a lost reset or retransmission note could be).
+    pub fn whole(&self) -> bool {
+        let opened = self.transitions.first().is_some_and(|t| {
+            matches!(
+                t.from,
+                state::ESTABLISHED | state::SYN_SENT | state::SYN_RECV
+            )
+        });
+        opened && self.complete() && !self.gap && !self.first_seen_mid_close
+    }
+
+    /// The first and last moments an event of this socket was seen.
+    pub fn seen_span(&self) -> Option<(u64, u64)> {
+        let times = self
+            .transitions
+            .iter()
+            .map(|t| t.ts_ns)
+            .chain(self.resets.iter().map(|r| r.ts_ns))
+            .chain(self.retransmits.iter().map(|r| r.ts_ns));
+        times.fold(None, |span, ts| match span {
+            None => Some((ts, ts)),
+            Some((first, last)) => Some((first.min(ts), last.max(ts))),
+        })
     }
 
     /// `None` until the socket has left ESTABLISHED in a way that tells.

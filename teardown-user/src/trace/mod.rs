@@ -16,7 +16,7 @@ pub use pipeline::{Pipeline, Report};
 use priority::Priority;
 
 use crate::{
-    capture::{Capture, CaptureOptions, Lost},
+    capture::{Capture, CaptureOptions, Drain, Lost},
     clock::{monotonic_ns, Clock},
     error::{Error, Result},
     options::{Live, Options, Source},
@@ -55,22 +55,26 @@ fn stdout_gone() -> bool {
 
 async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Report> {
     let mut pipeline = Pipeline::new(options, live.record.as_deref(), Clock::now())?;
-    let capture = Capture::start(&CaptureOptions {
+    let mut capture = Capture::start(&CaptureOptions {
         filter: options.filter.clone(),
         closing_only: !options.mode.raw(),
         ring_bytes: live.ring_bytes,
         max_sockets: live.max_sockets,
     })?;
-    for warning in &capture.degraded {
+    let drain = capture.start_drain(MAX_WAITING_EVENTS)?;
+    let mut degraded = capture.degraded.clone();
+    if let Some(e) = &drain.not_real_time {
+        degraded.push(format!(
+            "cannot run the drain at real-time priority ({e}): on a busy host events may be lost"
+        ));
+    }
+    for warning in &degraded {
         eprintln!("teardown-trace: warning: {warning}");
     }
     pipeline.start(&capture.names);
-    let degraded = capture.degraded.clone();
-    // SAFETY: the ring buffer's fd belongs to `capture`, which the AsyncFd owns, so the fd
-    // stays open for as long as it is registered.
-    let mut ring = unsafe { AsyncFd::register(capture) }
-        .map_err(|e| Error::Bpf(format!("watching the ring buffer: {e}")))?;
-    // SAFETY: the pipe's read end belongs to `signals`, which the AsyncFd owns.
+    // SAFETY: the wake-up pipes belong to `drain` and `signals`, which the AsyncFds own.
+    let drain = unsafe { AsyncFd::register(drain) }
+        .map_err(|e| Error::Bpf(format!("watching the drain: {e}")))?;
     let stop = unsafe { AsyncFd::register(signals) }
         .map_err(|e| Error::Bpf(format!("watching for signals: {e}")))?;
     let deadline = sleep(live.duration.unwrap_or(Duration::MAX / 4));
@@ -78,15 +82,19 @@ async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Re
     let mut tick = interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
-    let mut priority = Priority::yielding(live.ring_bytes as usize);
+    let mut priority = Priority::yielding();
     eprintln!("Tracing TCP teardowns. Hit Ctrl-C to end.");
-    let mut reported = Lost::default();
+    let mut losses = Losses {
+        reported: Lost::default(),
+        checked_ns: monotonic_ns(),
+    };
     loop {
         let stopping = stop.get_ref().caught().is_some()
             || tokio::select! {
                 _ = tick.tick() => false,
-                ready = ring.readable_mut() => {
+                ready = drain.readable() => {
                     if let Ok(mut guard) = ready {
+                        guard.get_inner().clear_wake();
                         guard.clear_ready();
                     }
                     false
@@ -94,16 +102,12 @@ async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Re
                 _ = stop.readable() => true,
                 _ = &mut deadline => true,
             };
-        let capture = ring.get_mut();
-        let drained = capture.drain(|e| pipeline.event(e));
-        pipeline.advance(monotonic_ns());
-        let lost = capture.lost();
-        let ring_was_full = lost.ring_full > reported.ring_full;
-        if priority.after_drain(drained, ring_was_full) {
+        capture.flush_log();
+        drain.get_ref().receive(|e| pipeline.event(e));
+        losses.check(&capture, drain.get_ref(), &mut pipeline);
+        if priority.after_drain(drain.get_ref().waiting()) {
             priority.apply();
         }
-        warn_lost(&reported, &lost);
-        reported = lost;
         if stdout_gone() {
             pipeline.close_stdout();
         }
@@ -111,16 +115,52 @@ async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Re
             break;
         }
     }
-    let capture = ring.into_inner();
+    let mut drain = drain.into_inner();
+    drain.stop();
+    drain.receive(|e| pipeline.event(e));
+    losses.check(&capture, &drain, &mut pipeline);
     let lost = capture.lost();
     Ok(pipeline.finish(monotonic_ns(), lost.events(), lost.owners, &degraded, &[]))
 }
 
-/// Says, as it happens, what was lost since the last report and why.
-fn warn_lost(before: &Lost, now: &Lost) {
+/// Events moved out of the ring that may wait to be handled (112 bytes each): room for a
+/// storm of 100,000 closes several times over. Beyond it, the ring fills and what does not
+/// fit is counted lost.
+const MAX_WAITING_EVENTS: usize = 1 << 21;
+
+/// Losses as last reported, and when the kernel's counts were last read.
+struct Losses {
+    reported: Lost,
+    checked_ns: u64,
+}
+
+impl Losses {
+    /// Reads the kernel's counts; new losses are noted before the timelines they may touch
+    /// are handed out (by the `advance` that follows), and said with their cause.
+    fn check(&mut self, capture: &Capture, drain: &Drain, pipeline: &mut Pipeline) {
+        let now = monotonic_ns();
+        let lost = capture.lost();
+        if lost.events() > self.reported.events() {
+            pipeline.note_loss(self.checked_ns, now);
+        }
+        self.checked_ns = now;
+        pipeline.advance(now);
+        warn_lost(&self.reported, &lost, drain.full());
+        self.reported = lost;
+    }
+}
+
+/// Says, as it happens, what was lost since the last report and why. `backlog_full`:
+/// the drain had stopped taking events because too many waited.
+fn warn_lost(before: &Lost, now: &Lost, backlog_full: bool) {
     if now.ring_full > before.ring_full {
+        let why = if backlog_full {
+            "events waited in user space faster than they could be handled"
+        } else {
+            "the ring buffer filled faster than the drain emptied it; raise --ring-mb"
+        };
         eprintln!(
-            "teardown-trace: WARNING: {} events lost (ring buffer full; try --ring-mb)",
+            "teardown-trace: WARNING: {} events lost ({why})",
             now.ring_full - before.ring_full
         );
     }

@@ -15,9 +15,9 @@ use crate::{
     clock::Clock,
     error::{Error, Result},
     filter::Filter,
-    options::{Mode, Options},
+    options::{Mode, Options, Source},
     output::{document, json, text, DocumentWriter, ExchangePrinter, RawPrinter, Summary},
-    reconstruct::{Reconstructor, Timeline},
+    reconstruct::{Reconstructor, Timeline, REORDER_WINDOW_NS},
     record::Recorder,
 };
 
@@ -112,7 +112,15 @@ impl Pipeline {
             mode: options.mode,
             filter: options.filter.clone(),
             recording,
-            reconstructor: Reconstructor::new(options.filter.clone()),
+            reconstructor: match &options.source {
+                // As many open sockets as the kernel can hold owners for.
+                Source::Live(live) => Reconstructor::with_limits(
+                    options.filter.clone(),
+                    REORDER_WINDOW_NS,
+                    live.max_sockets as usize,
+                ),
+                Source::Replay(_) => Reconstructor::new(options.filter.clone()),
+            },
             outputs,
         })
     }
@@ -180,6 +188,11 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// The kernel lost events stamped in `(after_ns, until_ns]`.
+    pub fn note_loss(&mut self, after_ns: u64, until_ns: u64) {
+        self.reconstructor.note_loss(after_ns, until_ns);
     }
 
     /// Stdout's reader is gone: nobody is left to show anything to.
