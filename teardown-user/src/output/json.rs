@@ -228,7 +228,7 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
     push(out, ",\"waves\":[");
     separated(out, t.waves().iter(), |out, w| {
         push(out, "{\"what\":");
-        quoted(out, w.what);
+        quoted(out, w.what.name());
         push(out, ",\"ts_ns\":");
         or_null(out, w.ts_ns, num);
         push(out, ",\"evidence\":");

@@ -7,7 +7,7 @@ use teardown_common::{kind, owner_source, state, Event, KernelNames};
 
 use crate::{
     clock::Clock,
-    reconstruct::{Owner, Role, Timeline, Transition},
+    reconstruct::{Owner, Role, Timeline, Transition, WaveKind},
 };
 
 /// A task name for a terminal: printable ASCII as is, anything else escaped.
@@ -58,7 +58,10 @@ pub fn timeline(t: &Timeline, clock: &Clock, names: &KernelNames) -> String {
         match t.time_wait() {
             Some(state::FIN_WAIT2) => {
                 phases.push_str("TIME_WAIT mini-socket in FIN_WAIT2");
-                let fin_in = t.waves().into_iter().find(|w| w.what == "fin_received");
+                let fin_in = t
+                    .waves()
+                    .into_iter()
+                    .find(|w| w.what == WaveKind::FinReceived);
                 match (fin_in.and_then(|w| w.ts_ns), t.transitions.last()) {
                     (Some(fin), Some(last)) => {
                         let _ = write!(

@@ -15,7 +15,7 @@ use std::{
 use teardown_common::{kind, state, tcp_flag, Event};
 pub use timeline::{
     link_tuple, Evidence, Owner, Peer, Reset, Retransmit, Role, Still, Task, Timeline, Transition,
-    Tuple, Wave, CLOSING_STATES,
+    Tuple, Wave, WaveKind, CLOSING_STATES,
 };
 
 use crate::filter::Filter;

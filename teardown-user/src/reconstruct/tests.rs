@@ -130,8 +130,11 @@ fn by_port(timelines: &[Timeline], port: u16) -> &Timeline {
         .expect("timeline for port")
 }
 
-fn wave(t: &Timeline, what: &str) -> Wave {
-    t.waves().into_iter().find(|w| w.what == what).expect(what)
+fn wave(t: &Timeline, what: WaveKind) -> Wave {
+    t.waves()
+        .into_iter()
+        .find(|w| w.what == what)
+        .unwrap_or_else(|| panic!("no {} wave", what.name()))
 }
 
 #[test]
@@ -148,10 +151,13 @@ fn normal_active_close_and_its_orphan_hand_over() {
     assert_eq!(server.teardown_ns(), Some(62_000));
     // Orphaned: the CLOSE is the hand-over to the mini-socket, not the peer's FIN.
     assert_eq!(server.time_wait(), Some(FIN_WAIT2));
-    assert_eq!(wave(server, "fin_sent").evidence, Evidence::Observed);
-    assert_eq!(wave(server, "ack_received").ts_ns, Some(1000 * MS + 60_000));
+    assert_eq!(wave(server, WaveKind::FinSent).evidence, Evidence::Observed);
+    assert_eq!(
+        wave(server, WaveKind::AckReceived).ts_ns,
+        Some(1000 * MS + 60_000)
+    );
     // The client is on this host: its FIN tells when the server's mini-socket got it.
-    let fin_in = wave(server, "fin_received");
+    let fin_in = wave(server, WaveKind::FinReceived);
     assert_eq!(
         (fin_in.ts_ns, fin_in.evidence),
         (Some(1200 * MS), Evidence::Inferred)
@@ -181,10 +187,10 @@ fn passive_close_keeps_its_owner_though_the_peer_ran_the_transition() {
     assert_eq!(
         waves,
         vec![
-            ("fin_received", Evidence::Observed),
-            ("ack_sent", Evidence::Inferred),
-            ("fin_sent", Evidence::Observed),
-            ("ack_received", Evidence::Observed),
+            (WaveKind::FinReceived, Evidence::Observed),
+            (WaveKind::AckSent, Evidence::Inferred),
+            (WaveKind::FinSent, Evidence::Observed),
+            (WaveKind::AckReceived, Evidence::Observed),
         ]
     );
     assert_eq!(client.time_wait(), None);
@@ -227,12 +233,12 @@ fn half_close_with_shutdown_waits_in_fin_wait2_for_the_real_fin() {
         t.durations_ns(),
         vec![(FIN_WAIT1, 10_000), (FIN_WAIT2, 200 * MS - 10_000)]
     );
-    let fin_in = wave(t, "fin_received");
+    let fin_in = wave(t, WaveKind::FinReceived);
     assert_eq!(
         (fin_in.ts_ns, fin_in.evidence),
         (Some(200 * MS), Evidence::Observed)
     );
-    assert_eq!(wave(t, "ack_sent").evidence, Evidence::Inferred);
+    assert_eq!(wave(t, WaveKind::AckSent).evidence, Evidence::Inferred);
     assert_eq!(
         t.owner.unwrap().task.pid,
         100,
@@ -252,7 +258,10 @@ fn fin_and_ack_in_one_segment() {
     ];
     let t = &run(&events)[0];
     assert_eq!(t.durations_ns(), vec![(FIN_WAIT1, 50_000), (FIN_WAIT2, 0)]);
-    assert_eq!(wave(t, "ack_received").ts_ns, wave(t, "fin_received").ts_ns);
+    assert_eq!(
+        wave(t, WaveKind::AckReceived).ts_ns,
+        wave(t, WaveKind::FinReceived).ts_ns
+    );
     assert_eq!(t.time_wait(), Some(TIME_WAIT));
 }
 
@@ -267,7 +276,7 @@ fn orphan_without_a_peer_on_this_host_says_the_fin_was_not_seen() {
         ),
     ];
     let t = &run(&events)[0];
-    let fin_in = wave(t, "fin_received");
+    let fin_in = wave(t, WaveKind::FinReceived);
     assert_eq!(
         (fin_in.ts_ns, fin_in.evidence),
         (None, Evidence::NotObserved)
@@ -286,7 +295,7 @@ fn simultaneous_close_goes_through_closing() {
     assert_eq!(t.role(), Some(Role::Simultaneous));
     assert_eq!(t.durations_ns(), vec![(FIN_WAIT1, 1_000), (CLOSING, 2_000)]);
     assert_eq!(t.time_wait(), Some(TIME_WAIT));
-    assert_eq!(wave(t, "ack_received").ts_ns, Some(3_000));
+    assert_eq!(wave(t, WaveKind::AckReceived).ts_ns, Some(3_000));
 }
 
 #[test]
@@ -502,7 +511,7 @@ fn an_orphan_is_held_until_its_peer_on_this_host_closes() {
         out.iter().map(|t| t.lport).collect::<Vec<_>>(),
         vec![80, 5000]
     );
-    let ack = wave(&out[0], "ack_sent");
+    let ack = wave(&out[0], WaveKind::AckSent);
     assert_eq!(
         (ack.ts_ns, ack.evidence),
         (Some(1200 * MS + 50_000), Evidence::Inferred)
@@ -523,7 +532,7 @@ fn a_held_orphan_is_let_go_when_its_mini_socket_would_time_out() {
     );
     assert_eq!(out.len(), 1);
     assert_eq!(
-        wave(&out[0], "fin_received").evidence,
+        wave(&out[0], WaveKind::FinReceived).evidence,
         Evidence::NotObserved
     );
     assert_eq!(r.open_count(), 1, "the client leaks in CLOSE_WAIT");

@@ -54,9 +54,27 @@ impl Evidence {
 
 /// One of the four segments of the close, from this side's point of view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaveKind {
+    FinSent,
+    AckReceived,
+    FinReceived,
+    AckSent,
+}
+
+impl WaveKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            WaveKind::FinSent => "fin_sent",
+            WaveKind::AckReceived => "ack_received",
+            WaveKind::FinReceived => "fin_received",
+            WaveKind::AckSent => "ack_sent",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Wave {
-    /// What happened: `fin_sent`, `ack_received`, `fin_received`, `ack_sent`.
-    pub what: &'static str,
+    pub what: WaveKind,
     pub ts_ns: Option<u64>,
     pub evidence: Evidence,
     /// Where the time comes from.
@@ -67,7 +85,7 @@ impl Wave {
     /// A wave whose time, when there is one, is known as `evidence` says.
     fn known_as(
         evidence: Evidence,
-        what: &'static str,
+        what: WaveKind,
         ts_ns: Option<u64>,
         basis: &'static str,
     ) -> Wave {
@@ -343,29 +361,29 @@ impl Timeline {
                 let fin_sent = at(&[], state::FIN_WAIT1);
                 let ack_received = at(&[state::FIN_WAIT1], state::FIN_WAIT2);
                 let mut waves = vec![
-                    observed("fin_sent", fin_sent, "ESTABLISHED->FIN_WAIT1"),
-                    observed("ack_received", ack_received, "FIN_WAIT1->FIN_WAIT2"),
+                    observed(WaveKind::FinSent, fin_sent, "ESTABLISHED->FIN_WAIT1"),
+                    observed(WaveKind::AckReceived, ack_received, "FIN_WAIT1->FIN_WAIT2"),
                 ];
                 if self.time_wait() == Some(state::TIME_WAIT) {
                     let fin_in = self.transitions.last().map(|t| t.ts_ns);
                     waves.push(observed(
-                        "fin_received",
+                        WaveKind::FinReceived,
                         fin_in,
                         "FIN_WAIT2->CLOSE with SOCK_DONE set",
                     ));
                     waves.push(inferred(
-                        "ack_sent",
+                        WaveKind::AckSent,
                         fin_in,
                         "a FIN is acknowledged at once",
                     ));
                 } else if peer_fin.is_some() {
                     waves.push(inferred(
-                        "fin_received",
+                        WaveKind::FinReceived,
                         peer_fin,
                         "peer socket on this host sent its FIN",
                     ));
                     waves.push(inferred(
-                        "ack_sent",
+                        WaveKind::AckSent,
                         peer_closed,
                         "peer socket on this host got the last ACK",
                     ));
@@ -375,27 +393,27 @@ impl Timeline {
                     } else {
                         "not seen"
                     };
-                    waves.push(observed("fin_received", None, basis));
-                    waves.push(observed("ack_sent", None, basis));
+                    waves.push(observed(WaveKind::FinReceived, None, basis));
+                    waves.push(observed(WaveKind::AckSent, None, basis));
                 }
                 waves
             }
             Some(Role::Passive) => {
                 let fin_in = at(&[], state::CLOSE_WAIT);
                 vec![
-                    observed("fin_received", fin_in, "ESTABLISHED->CLOSE_WAIT"),
+                    observed(WaveKind::FinReceived, fin_in, "ESTABLISHED->CLOSE_WAIT"),
                     inferred(
-                        "ack_sent",
+                        WaveKind::AckSent,
                         fin_in,
                         "a FIN is acknowledged at once (or with our FIN)",
                     ),
                     observed(
-                        "fin_sent",
+                        WaveKind::FinSent,
                         at(&[state::CLOSE_WAIT], state::LAST_ACK),
                         "CLOSE_WAIT->LAST_ACK",
                     ),
                     observed(
-                        "ack_received",
+                        WaveKind::AckReceived,
                         at(&[state::LAST_ACK], state::CLOSE),
                         "LAST_ACK->CLOSE",
                     ),
@@ -405,14 +423,14 @@ impl Timeline {
                 let crossing = at(&[state::FIN_WAIT1], state::CLOSING);
                 vec![
                     observed(
-                        "fin_sent",
+                        WaveKind::FinSent,
                         at(&[], state::FIN_WAIT1),
                         "ESTABLISHED->FIN_WAIT1",
                     ),
-                    observed("fin_received", crossing, "FIN_WAIT1->CLOSING"),
-                    inferred("ack_sent", crossing, "a FIN is acknowledged at once"),
+                    observed(WaveKind::FinReceived, crossing, "FIN_WAIT1->CLOSING"),
+                    inferred(WaveKind::AckSent, crossing, "a FIN is acknowledged at once"),
                     observed(
-                        "ack_received",
+                        WaveKind::AckReceived,
                         at(&[state::CLOSING], state::CLOSE),
                         "CLOSING->CLOSE",
                     ),
