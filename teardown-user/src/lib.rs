@@ -13,4 +13,5 @@ pub mod filter;
 pub mod output;
 pub mod reconstruct;
 pub mod record;
+pub mod snapshot;
 pub mod trace;

@@ -5,7 +5,7 @@ use std::{io::Write as _, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use teardown_user::{cli::Cli, trace};
+use teardown_user::{cli::Cli, snapshot, trace};
 
 fn main() -> ExitCode {
     // A bug still ends in one line, never a backtrace.
@@ -38,6 +38,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
+    if cli.leaks {
+        return snapshot::print_leaks(cli.json).context("cannot show leaks");
+    }
     let what = match &cli.replay {
         Some(path) => format!("cannot replay {}", path.display()),
         None => "cannot trace".to_string(),

@@ -95,7 +95,7 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 }
 
 /// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns()`.
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC) as u64
 }
 
