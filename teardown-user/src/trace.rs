@@ -25,6 +25,7 @@ use crate::{
     },
     reconstruct::{Reconstructor, Timeline},
     record::{Recorder, Replay},
+    snapshot::{leaks, TraceSnapshots},
 };
 
 /// How often user space looks at the ring buffer when the kernel has not woken it: bounds
@@ -237,6 +238,7 @@ impl Pipeline {
         lost_events: u64,
         lost_owners: u64,
         degraded: &[String],
+        snapshots: &TraceSnapshots,
     ) -> Result<Summary> {
         let Pipeline {
             events,
@@ -255,7 +257,11 @@ impl Pipeline {
         }
         let summary = outputs.summary;
         if let Some(doc) = outputs.doc.take() {
-            doc.finish(&trailer(&summary, degraded))?;
+            doc.finish(&format!(
+                "{},{}",
+                trailer(&summary, degraded),
+                snapshots.member()
+            ))?;
         }
         outputs.flush()?;
         Ok(summary)
@@ -393,7 +399,20 @@ async fn live(cli: &Cli) -> Result<Summary> {
         ring_bytes: cli.ring_mb << 20,
         max_sockets: cli.max_sockets,
     };
-    let capture = Capture::start(&options)?;
+    let mut capture = Capture::start(&options)?;
+    // Taken once the programs are attached, so that no socket falls between the two.
+    let mut snapshots = TraceSnapshots::new(cli.output.is_some());
+    let start = snapshots.take("start");
+    if let Some(line) = start.unseen.line() {
+        eprintln!("teardown-trace: snapshot: {line}");
+    }
+    if let Err(e) = capture.seed(&start) {
+        capture.degraded.push(format!(
+            "{e}: sockets open before tracing get their owner only when they close"
+        ));
+    }
+    pipeline.reconstructor.before_trace(start.before_trace());
+    drop(start);
     for warning in &capture.degraded {
         eprintln!("teardown-trace: warning: {warning}");
     }
@@ -408,6 +427,8 @@ async fn live(cli: &Cli) -> Result<Summary> {
         .map_err(|e| Error::Bpf(format!("watching the ring buffer: {e}")))?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
+    let mut snapshot_signal = signal(SignalKind::user_defined1())?;
+    let mut snapshot_asked = false;
     let deadline = sleep(Duration::from_secs(cli.duration.unwrap_or(u64::MAX / 4)));
     tokio::pin!(deadline);
     let mut tick = interval(POLL_INTERVAL);
@@ -428,6 +449,10 @@ async fn live(cli: &Cli) -> Result<Summary> {
             }
             _ = interrupt.recv() => true,
             _ = terminate.recv() => true,
+            _ = snapshot_signal.recv() => {
+                snapshot_asked = true;
+                false
+            }
             _ = &mut deadline => true,
         };
         let capture = ring.get_mut();
@@ -452,13 +477,27 @@ async fn live(cli: &Cli) -> Result<Summary> {
             );
         }
         reported = lost;
+        if std::mem::take(&mut snapshot_asked) {
+            // On demand (SIGUSR1): the leaks view on stderr, the snapshot into the document.
+            let now = snapshots.take("signal");
+            eprint!("{}", leaks::text(&now, &leaks::Leaks::of(&now)));
+        }
         if stop || pipeline.outputs.stdout_closed {
             break;
         }
     }
     let capture = ring.into_inner();
     let lost = capture.lost();
-    let summary = pipeline.finish(monotonic_ns(), lost.events(), lost.owners, &degraded)?;
+    if cli.output.is_some() {
+        snapshots.take("exit");
+    }
+    let summary = pipeline.finish(
+        monotonic_ns(),
+        lost.events(),
+        lost.owners,
+        &degraded,
+        &snapshots,
+    )?;
     drop(capture);
     Ok(summary)
 }
@@ -503,7 +542,13 @@ async fn replay(cli: &Cli, path: &Path) -> Result<Summary> {
     let (lost_events, lost_owners) = recording.counts.unwrap_or((0, 0));
     // Stopped early, or a version 1 file: the newest event is as far as it goes.
     let end_ns = recording.end_ns.unwrap_or(newest).max(newest);
-    pipeline.finish(end_ns, lost_events, lost_owners, &[])
+    pipeline.finish(
+        end_ns,
+        lost_events,
+        lost_owners,
+        &[],
+        &TraceSnapshots::new(false),
+    )
 }
 
 #[cfg(test)]

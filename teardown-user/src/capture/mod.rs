@@ -17,12 +17,15 @@ use aya::{
     sys::is_map_supported,
     Ebpf, EbpfLoader,
 };
-use teardown_common::{counter, filter as bits, Config, Event, SockLayout};
+use teardown_common::{
+    counter, filter as bits, owner_source, Config, Event, Owner, SockLayout, COMM_LEN,
+};
 
 use crate::{
     error::{Error, Result},
     filter::Filter,
     output::KernelNames,
+    snapshot::Snapshot,
 };
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -141,6 +144,7 @@ impl Capture {
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", options.ring_bytes)
             .map_max_entries("OWNERS", options.max_sockets)
+            .map_max_entries("SEEDED", options.max_sockets)
             .load(EBPF_OBJECT)
             .map_err(|e| Error::Bpf(format!("loading the kernel program: {}", first_line(e))))?;
         fill_filter_maps(&mut ebpf, &options.filter)?;
@@ -187,6 +191,34 @@ impl Capture {
             names: kernel_names(&kernel),
             ebpf,
         })
+    }
+
+    /// Tells the kernel who held each socket in `snapshot`, by inode, so that the later
+    /// transitions of sockets opened before tracing are attributed (`owner::seeded` in the
+    /// kernel program). Returns how many sockets were seeded.
+    pub fn seed(&mut self, snapshot: &Snapshot) -> Result<u64> {
+        let mut seeded: HashMap<_, u64, Owner> = map_mut(&mut self.ebpf, "SEEDED")?;
+        let mut count = 0;
+        for socket in &snapshot.sockets {
+            let Some(&pid) = socket.owners.first() else {
+                continue;
+            };
+            let mut comm = [0u8; COMM_LEN];
+            let name = snapshot.comm(pid).as_bytes();
+            let len = name.len().min(COMM_LEN - 1);
+            comm[..len].copy_from_slice(&name[..len]);
+            let owner = Owner {
+                pid,
+                source: owner_source::SNAPSHOT,
+                _pad: [0; 3],
+                comm,
+            };
+            seeded
+                .insert(u64::from(socket.diag.inode), owner, 0)
+                .map_err(|e| Error::Bpf(format!("seeding owners from the snapshot: {e}")))?;
+            count += 1;
+        }
+        Ok(count)
     }
 
     /// Hands every event waiting in the ring buffer to `sink`; returns how many.
@@ -326,6 +358,11 @@ pub fn sock_layout(kernel: &btf::Btf) -> Result<SockLayout> {
         // Without network namespaces (CONFIG_NET_NS=n) every socket is in one.
         sk_net: sock("__sk_common.skc_net.net", 8).unwrap_or(SockLayout::NONE),
         net_inum: field("net", "ns.inum", 4).unwrap_or(SockLayout::NONE),
+        // Without them, sockets from the snapshot get their owner only when they close.
+        sk_socket: sock("sk_socket", 8).unwrap_or(SockLayout::NONE),
+        socket_file: field("socket", "file", 8).unwrap_or(SockLayout::NONE),
+        file_inode: field("file", "f_inode", 8).unwrap_or(SockLayout::NONE),
+        inode_ino: field("inode", "i_ino", 8).unwrap_or(SockLayout::NONE),
     })
 }
 
@@ -482,6 +519,15 @@ mod tests {
         assert_eq!((layout.file_private_data, layout.socket_sk), (200, 24));
         assert_eq!(layout.skb_tcp_flags, 40 + 12);
         assert_eq!((layout.sk_net, layout.net_inum), (64, 20));
+        assert_eq!(
+            (
+                layout.sk_socket,
+                layout.socket_file,
+                layout.file_inode,
+                layout.inode_ino
+            ),
+            (520, 16, 32, 64)
+        );
     }
 
     #[test]

@@ -14,8 +14,8 @@ use std::{
 
 use teardown_common::{kind, state, tcp_flag, Event};
 pub use timeline::{
-    link_tuple, Evidence, Owner, Peer, Reset, Retransmit, Role, Still, Task, Timeline, Transition,
-    Tuple, Wave,
+    link_tuple, BeforeTrace, Evidence, Owner, Peer, Reset, Retransmit, Role, Still, Task, Timeline,
+    Transition, Tuple, Wave,
 };
 
 use crate::{event, filter::Filter};
@@ -95,6 +95,9 @@ pub struct Reconstructor {
     /// Reset-shaped closes waiting `RESET_GRACE_NS` for their RST, oldest first.
     just_reset: VecDeque<Timeline>,
     next_id: u64,
+    /// Sockets open before tracing started, by exact tuple (namespace always included):
+    /// each is taken by the timeline it begins.
+    before: FastMap<Tuple, BeforeTrace>,
     pub stats: Stats,
 }
 
@@ -117,8 +120,15 @@ impl Reconstructor {
             parked_order: VecDeque::new(),
             just_reset: VecDeque::new(),
             next_id: 1,
+            before: FastMap::default(),
             stats: Stats::default(),
         }
+    }
+
+    /// Sockets already open when tracing started (from the snapshot): their timelines
+    /// say so, with what the snapshot measured.
+    pub fn before_trace(&mut self, sockets: impl IntoIterator<Item = (Tuple, BeforeTrace)>) {
+        self.before.extend(sockets);
     }
 
     pub fn push(&mut self, event: &Event) {
@@ -304,6 +314,12 @@ impl Reconstructor {
         }
         let id = self.next_id;
         self.next_id += 1;
+        let before_trace = if self.before.is_empty() {
+            None
+        } else {
+            self.before
+                .remove(&(event.netns, key.1, key.2, key.3, key.4))
+        };
         self.open.insert(
             sock,
             Timeline {
@@ -323,6 +339,7 @@ impl Reconstructor {
                 first_seen_mid_close: false,
                 gap: false,
                 followed_until_ns: None,
+                before_trace,
             },
         );
         self.by_tuple.insert(key, sock);

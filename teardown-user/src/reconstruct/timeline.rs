@@ -177,6 +177,19 @@ pub struct Timeline {
     /// Set when the socket was still closing as the trace stopped following it (tracing
     /// ended, or too many sockets were open): that moment.
     pub followed_until_ns: Option<u64>,
+    /// The socket was already open when tracing started: what the snapshot saw then.
+    pub before_trace: Option<BeforeTrace>,
+}
+
+/// A socket as the snapshot taken when tracing started found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BeforeTrace {
+    pub state: u8,
+    /// CLOCK_MONOTONIC of the snapshot.
+    pub snapshot_ns: u64,
+    /// For CLOSE_WAIT: ms since the peer's FIN at the snapshot, `(at_least, at_most)`
+    /// (`snapshot::Socket::since_fin_ms`).
+    pub since_fin_ms: Option<(u32, u32)>,
 }
 
 /// Where a socket still closing was when the trace stopped following it.

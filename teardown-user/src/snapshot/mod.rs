@@ -19,6 +19,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use teardown_common::state;
 
+use crate::reconstruct::{BeforeTrace, Tuple};
+
 pub use diag::{DiagSocket, TcpInfo};
 
 /// Sockets kept in detail at most (about 120 bytes each); more are counted, not kept.
@@ -199,6 +201,30 @@ impl Snapshot {
         self.comms = std::mem::take(&mut owners.comms);
     }
 
+    /// Sockets whose later transitions a trace may see, for
+    /// `Reconstructor::before_trace`.
+    pub fn before_trace(&self) -> impl Iterator<Item = (Tuple, BeforeTrace)> + '_ {
+        self.sockets
+            .iter()
+            .filter(|s| !s.is_mini() && s.diag.state != state::LISTEN)
+            .map(|s| {
+                let d = &s.diag;
+                let tuple = (
+                    s.netns as u32,
+                    leaks::ip(d.family, &d.saddr),
+                    d.sport,
+                    leaks::ip(d.family, &d.daddr),
+                    d.dport,
+                );
+                let before = BeforeTrace {
+                    state: d.state,
+                    snapshot_ns: self.taken_ns,
+                    since_fin_ms: s.since_fin_ms(),
+                };
+                (tuple, before)
+            })
+    }
+
     pub fn comm(&self, pid: u32) -> &str {
         self.comms.get(&pid).map_or("", String::as_str)
     }
@@ -220,4 +246,34 @@ pub fn print_leaks(as_json: bool) -> std::io::Result<()> {
         write!(stdout, "{}", leaks::text(&snapshot, &view))?;
     }
     stdout.flush()
+}
+
+/// The snapshots of one trace, kept rendered for its `-o` document when there is one:
+/// at start, on SIGUSR1, at exit.
+pub struct TraceSnapshots {
+    keep: bool,
+    rendered: Vec<String>,
+}
+
+impl TraceSnapshots {
+    pub fn new(keep: bool) -> Self {
+        TraceSnapshots {
+            keep,
+            rendered: Vec::new(),
+        }
+    }
+
+    /// Takes one now; `at` says why (`start`, `signal`, `exit`).
+    pub fn take(&mut self, at: &str) -> Snapshot {
+        let snapshot = Snapshot::take(crate::trace::monotonic_ns());
+        if self.keep {
+            self.rendered.push(leaks::document_json(&snapshot, at));
+        }
+        snapshot
+    }
+
+    /// The document's `"snapshots":[...]` member.
+    pub fn member(&self) -> String {
+        format!("\"snapshots\":[{}]", self.rendered.join(","))
+    }
 }
