@@ -33,6 +33,10 @@ pub struct Options {
     /// Connections for the memory run (0 skips it)
     #[arg(long, default_value_t = 1_000_000)]
     memory_count: u64,
+    /// Instead: time `teardown-trace --leaks` over this many CLOSE_WAIT and as many
+    /// TIME_WAIT sockets (0: the churn benchmark)
+    #[arg(long, value_name = "SOCKETS", default_missing_value = "50000", num_args = 0..=1, default_value_t = 0)]
+    snapshot: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -63,7 +67,7 @@ struct Sample {
     lost: u64,
 }
 
-fn bin(name: &str) -> PathBuf {
+pub fn bin(name: &str) -> PathBuf {
     workspace_root().join("target/release").join(name)
 }
 
@@ -320,6 +324,9 @@ fn json_latency() -> Result<Vec<f64>> {
 }
 
 pub fn run(options: &Options) -> Result<()> {
+    if options.snapshot > 0 {
+        return crate::snapshot_bench::run_bench(options.snapshot);
+    }
     let mut tracers = vec![Tracer::None, Tracer::Teardown];
     if tcpstates().is_some() {
         tracers.push(Tracer::Tcpstates);

@@ -147,6 +147,8 @@ impl Snapshot {
                     settings: entered.settings,
                     sockets: snapshot.sockets.len() as u64 - before,
                 }),
+                // Gone since it was found (its last process exited): nothing to see.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     snapshot.unseen.namespaces += 1;
                     snapshot

@@ -4,7 +4,9 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    ffi::CString,
     fs,
+    os::fd::AsRawFd,
 };
 
 /// The processes holding each wanted socket inode, and their names.
@@ -32,8 +34,12 @@ pub fn scan(wanted: &HashMap<u32, ()>) -> Owners {
     if wanted.is_empty() {
         return owners;
     }
+    let mut link = [0u8; 64];
     for pid in pids() {
-        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        let dir = format!("/proc/{pid}/fd");
+        // The directory twice: listed by name, and opened, so that each link is read
+        // relative to it (readlinkat) instead of walking /proc/PID/fd again per descriptor.
+        let (Ok(fds), Ok(dir_file)) = (fs::read_dir(&dir), fs::File::open(&dir)) else {
             // Gone since /proc was listed, or not ours to read.
             if fs::metadata(format!("/proc/{pid}")).is_ok() {
                 owners.unreadable += 1;
@@ -42,10 +48,22 @@ pub fn scan(wanted: &HashMap<u32, ()>) -> Owners {
         };
         let mut holds_one = false;
         for fd in fds.flatten() {
-            let Ok(target) = fs::read_link(fd.path()) else {
+            let Ok(name) = CString::new(fd.file_name().as_encoded_bytes()) else {
                 continue;
             };
-            let Some(inode) = socket_inode(target.as_os_str().as_encoded_bytes()) else {
+            // SAFETY: the kernel writes at most `link.len()` bytes into the buffer we own.
+            let len = unsafe {
+                libc::readlinkat(
+                    dir_file.as_raw_fd(),
+                    name.as_ptr(),
+                    link.as_mut_ptr().cast(),
+                    link.len(),
+                )
+            };
+            let Ok(len) = usize::try_from(len) else {
+                continue;
+            };
+            let Some(inode) = socket_inode(&link[..len]) else {
                 continue;
             };
             if wanted.contains_key(&inode) {
