@@ -150,11 +150,6 @@ impl Tracer {
         self.until(parse, done)
     }
 
-    /// Text lines until `done` says enough.
-    fn lines_until(&self, done: impl FnMut(&[String]) -> bool) -> Vec<String> {
-        self.until(|line| line, done)
-    }
-
     /// SIGINT, then the exit status and everything printed after.
     fn stop(self, signal: i32) -> (i32, Vec<String>, Vec<String>) {
         let Tracer {
@@ -306,7 +301,7 @@ fn close_wait_held_before_tracing_is_counted_aged_and_its_later_close_attributed
         .unwrap()
         .contains("last_ack_recv"));
     for (i, &pid) in lab.server_pids.iter().enumerate() {
-        let owner = group(&close_wait["by_process"], "pid", pid, None)
+        let owner = group(&close_wait["by_process"]["groups"], "pid", pid, None)
             .unwrap_or_else(|| panic!("server {pid} not in {close_wait}"));
         assert_eq!(owner["count"], 1000, "{owner}");
         assert_eq!(owner["comm"], "teardown-lab");
@@ -372,7 +367,7 @@ fn close_wait_held_before_tracing_is_counted_aged_and_its_later_close_attributed
     assert_eq!(snapshots.last().unwrap()["at"], "exit");
     let count = |snapshot: &Value, pid: u64| {
         group(
-            &snapshot["leaks"]["close_wait"]["by_process"],
+            &snapshot["leaks"]["close_wait"]["by_process"]["groups"],
             "pid",
             pid,
             None,

@@ -124,20 +124,27 @@ fn start(tracer: Tracer, extra: &[&str], stdout: Stdio) -> Result<Option<Running
     Ok(Some(Running { child, stderr: rx }))
 }
 
-/// Stops a tracer with SIGINT and returns its whole CPU time, peak RSS and closing stderr.
-fn stop(running: Running) -> Result<(u64, u64, Vec<String>)> {
-    let pid = running.child.id() as i32;
-    // SAFETY: signalling and reaping our own child; rusage is written by wait4.
+/// Waits for the child `pid`, which must exit with 0; returns its resource usage.
+pub fn reap(pid: i32) -> Result<libc::rusage> {
+    // SAFETY: reaping our own child; rusage is written by wait4.
     let (status, usage) = unsafe {
-        libc::kill(pid, libc::SIGINT);
         let mut status = 0;
         let mut usage: libc::rusage = std::mem::zeroed();
         libc::wait4(pid, &mut status, 0, &mut usage);
         (status, usage)
     };
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("the tracer did not exit cleanly (status {status:#x})");
+        bail!("exit status {status:#x}");
     }
+    Ok(usage)
+}
+
+/// Stops a tracer with SIGINT and returns its whole CPU time, peak RSS and closing stderr.
+fn stop(running: Running) -> Result<(u64, u64, Vec<String>)> {
+    let pid = running.child.id() as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let usage = reap(pid).context("the tracer did not exit cleanly")?;
     let tv_ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1000;
     let cpu = tv_ns(usage.ru_utime) + tv_ns(usage.ru_stime);
     let lines = running.stderr.iter().collect();

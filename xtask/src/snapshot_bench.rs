@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::bench::bin;
+use crate::bench::{bin, reap};
 
 /// A namespace of this run, removed when dropped.
 struct Netns(String);
@@ -59,16 +59,7 @@ fn measure(cmd: &mut Command) -> Result<Run> {
         }
         line.clear();
     }
-    // SAFETY: reaping our own child; rusage is written by wait4.
-    let (status, usage) = unsafe {
-        let mut status = 0;
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::wait4(pid, &mut status, 0, &mut usage);
-        (status, usage)
-    };
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("{cmd:?} failed (status {status:#x})");
-    }
+    let usage = reap(pid).with_context(|| format!("{cmd:?} failed"))?;
     let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     Ok(Run {
         wall: started.elapsed().as_secs_f64(),
@@ -103,13 +94,12 @@ pub fn run_bench(sockets: u64) -> Result<()> {
         run(Command::new("ip").args(["netns", "exec", &ns.0, "sysctl", "-qw", setting]))?;
     }
     eprintln!("bench: {sockets} TIME_WAIT (churn)...");
-    // Two server ports: connect() walks the port range two ports at a time per
-    // destination, so one destination gets at most half the range before a client port
-    // comes back and recycles its TIME_WAIT.
-    for port in ["9200", "9201"] {
+    // Four server ports: connect() walks the port range two ports at a time per
+    // destination, and a client port that comes back recycles the server's TIME_WAIT.
+    for port in ["9200", "9201", "9202", "9203"] {
         run(Command::new(bin("teardown-lab"))
             .args(["churn", "--netns", &ns.0, "--port", port])
-            .args(["--count", &(sockets / 2).to_string(), "--concurrency", "2"]))?;
+            .args(["--count", &(sockets / 4).to_string(), "--concurrency", "2"]))?;
     }
     eprintln!("bench: {sockets} CLOSE_WAIT held by 4 processes (leak-many)...");
     let mut lab: Child = Command::new(bin("teardown-lab"))

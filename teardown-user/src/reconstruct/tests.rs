@@ -730,3 +730,28 @@ fn open_sockets_are_bounded() {
         "evicted when the 33rd socket came, at 32 ns"
     );
 }
+
+#[test]
+fn a_socket_open_before_tracing_says_what_the_snapshot_saw() {
+    let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
+    let before = BeforeTrace {
+        state: CLOSE_WAIT,
+        snapshot_ns: 1,
+        since_fin_ms: Some((2_000, 2_100)),
+    };
+    let mut r = Reconstructor::new(Filter::default());
+    r.before_trace([((0, localhost, 80, localhost, 5000), before)]);
+    let mut out = Vec::new();
+    for e in [
+        ev(10, SERVER, 80, 5000, CLOSE_WAIT, LAST_ACK),
+        ev(20, SERVER, 80, 5000, LAST_ACK, CLOSE),
+        // Another connection, opened while traced, has nothing from the snapshot.
+        ev(30, CLIENT, 5001, 80, ESTABLISHED, FIN_WAIT1),
+    ] {
+        r.push(&e);
+    }
+    r.finish(100, &mut |t| out.push(t));
+    assert_eq!(out[0].before_trace, Some(before));
+    assert!(out[0].first_seen_mid_close);
+    assert_eq!(out[1].before_trace, None);
+}

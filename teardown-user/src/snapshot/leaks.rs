@@ -225,6 +225,21 @@ fn more(out: &mut String, shown: usize, total: usize) {
     }
 }
 
+/// One CLOSE_WAIT group: two naming columns, the count, the oldest age, the histogram.
+fn close_wait_row(out: &mut String, first: &str, second: &str, g: &CloseWaitGroup) {
+    let oldest = format!(
+        "{}-{}",
+        secs(g.oldest_at_least_ms),
+        secs(g.oldest_at_most_ms)
+    );
+    let _ = writeln!(
+        out,
+        "  {first:<8} {second:<16} {:>7} {oldest:>12}  {}",
+        g.count,
+        histogram_text(&g.histogram)
+    );
+}
+
 /// The leaks view as text, worst first.
 pub fn text(snapshot: &Snapshot, leaks: &Leaks) -> String {
     let mut out = String::new();
@@ -250,17 +265,7 @@ pub fn text(snapshot: &Snapshot, leaks: &Leaks) -> String {
         } else {
             (pid.to_string(), snapshot.comm(pid))
         };
-        let oldest = format!(
-            "{}-{}",
-            secs(g.oldest_at_least_ms),
-            secs(g.oldest_at_most_ms)
-        );
-        let _ = writeln!(
-            out,
-            "  {pid_text:<8} {comm:<16} {:>7} {oldest:>12}  {}",
-            g.count,
-            histogram_text(&g.histogram)
-        );
+        close_wait_row(&mut out, &pid_text, comm, g);
     }
     more(&mut out, TEXT_ROWS, leaks.by_process.len());
     let _ = writeln!(
@@ -272,17 +277,7 @@ pub fn text(snapshot: &Snapshot, leaks: &Leaks) -> String {
         let Key::LocalPort { netns, port } = *key else {
             continue;
         };
-        let oldest = format!(
-            "{}-{}",
-            secs(g.oldest_at_least_ms),
-            secs(g.oldest_at_most_ms)
-        );
-        let _ = writeln!(
-            out,
-            "  {port:<8} {netns:<16} {:>7} {oldest:>12}  {}",
-            g.count,
-            histogram_text(&g.histogram)
-        );
+        close_wait_row(&mut out, &port.to_string(), &netns.to_string(), g);
     }
     more(&mut out, TEXT_ROWS, leaks.by_port.len());
 
@@ -372,31 +367,33 @@ pub fn text(snapshot: &Snapshot, leaks: &Leaks) -> String {
     out
 }
 
-fn close_wait_json(out: &mut String, snapshot: &Snapshot, groups: &[(Key, CloseWaitGroup)]) {
+/// A table as `[{key..., group...}, ...],"more":N`: the largest groups, the rest counted.
+fn groups_json<G>(
+    out: &mut String,
+    snapshot: &Snapshot,
+    groups: &[(Key, G)],
+    fields: impl Fn(&mut String, &G),
+) {
     out.push('[');
     for (i, (key, g)) in groups.iter().take(MAX_GROUPS).enumerate() {
         if i > 0 {
             out.push(',');
         }
-        match *key {
-            Key::Process(0) => out.push_str("{\"pid\":null,\"comm\":null"),
-            Key::Process(pid) => {
-                let _ = write!(
-                    out,
-                    "{{\"pid\":{pid},\"comm\":{}",
-                    string(snapshot.comm(pid))
-                );
-            }
-            Key::LocalPort { netns, port } => {
-                let _ = write!(out, "{{\"netns\":{netns},\"lport\":{port}");
-            }
-            Key::Remote { .. } => continue,
-        }
-        let _ = write!(
-            out,
-            ",\"count\":{},\"oldest_ms\":{{\"at_least\":{},\"at_most\":{}}},\"histogram\":{:?}}}",
-            g.count, g.oldest_at_least_ms, g.oldest_at_most_ms, g.histogram
-        );
+        let _ = match *key {
+            Key::Process(0) => write!(out, "{{\"pid\":null,\"comm\":null"),
+            Key::Process(pid) => write!(
+                out,
+                "{{\"pid\":{pid},\"comm\":{}",
+                string(snapshot.comm(pid))
+            ),
+            Key::LocalPort { netns, port } => write!(out, "{{\"netns\":{netns},\"lport\":{port}"),
+            Key::Remote { netns, addr, port } => write!(
+                out,
+                "{{\"netns\":{netns},\"raddr\":\"{addr}\",\"rport\":{port}"
+            ),
+        };
+        fields(out, g);
+        out.push('}');
     }
     let _ = write!(
         out,
@@ -405,35 +402,24 @@ fn close_wait_json(out: &mut String, snapshot: &Snapshot, groups: &[(Key, CloseW
     );
 }
 
-fn time_wait_json(out: &mut String, groups: &[(Key, TimeWaitGroup)]) {
-    out.push('[');
-    for (i, (key, g)) in groups.iter().take(MAX_GROUPS).enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        match *key {
-            Key::LocalPort { netns, port } => {
-                let _ = write!(out, "{{\"netns\":{netns},\"lport\":{port}");
-            }
-            Key::Remote { netns, addr, port } => {
-                let _ = write!(
-                    out,
-                    "{{\"netns\":{netns},\"raddr\":\"{addr}\",\"rport\":{port}"
-                );
-            }
-            Key::Process(_) => continue,
-        }
+fn close_wait_json(out: &mut String, snapshot: &Snapshot, groups: &[(Key, CloseWaitGroup)]) {
+    groups_json(out, snapshot, groups, |out, g| {
         let _ = write!(
             out,
-            ",\"count\":{},\"fin_wait2\":{},\"timer_ms\":{{\"min\":{},\"max\":{}}}}}",
+            ",\"count\":{},\"oldest_ms\":{{\"at_least\":{},\"at_most\":{}}},\"histogram\":{:?}",
+            g.count, g.oldest_at_least_ms, g.oldest_at_most_ms, g.histogram
+        );
+    });
+}
+
+fn time_wait_json(out: &mut String, snapshot: &Snapshot, groups: &[(Key, TimeWaitGroup)]) {
+    groups_json(out, snapshot, groups, |out, g| {
+        let _ = write!(
+            out,
+            ",\"count\":{},\"fin_wait2\":{},\"timer_ms\":{{\"min\":{},\"max\":{}}}",
             g.count, g.fin_wait2, g.min_timer_ms, g.max_timer_ms
         );
-    }
-    let _ = write!(
-        out,
-        "],\"more\":{}",
-        groups.len().saturating_sub(MAX_GROUPS)
-    );
+    });
 }
 
 pub fn string(s: &str) -> String {
@@ -476,16 +462,14 @@ pub fn json(snapshot: &Snapshot, leaks: &Leaks) -> String {
     }
     let _ = write!(
         out,
-        "],\"close_wait\":{{\"count\":{},\"age_bound\":{},\"histogram_buckets\":{:?},\"by_process\":",
+        "],\"close_wait\":{{\"count\":{},\"age_bound\":{},\"histogram_buckets\":{:?},\"by_process\":{{\"groups\":",
         leaks.close_wait,
         string(AGE_BOUND),
         AGE_BUCKET_NAMES
     );
+    // Each table is `{"groups": [...], "more": N}`: the largest groups, the rest counted.
     close_wait_json(&mut out, snapshot, &leaks.by_process);
-    out.push_str(",\"by_port\":");
-    // Each list is followed by its own "more": keep them apart.
-    out.push('{');
-    out.push_str("\"groups\":");
+    out.push_str("},\"by_port\":{\"groups\":");
     close_wait_json(&mut out, snapshot, &leaks.by_port);
     out.push('}');
     let _ = write!(
@@ -493,9 +477,9 @@ pub fn json(snapshot: &Snapshot, leaks: &Leaks) -> String {
         "}},\"time_wait\":{{\"count\":{},\"fin_wait2\":{},\"by_port\":{{\"groups\":",
         leaks.time_wait, leaks.fin_wait2
     );
-    time_wait_json(&mut out, &leaks.tw_by_port);
+    time_wait_json(&mut out, snapshot, &leaks.tw_by_port);
     out.push_str("},\"by_remote\":{\"groups\":");
-    time_wait_json(&mut out, &leaks.tw_by_remote);
+    time_wait_json(&mut out, snapshot, &leaks.tw_by_remote);
     out.push_str("}},\"closing\":[");
     for (n, &i) in leaks.closing.iter().take(MAX_GROUPS).enumerate() {
         if n > 0 {
@@ -694,9 +678,12 @@ mod tests {
         assert!(text.contains("leaky"), "{text}");
         assert!(text.contains("(owner not seen)"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&json(&s, &leaks)).unwrap();
-        assert_eq!(json["close_wait"]["by_process"][0]["comm"], "leaky");
         assert_eq!(
-            json["close_wait"]["by_process"][0]["oldest_ms"]["at_least"],
+            json["close_wait"]["by_process"]["groups"][0]["comm"],
+            "leaky"
+        );
+        assert_eq!(
+            json["close_wait"]["by_process"]["groups"][0]["oldest_ms"]["at_least"],
             70_000
         );
         assert_eq!(json["close_wait"]["by_port"]["groups"][0]["count"], 2);
