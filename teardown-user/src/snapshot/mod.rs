@@ -239,15 +239,19 @@ pub fn print_leaks(as_json: bool) -> std::io::Result<()> {
     let snapshot = Snapshot::take(crate::trace::monotonic_ns());
     let view = leaks::Leaks::of(&snapshot);
     let mut stdout = std::io::stdout().lock();
-    if as_json {
-        writeln!(stdout, "{}", leaks::json(&snapshot, &view))?;
+    let written = if as_json {
         if let Some(line) = snapshot.unseen.line() {
             eprintln!("teardown-trace: {line}");
         }
+        writeln!(stdout, "{}", leaks::json(&snapshot, &view))
     } else {
-        write!(stdout, "{}", leaks::text(&snapshot, &view))?;
+        write!(stdout, "{}", leaks::text(&snapshot, &view))
+    };
+    match written.and_then(|()| stdout.flush()) {
+        // The reader went away (`| head`): it has what it wanted.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
-    stdout.flush()
 }
 
 /// The snapshots of one trace, kept rendered for its `-o` document when there is one:
