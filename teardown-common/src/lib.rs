@@ -110,6 +110,9 @@ pub mod owner_source {
     pub const LISTEN: u8 = 3;
     /// close() or shutdown(): the transitions only those calls make.
     pub const CLOSE: u8 = 4;
+    /// The snapshot taken as tracing started: the socket existed before, and this process
+    /// held it then (`/proc/PID/fd`).
+    pub const SNAPSHOT: u8 = 5;
 
     pub const fn name(source: u8) -> &'static str {
         match source {
@@ -117,6 +120,7 @@ pub mod owner_source {
             ACCEPT => "accept",
             LISTEN => "listen",
             CLOSE => "close",
+            SNAPSHOT => "snapshot",
             _ => "unknown",
         }
     }
@@ -238,6 +242,12 @@ pub struct SockLayout {
     /// `sock.__sk_common.skc_net.net` and `net.ns.inum`: the network namespace.
     pub sk_net: u32,
     pub net_inum: u32,
+    /// `sock.sk_socket`, `socket.file`, `file.f_inode` and `inode.i_ino`: the socket's inode
+    /// number, by which sockets found in a snapshot are recognised.
+    pub sk_socket: u32,
+    pub socket_file: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
 }
 
 impl SockLayout {
@@ -281,9 +291,9 @@ mod tests {
 
     #[test]
     fn config_and_owner_layouts_are_pinned() {
-        assert_eq!(size_of::<SockLayout>(), 96);
-        assert_eq!(size_of::<Config>(), 108);
-        assert_eq!(offset_of!(Config, wakeup_bytes), 100);
+        assert_eq!(size_of::<SockLayout>(), 112);
+        assert_eq!(size_of::<Config>(), 124);
+        assert_eq!(offset_of!(Config, wakeup_bytes), 116);
         assert_eq!(size_of::<Owner>(), 24);
         // The kernel side moves `comm` as two 8-byte words.
         assert_eq!(align_of::<Owner>(), 8);

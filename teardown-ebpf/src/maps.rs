@@ -41,6 +41,15 @@ pub static FENCE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static OWNERS: HashMap<u64, Owner> = HashMap::with_max_entries(1 << 18, 0);
 
+/// Socket inode → owner, for the sockets the snapshot found open as tracing started.
+/// An entry moves into `OWNERS` the first time its socket needs an owner. Filled by user
+/// space, which sizes it; not preallocated, so an unused table costs nothing.
+#[map]
+pub static SEEDED: HashMap<u64, Owner> = HashMap::with_max_entries(1 << 17, BPF_F_NO_PREALLOC);
+
+/// `BPF_F_NO_PREALLOC`: entries are allocated as they are inserted.
+const BPF_F_NO_PREALLOC: u32 = 1;
+
 /// Adds one to a per-CPU counter; returns its value before. Atomic: a nested run on the
 /// same CPU may be counting too.
 pub fn count(index: u32) -> u64 {

@@ -10,11 +10,12 @@ use aya_ebpf::{
     EbpfContext,
 };
 use aya_log_ebpf::warn;
-use teardown_common::{counter, owner_source, Owner, COMM_LEN};
+use teardown_common::{counter, owner_source, Owner, SockLayout, COMM_LEN};
 
 use crate::{
     emit::zero,
-    maps::{atomic_increment, count, FENCE, OWNERS},
+    maps::{atomic_increment, count, FENCE, OWNERS, SEEDED},
+    sock::Sock,
 };
 
 /// The owner of a socket not in `OWNERS` (pid 0 is never a process that owns a socket).
@@ -49,13 +50,31 @@ pub fn record(ctx: &impl EbpfContext, sk: u64, source: u8) -> Owner {
 }
 
 /// close() or shutdown(): the current process owns `sk`. Usually that is already known
-/// (from connect or accept) and nothing is written.
-pub fn confirm(ctx: &impl EbpfContext, sk: u64) -> Owner {
+/// (from connect, accept or the snapshot) and nothing is written.
+pub fn confirm(ctx: &impl EbpfContext, sk: impl Sock) -> Owner {
     let pid = current_pid();
-    match unsafe { OWNERS.get(sk) } {
+    let key = sk.addr();
+    match unsafe { OWNERS.get(key) }.or_else(|| seeded(sk)) {
         Some(owner) if owner.pid == pid => *owner,
-        _ => record(ctx, sk, owner_source::CLOSE),
+        _ => record(ctx, key, owner_source::CLOSE),
     }
+}
+
+/// A socket open before tracing started, which no call recorded since: its owner as the
+/// snapshot found it, by the socket's inode. Moved into `OWNERS`, so it is looked up once.
+pub fn seeded(sk: impl Sock) -> Option<&'static Owner> {
+    if config!(layout.inode_ino) == SockLayout::NONE {
+        return None;
+    }
+    let inode: u64 = sk
+        .deref(config!(layout.sk_socket))?
+        .deref(config!(layout.socket_file))?
+        .deref(config!(layout.file_inode))?
+        .field(config!(layout.inode_ino))?;
+    let owner = *unsafe { SEEDED.get(inode) }?;
+    let _ = SEEDED.remove(inode);
+    OWNERS.insert(sk.addr(), owner, 0).ok()?;
+    unsafe { OWNERS.get(sk.addr()) }
 }
 
 /// A FIN can land on a socket while accept() is handing it out, on another CPU. `tcp_fin()`

@@ -24,6 +24,7 @@ EXAMPLES:
     teardown-trace --raw                 # every state transition live, with its owner
     teardown-trace --record run.tdrec    # also save the raw transitions to a file
     teardown-trace --replay run.tdrec    # rebuild timelines from a recording (no root)
+    teardown-trace --leaks               # CLOSE_WAIT per process and port, TIME_WAIT per port, now
 
 ROLES:
     active        sent the first FIN (ESTABLISHED -> FIN_WAIT1)
@@ -114,6 +115,13 @@ pub struct Cli {
     #[arg(long = "max-sockets", value_name = "N", default_value_t = 262_144,
           value_parser = value_parser!(u32).range(1..=16_777_216))]
     pub max_sockets: u32,
+
+    /// Print the sockets already closing on this host and exit: CLOSE_WAIT per process and
+    /// local port (how long since the peer's FIN), TIME_WAIT per port and remote endpoint
+    /// (with --json: one JSON object). Needs no privileges for what the user may see
+    #[arg(long, conflicts_with_all = ["replay", "raw", "record", "output", "duration", "exchange",
+          "pids", "ports", "lports", "rports", "ipv4", "ipv6"])]
+    pub leaks: bool,
 }
 
 fn ring_mb(s: &str) -> Result<u32, String> {
@@ -242,6 +250,7 @@ mod tests {
             (&["--ring-mb", "3"][..], "power of two"),
             (&["--max-sockets", "0"][..], "0"),
             (&["-x", "--json"][..], "cannot be used with"),
+            (&["--leaks", "-P", "80"][..], "cannot be used with"),
         ] {
             let err = parse(args).expect_err(&format!("{args:?} accepted"));
             assert!(err.to_string().contains(needle), "{args:?}: {err}");

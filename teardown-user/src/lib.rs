@@ -18,6 +18,7 @@ pub mod output;
 pub mod reconstruct;
 pub mod record;
 pub mod signals;
+pub mod snapshot;
 pub mod trace;
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use teardown_user::{
     cli::Cli,
     options::{Mode, Source},
     signals::StopSignals,
-    trace,
+    snapshot, trace,
 };
 
 fn main() -> ExitCode {
@@ -34,6 +34,15 @@ fn main() -> ExitCode {
         }
         Err(e) => return usage_error(e.to_string().lines().next().unwrap_or("bad usage")),
     };
+    if cli.leaks {
+        return match snapshot::print_leaks(cli.json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("teardown-trace: error: cannot show leaks: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let options = match cli.options() {
         Ok(options) => options,
         Err(message) => return usage_error(&message),

@@ -33,6 +33,10 @@ pub struct Options {
     /// Connections for the memory run (0 skips it)
     #[arg(long, default_value_t = 1_000_000)]
     memory_count: u64,
+    /// Instead: time `teardown-trace --leaks` over this many CLOSE_WAIT and as many
+    /// TIME_WAIT sockets (0: the churn benchmark)
+    #[arg(long, value_name = "SOCKETS", default_missing_value = "50000", num_args = 0..=1, default_value_t = 0)]
+    snapshot: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -63,7 +67,7 @@ struct Sample {
     lost: u64,
 }
 
-fn bin(name: &str) -> PathBuf {
+pub fn bin(name: &str) -> PathBuf {
     workspace_root().join("target/release").join(name)
 }
 
@@ -120,20 +124,27 @@ fn start(tracer: Tracer, extra: &[&str], stdout: Stdio) -> Result<Option<Running
     Ok(Some(Running { child, stderr: rx }))
 }
 
-/// Stops a tracer with SIGINT and returns its whole CPU time, peak RSS and closing stderr.
-fn stop(running: Running) -> Result<(u64, u64, Vec<String>)> {
-    let pid = running.child.id() as i32;
-    // SAFETY: signalling and reaping our own child; rusage is written by wait4.
+/// Waits for the child `pid`, which must exit with 0; returns its resource usage.
+pub fn reap(pid: i32) -> Result<libc::rusage> {
+    // SAFETY: reaping our own child; rusage is written by wait4.
     let (status, usage) = unsafe {
-        libc::kill(pid, libc::SIGINT);
         let mut status = 0;
         let mut usage: libc::rusage = std::mem::zeroed();
         libc::wait4(pid, &mut status, 0, &mut usage);
         (status, usage)
     };
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("the tracer did not exit cleanly (status {status:#x})");
+        bail!("exit status {status:#x}");
     }
+    Ok(usage)
+}
+
+/// Stops a tracer with SIGINT and returns its whole CPU time, peak RSS and closing stderr.
+fn stop(running: Running) -> Result<(u64, u64, Vec<String>)> {
+    let pid = running.child.id() as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let usage = reap(pid).context("the tracer did not exit cleanly")?;
     let tv_ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1000;
     let cpu = tv_ns(usage.ru_utime) + tv_ns(usage.ru_stime);
     let lines = running.stderr.iter().collect();
@@ -320,6 +331,9 @@ fn json_latency() -> Result<Vec<f64>> {
 }
 
 pub fn run(options: &Options) -> Result<()> {
+    if options.snapshot > 0 {
+        return crate::snapshot_bench::run_bench(options.snapshot);
+    }
     let mut tracers = vec![Tracer::None, Tracer::Teardown];
     if tcpstates().is_some() {
         tracers.push(Tracer::Tcpstates);

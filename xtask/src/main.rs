@@ -8,6 +8,7 @@
 
 mod bench;
 mod setup;
+mod snapshot_bench;
 
 use std::process::{Command, ExitCode};
 

@@ -78,7 +78,7 @@ fn try_transition(ctx: &BtfTracePointContext, sk: Typed, old: u8, new: u8) {
             &recorded
         }
         state::FIN_WAIT1 | state::LAST_ACK => {
-            recorded = owner::confirm(ctx, key);
+            recorded = owner::confirm(ctx, sk);
             &recorded
         }
         _ => {
@@ -86,6 +86,9 @@ fn try_transition(ctx: &BtfTracePointContext, sk: Typed, old: u8, new: u8) {
                 known = unsafe { OWNERS.get(key) };
                 if known.is_none() && new == state::CLOSE_WAIT {
                     known = owner::behind_fin(key);
+                }
+                if known.is_none() {
+                    known = owner::seeded(sk);
                 }
             }
             known.unwrap_or(&NO_OWNER)

@@ -41,6 +41,9 @@ enum Pattern {
     /// `--count` connections; all clients close at once, leaving every server socket in
     /// CLOSE_WAIT; the servers close theirs after `--hold-ms`
     Storm,
+    /// `--servers` processes each accept `--count` connections and never close them (all in
+    /// CLOSE_WAIT) until told on stdin: `close SERVER N` closes N of that server's sockets
+    LeakMany,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -49,7 +52,7 @@ enum Role {
     Client,
 }
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(
     name = "teardown-lab",
     about = "Play one way of closing a TCP connection between two processes in a private \
@@ -80,6 +83,9 @@ struct Args {
     /// churn: connections at once
     #[arg(long, default_value_t = 2)]
     concurrency: u64,
+    /// leak-many: server processes, on `--port` and the ports after it
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    servers: u16,
     #[arg(long, hide = true)]
     role: Option<Role>,
 }
@@ -160,6 +166,7 @@ impl Peer {
                 &args.count.to_string(),
             ])
             .args(["--concurrency", &args.concurrency.to_string()])
+            .args(["--servers", &args.servers.to_string()])
             .args(args.ipv6.then_some("--ipv6"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -246,8 +253,10 @@ fn lab(args: &Args) -> Result<()> {
     };
     let release_fins = || nft(&netns, "flush chain inet teardown_lab lost");
 
-    if args.pattern == Pattern::Storm {
-        return storm(args, &netns);
+    match args.pattern {
+        Pattern::Storm => return storm(args, &netns),
+        Pattern::LeakMany => return leak_many_lab(args, &netns),
+        _ => {}
     }
     let mut server = Peer::spawn(Role::Server, args, &netns)?;
     server.expect("listening")?;
@@ -369,21 +378,6 @@ fn storm_peer(role: Role, args: &Args, addr: SocketAddr) -> Result<()> {
     Ok(())
 }
 
-fn raise_fd_limit(wanted: u64) -> Result<()> {
-    let limit = libc::rlimit {
-        rlim_cur: wanted,
-        rlim_max: wanted,
-    };
-    // SAFETY: setrlimit reads the struct we own.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        return Err(format!(
-            "raising the open-file limit to {wanted}: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
-}
-
 fn io<T>(what: &str, r: std::io::Result<T>) -> Result<T> {
     r.map_err(|e| format!("{what}: {e}"))
 }
@@ -437,6 +431,7 @@ fn play(role: Role, args: &Args) -> Result<()> {
     match args.pattern {
         Pattern::Churn => return churn(role, args, addr),
         Pattern::Storm => return storm_peer(role, args, addr),
+        Pattern::LeakMany => return leak_many(role, args, addr),
         _ => {}
     }
     let mut s = match role {
@@ -513,7 +508,7 @@ fn play(role: Role, args: &Args) -> Result<()> {
             std::mem::forget(s);
         }
         (Pattern::CloseWaitLeak, Role::Client) => drop(s),
-        (Pattern::Churn | Pattern::Storm, _) => unreachable!("handled above"),
+        (Pattern::Churn | Pattern::Storm | Pattern::LeakMany, _) => unreachable!("handled above"),
     }
     Ok(())
 }
@@ -572,4 +567,119 @@ fn churn(role: Role, args: &Args, addr: SocketAddr) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// leak-many's conductor: the servers, then the client, then one JSON line saying who holds
+/// what; then it relays `close SERVER N` from its stdin and answers `closed`. Its stdin's
+/// end ends the servers, and with them their sockets.
+fn leak_many_lab(args: &Args, netns: &str) -> Result<()> {
+    let mut servers = Vec::new();
+    for i in 0..args.servers {
+        let port = args
+            .port
+            .checked_add(i)
+            .ok_or("--port + --servers is past 65535")?;
+        let server_args = Args {
+            port,
+            ..args.clone()
+        };
+        let mut server = Peer::spawn(Role::Server, &server_args, netns)?;
+        server.expect("listening")?;
+        servers.push(server);
+    }
+    let mut client = Peer::spawn(Role::Client, args, netns)?;
+    client.expect("done")?;
+    for server in &mut servers {
+        server.expect("held")?;
+    }
+    let pids: Vec<String> = servers.iter().map(|s| s.child.id().to_string()).collect();
+    println!(
+        "{{\"pattern\":\"LeakMany\",\"netns\":\"{netns}\",\"port\":{},\"count\":{},\"server_pids\":[{}],\"client_pid\":{}}}",
+        args.port,
+        args.count,
+        pids.join(","),
+        client.child.id()
+    );
+    let _ = std::io::stdout().flush();
+    client.wait()?;
+    for line in std::io::stdin().lines() {
+        let line = io("reading a command", line)?;
+        let mut words = line.split_whitespace();
+        let (Some("close"), Some(server), Some(n)) = (words.next(), words.next(), words.next())
+        else {
+            return Err(format!("unknown command `{line}` (close SERVER N)"));
+        };
+        let server = server
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| servers.get_mut(i))
+            .ok_or_else(|| format!("no server `{server}`"))?;
+        server.say(&format!("close {n}"))?;
+        server.expect("closed")?;
+        say("closed");
+    }
+    Ok(())
+}
+
+/// leak-many's peers. Each server holds `--count` accepted sockets without closing them;
+/// the client connects `--count` times to each server's port and closes at once, so every
+/// server socket is left in CLOSE_WAIT.
+fn leak_many(role: Role, args: &Args, addr: SocketAddr) -> Result<()> {
+    match role {
+        Role::Server => {
+            raise_fd_limit(args.count + 64)?;
+            let listener = io("listening", TcpListener::bind(addr))?;
+            // A deep accept queue (up to net.core.somaxconn): the client outpaces accept().
+            // SAFETY: listen() again on our listening socket only changes its backlog.
+            unsafe { libc::listen(listener.as_raw_fd(), 65_535) };
+            say("listening");
+            let mut held = Vec::with_capacity(args.count as usize);
+            while (held.len() as u64) < args.count {
+                held.push(io("accepting", listener.accept())?.0);
+            }
+            say("held");
+            for line in std::io::stdin().lines() {
+                let line = io("reading a command", line)?;
+                let n: usize = line
+                    .strip_prefix("close ")
+                    .and_then(|n| n.trim().parse().ok())
+                    .ok_or_else(|| format!("unknown command `{line}`"))?;
+                held.truncate(held.len().saturating_sub(n));
+                say("closed");
+            }
+            Ok(())
+        }
+        Role::Client => {
+            for i in 0..args.servers {
+                let to = SocketAddr::new(addr.ip(), addr.port() + i);
+                for _ in 0..args.count {
+                    drop(io("connecting", TcpStream::connect(to))?);
+                }
+            }
+            say("done");
+            Ok(())
+        }
+    }
+}
+
+/// Holding tens of thousands of sockets needs as many descriptors.
+fn raise_fd_limit(wanted: u64) -> Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a struct we own.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if limit.rlim_cur >= wanted {
+        return Ok(());
+    }
+    limit.rlim_cur = wanted;
+    limit.rlim_max = limit.rlim_max.max(wanted);
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(format!(
+            "raising the descriptor limit to {wanted}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }

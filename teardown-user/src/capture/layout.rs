@@ -48,6 +48,11 @@ pub fn sock_layout(kernel: &btf::Btf) -> Result<SockLayout> {
         // Without network namespaces (CONFIG_NET_NS=n) every socket is in one.
         sk_net: sock("__sk_common.skc_net.net", 8).unwrap_or(SockLayout::NONE),
         net_inum: field("net", "ns.inum", 4).unwrap_or(SockLayout::NONE),
+        // Without them, sockets from the snapshot get their owner only when they close.
+        sk_socket: sock("sk_socket", 8).unwrap_or(SockLayout::NONE),
+        socket_file: field("socket", "file", 8).unwrap_or(SockLayout::NONE),
+        file_inode: field("file", "f_inode", 8).unwrap_or(SockLayout::NONE),
+        inode_ino: field("inode", "i_ino", 8).unwrap_or(SockLayout::NONE),
     })
 }
 
@@ -113,5 +118,14 @@ mod tests {
         assert_eq!((layout.file_private_data, layout.socket_sk), (200, 24));
         assert_eq!(layout.skb_tcp_flags, 40 + 12);
         assert_eq!((layout.sk_net, layout.net_inum), (64, 20));
+        assert_eq!(
+            (
+                layout.sk_socket,
+                layout.socket_file,
+                layout.file_inode,
+                layout.inode_ino
+            ),
+            (520, 16, 32, 64)
+        );
     }
 }

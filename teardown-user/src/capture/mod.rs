@@ -19,11 +19,13 @@ use aya::{
     sys::is_map_supported,
     Ebpf, EbpfLoader,
 };
-use teardown_common::{counter, filter as bits, Config, KernelNames, SockLayout};
+use teardown_common::{
+    counter, filter as bits, owner_source, Config, KernelNames, Owner, SockLayout, COMM_LEN,
+};
 
 use attach::{
     attach_accept, attach_btf_tracepoint, attach_btf_tracepoint_to, fill_filter_maps, first_line,
-    take_map,
+    map_mut, take_map,
 };
 pub use drain::Drain;
 use layout::{kernel_names, sock_layout};
@@ -31,6 +33,7 @@ use layout::{kernel_names, sock_layout};
 use crate::{
     error::{Error, Result},
     filter::Filter,
+    snapshot::Snapshot,
 };
 
 /// What a missing accept() hook costs.
@@ -178,6 +181,7 @@ impl Capture {
             .map_max_entries("OWNERS", options.max_sockets)
             .map_max_entries("PORTS", ports)
             .map_max_entries("PIDS", pids)
+            .map_max_entries("SEEDED", options.max_sockets)
             .load(EBPF_OBJECT)
             .map_err(|e| Error::Bpf(format!("loading the kernel program: {}", first_line(e))))?;
         fill_filter_maps(&mut ebpf, &options.filter)?;
@@ -225,7 +229,6 @@ impl Capture {
         })
     }
 
-    /// Hands every event waiting in the ring buffer to `sink`; returns how many.
     /// Starts the thread that moves events out of the ring buffer (once); at most
     /// `max_waiting` events wait to be handled.
     pub fn start_drain(&mut self, max_waiting: usize) -> Result<Drain> {
@@ -234,6 +237,34 @@ impl Capture {
             .take()
             .ok_or_else(|| Error::Bpf("the ring buffer is drained already".into()))?;
         Drain::start(ring, max_waiting).map_err(|e| Error::Bpf(format!("starting the drain: {e}")))
+    }
+
+    /// Tells the kernel who held each socket in `snapshot`, by inode, so that the later
+    /// transitions of sockets opened before tracing are attributed (`owner::seeded` in the
+    /// kernel program). Returns how many sockets were seeded.
+    pub fn seed(&mut self, snapshot: &Snapshot) -> Result<u64> {
+        let mut seeded: aya::maps::HashMap<_, u64, Owner> = map_mut(&mut self.ebpf, "SEEDED")?;
+        let mut count = 0;
+        for socket in &snapshot.sockets {
+            let Some(&pid) = socket.owners.first() else {
+                continue;
+            };
+            let mut comm = [0u8; COMM_LEN];
+            let name = snapshot.comm(pid).as_bytes();
+            let len = name.len().min(COMM_LEN - 1);
+            comm[..len].copy_from_slice(&name[..len]);
+            let owner = Owner {
+                pid,
+                source: owner_source::SNAPSHOT,
+                _pad: [0; 3],
+                comm,
+            };
+            seeded
+                .insert(u64::from(socket.diag.inode), owner, 0)
+                .map_err(|e| Error::Bpf(format!("seeding owners from the snapshot: {e}")))?;
+            count += 1;
+        }
+        Ok(count)
     }
 
     /// Prints what the kernel program logged.

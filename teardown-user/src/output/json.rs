@@ -197,6 +197,8 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
         num(out, still.since_ns);
         push(out, ",\"for_ns\":");
         num(out, still.for_ns);
+        push(out, ",\"in_kernel\":");
+        or_null(out, still.in_kernel, bool);
         out.push(b'}');
     });
     push(out, ",\"transitions\":[");
@@ -275,6 +277,22 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
     });
     push(out, ",\"first_seen_mid_close\":");
     bool(out, t.first_seen_mid_close);
+    push(out, ",\"before_trace\":");
+    or_null(out, t.before_trace, |out, b| {
+        push(out, "{\"state\":");
+        quoted(out, state::name(b.state));
+        push(out, ",\"snapshot_ns\":");
+        num(out, b.snapshot_ns);
+        push(out, ",\"since_fin_ms\":");
+        or_null(out, b.since_fin_ms, |out, (at_least, at_most)| {
+            push(out, "{\"at_least\":");
+            num(out, at_least.into());
+            push(out, ",\"at_most\":");
+            num(out, at_most.into());
+            out.push(b'}');
+        });
+        out.push(b'}');
+    });
     push(out, ",\"gap\":");
     bool(out, t.gap);
     out.push(b'}');

@@ -97,7 +97,7 @@ fn json_values_match_the_timeline() {
     assert_eq!(v["role"], "passive");
     assert_eq!(
         v["still"],
-        serde_json::json!({"state": "CLOSE_WAIT", "since_ns": 40, "for_ns": 2_000_000_000u64})
+        serde_json::json!({"state": "CLOSE_WAIT", "since_ns": 40, "for_ns": 2_000_000_000u64, "in_kernel": null})
     );
 }
 

@@ -89,6 +89,17 @@ pub fn timeline(t: &Timeline, clock: &Clock, names: &KernelNames) -> String {
     if t.half_close() {
         phases.push_str(" [half-close]");
     }
+    if let Some(before) = t.before_trace {
+        let _ = write!(
+            phases,
+            " [open before tracing: {}",
+            state::name(before.state)
+        );
+        if let Some((at_least, at_most)) = before.since_fin_ms {
+            let _ = write!(phases, " {at_least}-{at_most} ms");
+        }
+        phases.push(']');
+    }
     if let Some(reset) = t.resets.first() {
         match (reset.sent, names.reset_reason(reset.reason)) {
             (true, Some(reason)) => {

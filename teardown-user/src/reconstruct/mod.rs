@@ -14,8 +14,8 @@ use std::{
 
 use teardown_common::{kind, state, tcp_flag, Event};
 pub use timeline::{
-    link_tuple, Evidence, Owner, Peer, Reset, Retransmit, Role, Still, Task, Timeline, Transition,
-    Tuple, Wave, WaveKind, CLOSING_STATES,
+    link_tuple, BeforeTrace, Evidence, Owner, Peer, Reset, Retransmit, Role, Still, Task, Timeline,
+    Transition, Tuple, Wave, WaveKind, CLOSING_STATES,
 };
 
 use crate::filter::Filter;
@@ -100,8 +100,16 @@ pub struct Reconstructor {
     /// When the kernel lost events, as `(after_ns, until_ns]` spans, oldest first: every
     /// timeline that may have had an event in one is marked `gap`.
     losses: VecDeque<(u64, u64)>,
+    /// At exit, whether a socket still closing still exists in the kernel.
+    exit_check: Option<ExistsInKernel>,
+    /// Sockets open before tracing started, by exact tuple (namespace always included):
+    /// each is taken by the timeline it begins.
+    before: FastMap<Tuple, BeforeTrace>,
     pub stats: Stats,
 }
+
+/// Tells whether a timeline's socket exists in the kernel.
+pub type ExistsInKernel = Box<dyn Fn(&Timeline) -> bool>;
 
 /// Loss spans remembered; older ones are merged into the oldest kept.
 const MAX_LOSS_SPANS: usize = 1024;
@@ -126,8 +134,16 @@ impl Reconstructor {
             just_reset: VecDeque::new(),
             next_id: 1,
             losses: VecDeque::new(),
+            exit_check: None,
+            before: FastMap::default(),
             stats: Stats::default(),
         }
+    }
+
+    /// Sockets already open when tracing started (from the snapshot): their timelines
+    /// say so, with what the snapshot measured.
+    pub fn before_trace(&mut self, sockets: impl IntoIterator<Item = (Tuple, BeforeTrace)>) {
+        self.before.extend(sockets);
     }
 
     /// Takes an event the user's filters let through.
@@ -195,6 +211,12 @@ impl Reconstructor {
         open.sort_by_key(|t| t.id);
         for timeline in &mut open {
             timeline.followed_until_ns = Some(end_ns);
+            if let Some(exists) = &self.exit_check {
+                let in_kernel = exists(timeline);
+                timeline.in_kernel_at_exit = Some(in_kernel);
+                // Gone without a CLOSE seen: its end was lost, not leaked.
+                timeline.gap |= !in_kernel;
+            }
         }
         for timeline in &open {
             self.remember(timeline);
@@ -236,6 +258,11 @@ impl Reconstructor {
         self.losses
             .iter()
             .any(|&(after, until)| after < end && (until >= first || timeline.first_seen_mid_close))
+    }
+
+    /// At `finish`, each socket still closing is looked for in the kernel with `exists`.
+    pub fn check_open_at_exit(&mut self, exists: ExistsInKernel) {
+        self.exit_check = Some(exists);
     }
 
     /// How many sockets are being followed.
@@ -349,6 +376,12 @@ impl Reconstructor {
         }
         let id = self.next_id;
         self.next_id += 1;
+        let before_trace = if self.before.is_empty() {
+            None
+        } else {
+            self.before
+                .remove(&(event.netns, key.1, key.2, key.3, key.4))
+        };
         self.open.insert(
             sock,
             Timeline {
@@ -366,8 +399,10 @@ impl Reconstructor {
                 retransmits: Vec::new(),
                 peer: None,
                 first_seen_mid_close: false,
+                in_kernel_at_exit: None,
                 gap: false,
                 followed_until_ns: None,
+                before_trace,
             },
         );
         self.by_tuple.insert(key, sock);

@@ -588,6 +588,7 @@ fn sockets_still_closing_are_incomplete() {
         state: CLOSE_WAIT,
         since_ns: 0,
         for_ns: 1_000 * MS,
+        in_kernel: None,
     };
     assert_eq!(t.still(), Some(still), "until tracing stopped, 1 s later");
 }
@@ -800,4 +801,49 @@ fn a_transition_repeated_by_the_nested_run_twin_is_dropped() {
     assert_eq!(t.transitions.len(), 3);
     assert!(!t.gap);
     assert_eq!(t.transitions[0].ts_ns, 0, "the first one is kept");
+}
+
+#[test]
+fn a_socket_open_before_tracing_says_what_the_snapshot_saw() {
+    let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
+    let before = BeforeTrace {
+        state: CLOSE_WAIT,
+        snapshot_ns: 1,
+        since_fin_ms: Some((2_000, 2_100)),
+    };
+    let mut r = Reconstructor::new(Filter::default());
+    r.before_trace([((0, localhost, 80, localhost, 5000), before)]);
+    let mut out = Vec::new();
+    for e in [
+        ev(10, SERVER, 80, 5000, CLOSE_WAIT, LAST_ACK),
+        ev(20, SERVER, 80, 5000, LAST_ACK, CLOSE),
+        // Another connection, opened while traced, has nothing from the snapshot.
+        ev(30, CLIENT, 5001, 80, ESTABLISHED, FIN_WAIT1),
+    ] {
+        r.push(&e);
+    }
+    r.finish(100, &mut |t| out.push(t));
+    assert_eq!(out[0].before_trace, Some(before));
+    assert!(out[0].first_seen_mid_close);
+    assert_eq!(out[1].before_trace, None);
+}
+
+#[test]
+fn a_socket_still_closing_that_the_kernel_no_longer_has_had_its_end_lost() {
+    let mut r = Reconstructor::new(Filter::default());
+    for e in [
+        ev(0, 1, 81, 9001, ESTABLISHED, CLOSE_WAIT),
+        ev(0, 2, 82, 9002, ESTABLISHED, FIN_WAIT1),
+    ] {
+        r.push(&e);
+    }
+    // The kernel still has the CLOSE_WAIT socket; the FIN_WAIT1 one is gone.
+    r.check_open_at_exit(Box::new(|t: &Timeline| t.lport == 81));
+    let mut out = Vec::new();
+    r.finish(10 * MS, &mut |t| out.push(t));
+    let (leak, gone) = (by_port(&out, 81), by_port(&out, 82));
+    assert_eq!(leak.still().unwrap().in_kernel, Some(true));
+    assert!(!leak.gap, "a real leak");
+    assert_eq!(gone.still().unwrap().in_kernel, Some(false));
+    assert!(gone.gap, "its end was lost");
 }

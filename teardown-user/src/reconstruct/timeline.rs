@@ -191,9 +191,25 @@ pub struct Timeline {
     /// This timeline may lack events: a transition did not start where the previous one
     /// ended, or the kernel lost events while it was followed.
     pub gap: bool,
+    /// For a socket still closing at exit: whether the kernel still had it (`None`: not
+    /// looked for). Gone means its end was lost.
+    pub in_kernel_at_exit: Option<bool>,
     /// Set when the socket was still closing as the trace stopped following it (tracing
     /// ended, or too many sockets were open): that moment.
     pub followed_until_ns: Option<u64>,
+    /// The socket was already open when tracing started: what the snapshot saw then.
+    pub before_trace: Option<BeforeTrace>,
+}
+
+/// A socket as the snapshot taken when tracing started found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BeforeTrace {
+    pub state: u8,
+    /// CLOCK_MONOTONIC of the snapshot.
+    pub snapshot_ns: u64,
+    /// For CLOSE_WAIT: ms since the peer's FIN at the snapshot, `(at_least, at_most)`
+    /// (`snapshot::Socket::since_fin_ms`).
+    pub since_fin_ms: Option<(u32, u32)>,
 }
 
 /// Where a socket still closing was when the trace stopped following it.
@@ -204,6 +220,8 @@ pub struct Still {
     pub since_ns: u64,
     /// How long it had been there.
     pub for_ns: u64,
+    /// Whether the kernel still had the socket at exit (`None`: not looked for).
+    pub in_kernel: Option<bool>,
 }
 
 /// A connection end, as peers are matched: the 4-tuple, plus the network namespace for
@@ -244,6 +262,7 @@ impl Timeline {
             state: last.to,
             since_ns: last.ts_ns,
             for_ns: until.saturating_sub(last.ts_ns),
+            in_kernel: self.in_kernel_at_exit,
         })
     }
 

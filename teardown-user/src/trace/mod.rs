@@ -9,6 +9,7 @@ use std::{fs::File, io::BufReader, path::Path, time::Duration};
 
 use tokio::{
     io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
     time::{interval, sleep, MissedTickBehavior},
 };
 
@@ -22,6 +23,7 @@ use crate::{
     options::{Live, Options, Source},
     record::Replay,
     signals::StopSignals,
+    snapshot::{leaks, TraceSnapshots},
 };
 
 /// How often user space looks at the ring buffer when the kernel has not woken it: bounds
@@ -61,6 +63,20 @@ async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Re
         ring_bytes: live.ring_bytes,
         max_sockets: live.max_sockets,
     })?;
+    // Taken once the programs are attached, so that no socket falls between the two:
+    // sockets already open get their owner in the kernel and say so in their timelines.
+    let mut snapshots = TraceSnapshots::new(options.document.is_some());
+    let start = snapshots.take("start");
+    if let Some(line) = start.unseen.line() {
+        eprintln!("teardown-trace: snapshot: {line}");
+    }
+    if let Err(e) = capture.seed(&start) {
+        capture.degraded.push(format!(
+            "{e}: sockets open before tracing get their owner only when they close"
+        ));
+    }
+    pipeline.before_trace(&start);
+    drop(start);
     let drain = capture.start_drain(MAX_WAITING_EVENTS)?;
     let mut degraded = capture.degraded.clone();
     if let Some(e) = &drain.not_real_time {
@@ -77,6 +93,7 @@ async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Re
         .map_err(|e| Error::Bpf(format!("watching the drain: {e}")))?;
     let stop = unsafe { AsyncFd::register(signals) }
         .map_err(|e| Error::Bpf(format!("watching for signals: {e}")))?;
+    let mut snapshot_signal = signal(SignalKind::user_defined1())?;
     let deadline = sleep(live.duration.unwrap_or(Duration::MAX / 4));
     tokio::pin!(deadline);
     let mut tick = interval(POLL_INTERVAL);
@@ -89,9 +106,14 @@ async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Re
         checked_ns: monotonic_ns(),
     };
     loop {
+        let mut snapshot_asked = false;
         let stopping = stop.get_ref().caught().is_some()
             || tokio::select! {
                 _ = tick.tick() => false,
+                _ = snapshot_signal.recv() => {
+                    snapshot_asked = true;
+                    false
+                }
                 ready = drain.readable() => {
                     if let Ok(mut guard) = ready {
                         guard.get_inner().clear_wake();
@@ -108,6 +130,11 @@ async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Re
         if priority.after_drain(drain.get_ref().waiting()) {
             priority.apply();
         }
+        if snapshot_asked {
+            // On demand (SIGUSR1): the leaks view on stderr, the snapshot into the document.
+            let now = snapshots.take("signal");
+            eprint!("{}", leaks::text(&now, &leaks::Leaks::of(&now)));
+        }
         if stdout_gone() {
             pipeline.close_stdout();
         }
@@ -115,12 +142,23 @@ async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Re
             break;
         }
     }
+    // Before the last events are read: a socket gone by now had its CLOSE read, or lost.
+    let exit = snapshots.take("exit");
+    pipeline.check_open_at_exit(&exit);
+    drop(exit);
     let mut drain = drain.into_inner();
     drain.stop();
     drain.receive(|e| pipeline.event(e));
     losses.check(&capture, &drain, &mut pipeline);
     let lost = capture.lost();
-    Ok(pipeline.finish(monotonic_ns(), lost.events(), lost.owners, &degraded, &[]))
+    Ok(pipeline.finish(
+        monotonic_ns(),
+        lost.events(),
+        lost.owners,
+        &degraded,
+        &[],
+        &snapshots,
+    ))
 }
 
 /// Events moved out of the ring that may wait to be handled (112 bytes each): room for a
@@ -211,5 +249,12 @@ async fn replay(options: &Options, path: &Path, signals: &StopSignals) -> Result
     for problem in &problems {
         eprintln!("teardown-trace: warning: {}: {problem}", path.display());
     }
-    Ok(pipeline.finish(end_ns, lost_events, lost_owners, &[], &problems))
+    Ok(pipeline.finish(
+        end_ns,
+        lost_events,
+        lost_owners,
+        &[],
+        &problems,
+        &TraceSnapshots::new(false),
+    ))
 }

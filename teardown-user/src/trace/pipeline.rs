@@ -4,6 +4,7 @@
 //! stops only that output: the others are still completed.
 
 use std::{
+    collections::HashSet,
     fs::File,
     io::{self, BufWriter, Stdout, Write},
     path::{Path, PathBuf},
@@ -17,8 +18,9 @@ use crate::{
     filter::Filter,
     options::{Mode, Options, Source},
     output::{document, json, text, DocumentWriter, ExchangePrinter, RawPrinter, Summary},
-    reconstruct::{Reconstructor, Timeline, REORDER_WINDOW_NS},
+    reconstruct::{Reconstructor, Timeline, Tuple, REORDER_WINDOW_NS},
     record::Recorder,
+    snapshot::{Snapshot, TraceSnapshots},
 };
 
 /// How a run ended: what it saw, and every output that failed on the way.
@@ -190,6 +192,21 @@ impl Pipeline {
         }
     }
 
+    /// Sockets already open when tracing started, as the snapshot saw them.
+    pub fn before_trace(&mut self, snapshot: &Snapshot) {
+        self.reconstructor.before_trace(snapshot.before_trace());
+    }
+
+    /// Sockets still closing at the end are looked for in `snapshot`, taken just before
+    /// the last events were read: one that is gone had its end lost.
+    pub fn check_open_at_exit(&mut self, snapshot: &Snapshot) {
+        let alive: HashSet<Tuple> = snapshot.tuples().collect();
+        self.reconstructor
+            .check_open_at_exit(Box::new(move |t: &Timeline| {
+                alive.contains(&(t.netns, t.laddr, t.lport, t.raddr, t.rport))
+            }));
+    }
+
     /// The kernel lost events stamped in `(after_ns, until_ns]`.
     pub fn note_loss(&mut self, after_ns: u64, until_ns: u64) {
         self.reconstructor.note_loss(after_ns, until_ns);
@@ -215,6 +232,7 @@ impl Pipeline {
         lost_owners: u64,
         degraded: &[String],
         source_problems: &[String],
+        snapshots: &TraceSnapshots,
     ) -> Report {
         let Pipeline {
             recording,
@@ -238,7 +256,9 @@ impl Pipeline {
         }
         let summary = outputs.summary;
         if let Some(document) = outputs.document.take() {
-            let trailer = document::trailer(&summary, degraded, source_problems);
+            let mut trailer = document::trailer(&summary, degraded, source_problems);
+            trailer.push(b',');
+            trailer.extend_from_slice(snapshots.member().as_bytes());
             if let Err(e) = document.finish(&trailer) {
                 outputs.failures.push(e);
             }

@@ -173,6 +173,7 @@ pub fn mini_kernel() -> Vec<u8> {
             ("__sk_common", common, 0, 0),
             ("sk_protocol", u16_, 4128, 0),
             ("sk_shutdown", u8_, 4144, 0),
+            ("sk_socket", long_, 8 * 520, 0),
         ],
     );
     b.aggregate(
@@ -190,8 +191,22 @@ pub fn mini_kernel() -> Vec<u8> {
         16,
         &[("max_fds", u32_, 0, 0), ("fd", long, 64, 0)],
     );
-    b.aggregate("file", false, 256, &[("private_data", long, 8 * 200, 0)]);
-    b.aggregate("socket", false, 64, &[("sk", long, 8 * 24, 0)]);
+    b.aggregate(
+        "file",
+        false,
+        256,
+        &[
+            ("f_inode", long, 8 * 32, 0),
+            ("private_data", long, 8 * 200, 0),
+        ],
+    );
+    b.aggregate(
+        "socket",
+        false,
+        64,
+        &[("file", long, 8 * 16, 0), ("sk", long, 8 * 24, 0)],
+    );
+    b.aggregate("inode", false, 128, &[("i_ino", long_, 8 * 64, 0)]);
     let cb = b.array(u8_, 48);
     b.aggregate("sk_buff", false, 232, &[("cb", cb, 8 * 40, 0)]);
     b.aggregate(
