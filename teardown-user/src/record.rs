@@ -7,23 +7,26 @@
 //!           ts_delta:zigzag-varint skaddr:u64le sport:u16le dport:u16le
 //!           saddr daddr (4 bytes each for IPv4, 16 for IPv6)
 //!           owner_pid:varint task_pid:varint owner_comm task_comm (len:u8 bytes)
-//!           netns:varint
+//!           netns:varint seq
+//! seq     = seq_flags:u8, and when it has KNOWN: snd_una:u32le (snd_nxt-snd_una):varint
+//!           (write_seq-snd_nxt):varint rcv_nxt:u32le   (differences modulo 2^32)
 //! end     = 0x02 lost_events:varint lost_owners:varint end_delta:varint 0xff
 //! ```
 //! `end_delta` (since version 2): when recording stopped, after the last event's timestamp;
 //! sockets still closing then were in their state until that moment. Version 1 files,
-//! without it, still replay.
+//! without it, still replay. `seq` (since version 3): the socket's sequence and ACK state;
+//! older files replay with none.
 //! About half the size of the in-memory event. A file without its end marker was cut short
 //! (the recorder was killed); that, and any corruption, is an error naming the byte offset.
 
 use std::io::{self, BufRead, Write};
 
-use teardown_common::{Event, AF_INET, AF_INET6, COMM_LEN};
+use teardown_common::{seq_flags, Event, AF_INET, AF_INET6, COMM_LEN};
 
 use crate::output::KernelNames;
 
 const MAGIC: &[u8; 5] = b"TDREC";
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 const TAG_EVENT: u8 = 0x01;
 const TAG_COUNTS: u8 = 0x02;
 const TAG_END: u8 = 0xff;
@@ -96,6 +99,13 @@ impl<W: Write> Recorder<W> {
         comm(b, &e.owner_comm);
         comm(b, &e.task_comm);
         varint(b, e.netns.into());
+        b.push(e.seq_flags);
+        if e.seq_flags & seq_flags::KNOWN != 0 {
+            b.extend_from_slice(&e.snd_una.to_le_bytes());
+            varint(b, e.snd_nxt.wrapping_sub(e.snd_una).into());
+            varint(b, e.write_seq.wrapping_sub(e.snd_nxt).into());
+            b.extend_from_slice(&e.rcv_nxt.to_le_bytes());
+        }
         self.out.write_all(b)
     }
 
@@ -298,10 +308,41 @@ impl<R: BufRead> Replay<R> {
         let netns = self.varint("network namespace")?;
         e.netns = u32::try_from(netns)
             .map_err(|_| self.error(netns_at, format!("network namespace {netns} out of range")))?;
+        if self.version >= 3 {
+            self.seq(&mut e)?;
+        }
         (e.kind, e.oldstate, e.newstate, e.sock_flags) = (kind, oldstate, newstate, sock_flags);
         (e.owner_source, e.reason, e.tcp_flags, e.family) =
             (owner_source, reason, tcp_flags, family);
         Ok(e)
+    }
+}
+
+impl<R: BufRead> Replay<R> {
+    fn u32le(&mut self, what: &str) -> Result<u32, ReadError> {
+        let mut bytes = [0u8; 4];
+        self.exact(&mut bytes, what)?;
+        Ok(u32::from_le_bytes(bytes))
+    }
+
+    /// A difference between two sequence numbers, modulo 2^32.
+    fn seq_delta(&mut self, base: u32) -> Result<u32, ReadError> {
+        let at = self.offset;
+        let delta = self.varint("sequence number")?;
+        let delta = u32::try_from(delta)
+            .map_err(|_| self.error(at, format!("sequence difference {delta} out of range")))?;
+        Ok(base.wrapping_add(delta))
+    }
+
+    fn seq(&mut self, e: &mut Event) -> Result<(), ReadError> {
+        e.seq_flags = self.byte("sequence state")?;
+        if e.seq_flags & seq_flags::KNOWN != 0 {
+            e.snd_una = self.u32le("sequence number")?;
+            e.snd_nxt = self.seq_delta(e.snd_una)?;
+            e.write_seq = self.seq_delta(e.snd_nxt)?;
+            e.rcv_nxt = self.u32le("sequence number")?;
+        }
+        Ok(())
     }
 }
 
@@ -325,6 +366,9 @@ mod tests {
         owned.reason = 2;
         owned.tcp_flags = 0x11;
         owned.netns = 4_026_531_840;
+        owned.seq_flags = seq_flags::KNOWN | seq_flags::ACK_SCHEDULED;
+        (owned.snd_una, owned.snd_nxt) = (u32::MAX - 5, 10);
+        (owned.write_seq, owned.rcv_nxt) = (1_000_010, 77);
         // Out of order on purpose: deltas go backwards too.
         vec![
             ev(1_000_000_000, 7, 80, 5000, ESTABLISHED, FIN_WAIT1),
@@ -368,15 +412,50 @@ mod tests {
         );
     }
 
+    /// The sample without sequence state, recorded as version 2 wrote it: no seq byte.
+    fn version_2() -> (Vec<Event>, Vec<u8>) {
+        let bare: Vec<Event> = sample()
+            .into_iter()
+            .map(|e| Event {
+                seq_flags: 0,
+                snd_una: 0,
+                snd_nxt: 0,
+                write_seq: 0,
+                rcv_nxt: 0,
+                ..e
+            })
+            .collect();
+        let mut rec = Recorder::new(Vec::new(), &KernelNames::default()).unwrap();
+        for e in &bare {
+            rec.event(e).unwrap();
+            assert_eq!(
+                rec.out.pop(),
+                Some(0),
+                "an unknown sequence state is one 0 byte"
+            );
+        }
+        let mut bytes = rec.finish(3, 1, 1_500_000_000).unwrap();
+        bytes[5] = 2;
+        (bare, bytes)
+    }
+
+    #[test]
+    fn version_2_files_replay_without_sequence_state() {
+        let (events, bytes) = version_2();
+        let (replayed, r) = replay(&bytes).unwrap();
+        assert_eq!(replayed, events);
+        assert_eq!(r.end_ns, Some(1_500_000_000));
+    }
+
     #[test]
     fn version_1_files_replay_without_an_end_time() {
-        let mut bytes = record(&sample());
+        let (events, mut bytes) = version_2();
         bytes[5] = 1;
         // Version 1 ends: counts, then the marker, with no end time between them.
         let end_time = bytes.len() - 1 - 5;
         bytes.drain(end_time..bytes.len() - 1);
-        let (events, r) = replay(&bytes).unwrap();
-        assert_eq!(events, sample());
+        let (replayed, r) = replay(&bytes).unwrap();
+        assert_eq!(replayed, events);
         assert_eq!((r.counts, r.end_ns), (Some((3, 1)), None));
     }
 

@@ -1,9 +1,7 @@
 //! `syscalls:sys_exit_accept4` and `syscalls:sys_exit_accept`: the returned descriptor now
 //! belongs to the calling process.
 
-use aya_ebpf::{
-    helpers::bpf_get_current_task, macros::tracepoint, programs::TracePointContext,
-};
+use aya_ebpf::{helpers::bpf_get_current_task, macros::tracepoint, programs::TracePointContext};
 use teardown_common::{kind, owner_source, sock_flags, state};
 
 use crate::{

@@ -14,8 +14,8 @@ use std::{
 
 use teardown_common::{kind, state, tcp_flag, Event};
 pub use timeline::{
-    link_tuple, Evidence, Owner, Peer, Reset, Retransmit, Role, Still, Task, Timeline, Transition,
-    Tuple, Wave,
+    link_tuple, AtClose, Evidence, Owner, Peer, Reset, Retransmit, Role, Seq, Still, Task,
+    Timeline, Transition, Tuple, Wave,
 };
 
 use crate::{event, filter::Filter};
@@ -268,6 +268,7 @@ impl Reconstructor {
                         comm: event.task_comm,
                     },
                     sock_flags: event.sock_flags,
+                    seq: Seq::of(event),
                 });
                 if event.newstate == state::CLOSE {
                     if let Some(done) = self.close(sock) {
@@ -359,6 +360,9 @@ impl Reconstructor {
             owner: timeline.owner,
             role: timeline.role(),
             fin_sent_ns: timeline.fin_sent_ns(),
+            fin_seq: timeline.fin_seq(),
+            fin_received_ns: timeline.fin_received_ns(),
+            ack_received_ns: timeline.ack_received_ns(),
             closed_ns: timeline.closed_ns(),
         }
     }
