@@ -28,6 +28,9 @@ fn timelines() -> Vec<Timeline> {
         ev(40, 2, 6000, 443, ESTABLISHED, CLOSE_WAIT),
     ];
     events[2].sock_flags = sock_flags::FIN_RECEIVED;
+    events[0].seq_flags = teardown_common::seq_flags::KNOWN;
+    (events[0].snd_una, events[0].snd_nxt) = (100, 150);
+    (events[0].write_seq, events[0].rcv_nxt) = (u32::MAX, 7);
     events[3].owner_pid = 42;
     events[3].owner_source = owner_source::ACCEPT;
     events[3].owner_comm = nasty_comm();
@@ -224,6 +227,10 @@ fn timelines_match_the_json_schema_fields() {
     required_sorted.sort();
     assert_eq!(declared, required_sorted, "all properties are required");
     let transition_fields = keys(&schema["properties"]["transitions"]["items"]["properties"]);
+    let mut wave_fields = keys(&schema["properties"]["waves"]["items"]["properties"]);
+    wave_fields.sort();
+    let mut seq_fields = keys(&schema["$defs"]["seq"]["oneOf"][1]["properties"]);
+    seq_fields.sort();
     for t in timelines() {
         let mut line = Vec::new();
         json::timeline(&mut line, &t, &names());
@@ -237,6 +244,16 @@ fn timelines_match_the_json_schema_fields() {
             let mut want = transition_fields.clone();
             want.sort();
             assert_eq!(got, want);
+            if !tr["seq"].is_null() {
+                let mut got = keys(&tr["seq"]);
+                got.sort();
+                assert_eq!(got, seq_fields);
+            }
+        }
+        for w in v["waves"].as_array().unwrap() {
+            let mut got = keys(w);
+            got.sort();
+            assert_eq!(got, wave_fields);
         }
     }
 }
@@ -284,16 +301,17 @@ fn an_exchange_merges_both_ends_in_time_with_their_meaning() {
     assert!(lines[0].contains("#1 closed first"), "{block}");
     assert_eq!(lines.len(), 7, "{block}");
     assert!(
-        lines[1].contains("127.0.0.1:80") && lines[1].ends_with("sends FIN"),
+        lines[1].contains("127.0.0.1:80") && lines[1].ends_with("queues FIN (application closed)"),
         "{block}"
     );
     assert!(
-        lines[2].contains("127.0.0.1:5000") && lines[2].ends_with("receives FIN, ACKs it"),
+        lines[2].contains("127.0.0.1:5000")
+            && lines[2].ends_with("receives FIN (its ACK is delayed)"),
         "{block}"
     );
     assert!(lines[4].ends_with("waits for the FIN"), "{block}");
     assert!(
-        lines[5].contains("+200.000 ms") && lines[5].ends_with("sends FIN"),
+        lines[5].contains("+200.000 ms") && lines[5].ends_with("queues FIN (application closed)"),
         "{block}"
     );
     assert!(
