@@ -579,12 +579,14 @@ impl Timeline {
         let wave =
             |evidence, ts, basis| Wave::known_as(evidence, "ack_sent", ts, basis).seq(ack_seq);
         let fin_in_ns = fin_in.map(|t| t.ts_ns);
+        let owed_at_close = close.and_then(|t| t.seq).is_some_and(|s| s.ack_owed());
         if let Some(arrived) = self.peer.and_then(|p| p.ack_received_ns) {
-            return wave(
-                Evidence::Observed,
-                Some(arrived),
-                "peer socket on this host received it (FIN_WAIT1->FIN_WAIT2)",
-            );
+            let basis = if owed_at_close {
+                "merged into our FIN: the peer socket on this host received them together"
+            } else {
+                "peer socket on this host received it (FIN_WAIT1->FIN_WAIT2)"
+            };
+            return wave(Evidence::Observed, Some(arrived), basis);
         }
         let close_ns = close.map(|t| t.ts_ns);
         match close.and_then(|t| t.seq) {
