@@ -76,7 +76,11 @@ pub fn timeline(t: &Timeline, clock: &Clock, names: &KernelNames) -> String {
     let total = t.teardown_ns().map_or_else(|| "-".to_string(), ms);
     let mut phases = String::new();
     for (st, ns) in t.durations_ns() {
-        let _ = write!(phases, "{} {} > ", state::name(st), ms(ns));
+        let _ = write!(phases, "{} {}", state::name(st), ms(ns));
+        if st == state::FIN_WAIT1 {
+            draining(&mut phases, t, ns);
+        }
+        phases.push_str(" > ");
     }
     if t.complete() {
         match t.time_wait() {
@@ -146,6 +150,34 @@ pub fn timeline(t: &Timeline, clock: &Clock, names: &KernelNames) -> String {
     )
 }
 
+/// A FIN_WAIT1 that began with data still unsent: how long the data took to drain (until
+/// the FIN reached a peer on this host), apart from the wait for the ACK.
+fn draining(out: &mut String, t: &Timeline, fin_wait1_ns: u64) {
+    let Some(close) = t.at_close().filter(|c| c.unsent > 0) else {
+        return;
+    };
+    let waves = t.waves();
+    let on_wire = waves
+        .iter()
+        .find(|w| w.what == "fin_sent")
+        .and_then(|w| w.ts_ns);
+    match on_wire {
+        Some(left) => {
+            let drained = left.saturating_sub(close.ts_ns);
+            let _ = write!(
+                out,
+                " (draining {} B {}, then the ACK {})",
+                close.unsent,
+                ms(drained),
+                ms(fin_wait1_ns.saturating_sub(drained))
+            );
+        }
+        None => {
+            let _ = write!(out, " (draining {} B first)", close.unsent);
+        }
+    }
+}
+
 /// The sequence numbers of the close (the seed article's u and w), what the application
 /// left unsent when it closed, and how the passive side's ACK went.
 fn sequence(out: &mut String, t: &Timeline) {
@@ -168,17 +200,9 @@ fn sequence(out: &mut String, t: &Timeline) {
     if let Some(close) = t.at_close().filter(|c| c.unsent > 0 || c.unacked > 0) {
         let _ = write!(
             out,
-            " [at close: {} B unsent, {} B unacked",
+            " [at close: {} B unsent, {} B unacked]",
             close.unsent, close.unacked
         );
-        if let Some(on_wire) = wave("fin_sent").and_then(|w| w.ts_ns) {
-            let _ = write!(
-                out,
-                "; FIN left {} later",
-                ms(on_wire.saturating_sub(close.ts_ns))
-            );
-        }
-        out.push(']');
     }
     if t.role() == Some(Role::Passive) {
         if let Some(ack) = wave("ack_sent") {
