@@ -949,7 +949,7 @@ fn exchange_shows_both_ends_as_one_sequence() {
         meanings,
         [
             "queues FIN (application closed)",
-            "receives FIN (its ACK is delayed)",
+            "receives FIN",
             "receives the ACK of its FIN",
             "queues FIN (application closed)",
             "receives FIN, sends the last ACK: TIME_WAIT",

@@ -267,7 +267,7 @@ fn meaning_text(tr: &Transition) -> &'static str {
         (state::ESTABLISHED | state::SYN_RECV, state::FIN_WAIT1) => {
             "queues FIN (application closed)"
         }
-        (state::ESTABLISHED, state::CLOSE_WAIT) => "receives FIN (its ACK is delayed)",
+        (state::ESTABLISHED, state::CLOSE_WAIT) => "receives FIN",
         (state::FIN_WAIT1, state::FIN_WAIT2) => "receives the ACK of its FIN",
         (state::FIN_WAIT1, state::CLOSING) => "receives FIN before the ACK of its own (crossing)",
         (state::CLOSE_WAIT, state::LAST_ACK) => "queues FIN (application closed)",
