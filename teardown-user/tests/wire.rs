@@ -590,24 +590,26 @@ fn a_fin_queued_behind_a_megabyte_on_the_wire() {
     );
 }
 
+/// Whether the client closing at once beats its delayed ACK depends on scheduling: each
+/// run must agree with the wire either way, and the merged FIN+ACK must show within a few.
 #[test]
 fn a_passive_side_that_closes_at_once_merges_its_ack_into_its_fin() {
-    let Some(c) = oracle(
-        "a_passive_side_that_closes_at_once_merges_its_ack_into_its_fin",
-        "server-closes",
-        &["--delay-ms", "0"],
-    ) else {
-        return;
-    };
-    let passive = c.role("passive");
-    let ack = wave(passive, "ack_sent");
-    assert!(
-        ack["basis"].as_str().unwrap().starts_with("merged"),
-        "{passive}"
-    );
-    // On the wire: the first segment acknowledging the server's FIN is the client's FIN.
-    let local = endpoint(passive, "l");
-    let ack_seq = ack["seq"].as_u64().unwrap() as u32;
-    let first = c.from(local, |p| p.ack == Some(ack_seq))[0];
-    assert!(first.fin, "the ACK went alone: {first:?}");
+    let test = "a_passive_side_that_closes_at_once_merges_its_ack_into_its_fin";
+    for _ in 0..5 {
+        let Some(c) = oracle(test, "server-closes", &["--delay-ms", "0"]) else {
+            return;
+        };
+        let passive = c.role("passive");
+        let ack = wave(passive, "ack_sent");
+        let reported_merged = ack["basis"].as_str().unwrap().starts_with("merged");
+        // On the wire: is the first segment acknowledging the server's FIN the client's FIN?
+        let local = endpoint(passive, "l");
+        let ack_seq = ack["seq"].as_u64().unwrap() as u32;
+        let first = c.from(local, |p| p.ack == Some(ack_seq))[0];
+        assert_eq!(reported_merged, first.fin, "{passive}\n{first:?}");
+        if reported_merged {
+            return;
+        }
+    }
+    panic!("the ACK never rode on the FIN in five runs");
 }
