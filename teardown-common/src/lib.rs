@@ -101,6 +101,19 @@ pub mod sock_flags {
     pub const ORPHAN: u8 = 8;
 }
 
+/// The socket's TCP sequence and ACK state when the event happened ([`Event::seq_flags`]).
+pub mod seq_flags {
+    /// `snd_una`, `snd_nxt`, `write_seq`, `rcv_nxt` and the ACK bits below were read (this
+    /// kernel has them, and the event came from a kernel that reads them).
+    pub const KNOWN: u8 = 1;
+    /// `icsk_ack.pending & ICSK_ACK_SCHED`: an ACK is owed to the peer and not sent yet.
+    pub const ACK_SCHEDULED: u8 = 2;
+    /// `icsk_ack.pending & ICSK_ACK_TIMER`: the delayed-ACK timer is running.
+    pub const ACK_TIMER: u8 = 4;
+    /// `icsk_ack.pingpong` set: delayed-ACK (interactive) mode, which a received FIN turns on.
+    pub const PINGPONG: u8 = 8;
+}
+
 /// How the socket's owner in [`Event::owner_pid`] was learned: the last moment that truly
 /// belonged to the owning process.
 pub mod owner_source {
@@ -183,7 +196,17 @@ pub struct Event {
     pub task_comm: [u8; COMM_LEN],
     /// The socket's network namespace (its inode number, as in `/proc/PID/ns/net`).
     pub netns: u32,
-    pub _pad2: [u8; 4],
+    /// `struct tcp_sock` sequence state (valid when `seq_flags` has `KNOWN`): the oldest
+    /// byte not acknowledged by the peer, the next byte to send, the next byte the
+    /// application will queue (unsent data lies between `snd_nxt` and `write_seq`), and the
+    /// next byte expected from the peer.
+    pub snd_una: u32,
+    pub snd_nxt: u32,
+    pub write_seq: u32,
+    pub rcv_nxt: u32,
+    /// `seq_flags::*`.
+    pub seq_flags: u8,
+    pub _pad2: [u8; 3],
 }
 
 /// `Config::filters` bits.
@@ -248,6 +271,17 @@ pub struct SockLayout {
     pub socket_file: u32,
     pub file_inode: u32,
     pub inode_ino: u32,
+    /// `tcp_sock` sequence numbers (the program's socket pointer is a `tcp_sock` for TCP).
+    pub snd_una: u32,
+    pub snd_nxt: u32,
+    pub write_seq: u32,
+    pub rcv_nxt: u32,
+    /// `inet_connection_sock.icsk_ack.pending` and `.pingpong` (one byte each), and the
+    /// values of `ICSK_ACK_SCHED` and `ICSK_ACK_TIMER` in `pending`.
+    pub ack_pending: u32,
+    pub ack_pingpong: u32,
+    pub ack_sched_bit: u32,
+    pub ack_timer_bit: u32,
 }
 
 impl SockLayout {
@@ -276,7 +310,7 @@ mod tests {
 
     #[test]
     fn event_layout_is_pinned() {
-        assert_eq!(size_of::<Event>(), 112);
+        assert_eq!(size_of::<Event>(), 128);
         assert_eq!(align_of::<Event>(), 8);
         assert_eq!(offset_of!(Event, saddr), 16);
         assert_eq!(offset_of!(Event, daddr), 32);
@@ -287,13 +321,17 @@ mod tests {
         assert_eq!(offset_of!(Event, owner_comm), 72);
         assert_eq!(offset_of!(Event, task_comm), 88);
         assert_eq!(offset_of!(Event, netns), 104);
+        assert_eq!(offset_of!(Event, snd_una), 108);
+        assert_eq!(offset_of!(Event, rcv_nxt), 120);
+        assert_eq!(offset_of!(Event, seq_flags), 124);
+        assert_eq!(offset_of!(Event, _pad2), 125);
     }
 
     #[test]
     fn config_and_owner_layouts_are_pinned() {
-        assert_eq!(size_of::<SockLayout>(), 112);
-        assert_eq!(size_of::<Config>(), 124);
-        assert_eq!(offset_of!(Config, wakeup_bytes), 116);
+        assert_eq!(size_of::<SockLayout>(), 144);
+        assert_eq!(size_of::<Config>(), 156);
+        assert_eq!(offset_of!(Config, wakeup_bytes), 148);
         assert_eq!(size_of::<Owner>(), 24);
         // The kernel side moves `comm` as two 8-byte words.
         assert_eq!(align_of::<Owner>(), 8);

@@ -76,6 +76,7 @@ pub fn emit(
         0
     };
     let sock_flags = sock::flags(sk);
+    let seq = sock::seq_state(sk);
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let task_pid = current_pid();
 
@@ -108,6 +109,11 @@ pub fn emit(
         put16(addr_of_mut!((*event).owner_comm), get16(&owner.comm));
         current_comm(&mut (*event).task_comm);
         set!(event.netns = netns);
+        set!(event.snd_una = seq.snd_una);
+        set!(event.snd_nxt = seq.snd_nxt);
+        set!(event.write_seq = seq.write_seq);
+        set!(event.rcv_nxt = seq.rcv_nxt);
+        set!(event.seq_flags = seq.flags);
         zero(addr_of_mut!((*event)._pad2));
     }
     slot.submit(wakeup);

@@ -3,7 +3,7 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use teardown_common::{sock_flags, IPPROTO_TCP};
+use teardown_common::{seq_flags, sock_flags, SockLayout, IPPROTO_TCP};
 
 pub fn read<T>(base: u64, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
@@ -80,4 +80,44 @@ pub fn flags(sk: impl Sock) -> u8 {
         out |= sock_flags::ORPHAN;
     }
     out
+}
+
+/// A TCP socket's sequence numbers and ACK state (`seq_flags::*`); all zero when this kernel
+/// lacks the fields.
+#[derive(Clone, Copy, Default)]
+pub struct SeqState {
+    pub snd_una: u32,
+    pub snd_nxt: u32,
+    pub write_seq: u32,
+    pub rcv_nxt: u32,
+    pub flags: u8,
+}
+
+/// The program's `struct sock *` is the start of a `tcp_sock` for TCP: the fields past
+/// `struct sock` are read with `outer`.
+#[inline(always)]
+pub fn seq_state(sk: impl Sock) -> SeqState {
+    if config!(layout.snd_una) == SockLayout::NONE {
+        return SeqState::default();
+    }
+    let seq = |offset: u32| sk.outer::<u32>(offset).unwrap_or(0);
+    let pending: u8 = sk.outer(config!(layout.ack_pending)).unwrap_or(0);
+    let pingpong: u8 = sk.outer(config!(layout.ack_pingpong)).unwrap_or(0);
+    let mut flags = seq_flags::KNOWN;
+    if u32::from(pending) & config!(layout.ack_sched_bit) != 0 {
+        flags |= seq_flags::ACK_SCHEDULED;
+    }
+    if u32::from(pending) & config!(layout.ack_timer_bit) != 0 {
+        flags |= seq_flags::ACK_TIMER;
+    }
+    if pingpong != 0 {
+        flags |= seq_flags::PINGPONG;
+    }
+    SeqState {
+        snd_una: seq(config!(layout.snd_una)),
+        snd_nxt: seq(config!(layout.snd_nxt)),
+        write_seq: seq(config!(layout.write_seq)),
+        rcv_nxt: seq(config!(layout.rcv_nxt)),
+        flags,
+    }
 }

@@ -9,7 +9,9 @@
 //!           ts_delta:zigzag-varint skaddr:u64le sport:u16le dport:u16le
 //!           saddr daddr (4 bytes each for IPv4, 16 for IPv6)
 //!           owner_pid:varint task_pid:varint owner_comm task_comm (len:u8 bytes)
-//!           netns:varint
+//!           netns:varint seq
+//! seq     = seq_flags:u8, and when it has KNOWN: snd_una:u32le (snd_nxt-snd_una):varint
+//!           (write_seq-snd_nxt):varint rcv_nxt:u32le   (differences modulo 2^32)
 //! end     = 0x04 len:u32le crc32:u32le counts   (a block holding the counts)
 //! counts  = lost_events:varint lost_owners:varint end_delta:varint
 //! ```
@@ -19,16 +21,16 @@
 //! A recording survives its recorder: blocks are written out at least every drain (40 ms),
 //! so a file cut short (SIGKILL, out of memory, a full disk, a power cut) replays every
 //! block written whole, and says that its end is missing. A checksum per block means a
-//! damaged byte is reported with its offset, never replayed as data. Versions 1 and 2
-//! (records without blocks; version 1 without `end_delta`) still replay.
+//! damaged byte is reported with its offset, never replayed as data. Older versions still
+//! replay: 3 (no `seq`), 2 (records without blocks either), 1 (nor `end_delta`).
 //! About half the size of the in-memory event.
 
 use std::io::{self, BufRead, Write};
 
-use teardown_common::{Event, KernelNames, AF_INET, AF_INET6, COMM_LEN};
+use teardown_common::{seq_flags, Event, KernelNames, AF_INET, AF_INET6, COMM_LEN};
 
 const MAGIC: &[u8; 5] = b"TDREC";
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 const TAG_EVENT: u8 = 0x01;
 /// Versions 1 and 2: the counts, then `TAG_END_V2`.
 const TAG_COUNTS_V2: u8 = 0x02;
@@ -111,6 +113,13 @@ impl<W: Write> Recorder<W> {
         comm(b, &e.owner_comm);
         comm(b, &e.task_comm);
         varint(b, e.netns.into());
+        b.push(e.seq_flags);
+        if e.seq_flags & seq_flags::KNOWN != 0 {
+            b.extend_from_slice(&e.snd_una.to_le_bytes());
+            varint(b, e.snd_nxt.wrapping_sub(e.snd_una).into());
+            varint(b, e.write_seq.wrapping_sub(e.snd_nxt).into());
+            b.extend_from_slice(&e.rcv_nxt.to_le_bytes());
+        }
         if b.len() >= BLOCK_BYTES {
             self.write_block(TAG_BLOCK)?;
         }
@@ -483,6 +492,9 @@ impl<R: BufRead> Replay<R> {
         let netns = self.varint("network namespace")?;
         e.netns = u32::try_from(netns)
             .map_err(|_| self.error(netns_at, format!("network namespace {netns} out of range")))?;
+        if self.version >= 4 {
+            self.seq(&mut e)?;
+        }
         (e.kind, e.oldstate, e.newstate, e.sock_flags) = (kind, oldstate, newstate, sock_flags);
         (e.owner_source, e.reason, e.tcp_flags, e.family) =
             (owner_source, reason, tcp_flags, family);
@@ -502,6 +514,34 @@ fn read_up_to(input: &mut impl BufRead, buf: &mut [u8]) -> Result<usize, String>
         }
     }
     Ok(got)
+}
+
+impl<R: BufRead> Replay<R> {
+    fn u32le(&mut self, what: &str) -> Result<u32, ReadError> {
+        let mut bytes = [0u8; 4];
+        self.exact(&mut bytes, what)?;
+        Ok(u32::from_le_bytes(bytes))
+    }
+
+    /// A difference between two sequence numbers, modulo 2^32.
+    fn seq_delta(&mut self, base: u32) -> Result<u32, ReadError> {
+        let at = self.offset;
+        let delta = self.varint("sequence number")?;
+        let delta = u32::try_from(delta)
+            .map_err(|_| self.error(at, format!("sequence difference {delta} out of range")))?;
+        Ok(base.wrapping_add(delta))
+    }
+
+    fn seq(&mut self, e: &mut Event) -> Result<(), ReadError> {
+        e.seq_flags = self.byte("sequence state")?;
+        if e.seq_flags & seq_flags::KNOWN != 0 {
+            e.snd_una = self.u32le("sequence number")?;
+            e.snd_nxt = self.seq_delta(e.snd_una)?;
+            e.write_seq = self.seq_delta(e.snd_nxt)?;
+            e.rcv_nxt = self.u32le("sequence number")?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -524,6 +564,9 @@ mod tests {
         owned.reason = 2;
         owned.tcp_flags = 0x11;
         owned.netns = 4_026_531_840;
+        owned.seq_flags = seq_flags::KNOWN | seq_flags::ACK_SCHEDULED;
+        (owned.snd_una, owned.snd_nxt) = (u32::MAX - 5, 10);
+        (owned.write_seq, owned.rcv_nxt) = (1_000_010, 77);
         // Out of order on purpose: deltas go backwards too.
         vec![
             ev(1_000_000_000, 7, 80, 5000, ESTABLISHED, FIN_WAIT1),
@@ -578,6 +621,7 @@ mod tests {
         let mut rec = Recorder::new(Vec::new(), &KernelNames::default()).unwrap();
         for e in events {
             rec.event(e).unwrap();
+            assert_eq!(rec.block.pop(), Some(0), "no sequence state: one 0 byte, dropped");
         }
         let mut out = MAGIC.to_vec();
         out.extend_from_slice(&[version, 0, 0]);
@@ -593,18 +637,33 @@ mod tests {
         out
     }
 
+    /// The sample as versions before 4 knew it: without sequence state.
+    fn bare() -> Vec<Event> {
+        sample()
+            .into_iter()
+            .map(|e| Event {
+                seq_flags: 0,
+                snd_una: 0,
+                snd_nxt: 0,
+                write_seq: 0,
+                rcv_nxt: 0,
+                ..e
+            })
+            .collect()
+    }
+
     #[test]
     fn versions_1_and_2_still_replay() {
-        let v2 = legacy(&sample(), 2);
+        let v2 = legacy(&bare(), 2);
         let (events, r) = replay(&v2).unwrap();
-        assert_eq!(events, sample());
+        assert_eq!(events, bare());
         assert_eq!((r.counts, r.end_ns), (Some((3, 1)), Some(1_500_000_000)));
         assert_eq!(r.ending, Ending::Complete);
-        let v1 = legacy(&sample(), 1);
+        let v1 = legacy(&bare(), 1);
         let (events, r) = replay(&v1).unwrap();
-        assert_eq!(events, sample());
+        assert_eq!(events, bare());
         assert_eq!((r.counts, r.end_ns), (Some((3, 1)), None));
-        let cut = legacy(&sample(), 2);
+        let cut = legacy(&bare(), 2);
         let err = replay(&cut[..cut.len() - 1]).err().expect("no end marker");
         assert!(err.reason.contains("truncated"), "{err:?}");
     }

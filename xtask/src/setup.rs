@@ -164,12 +164,14 @@ pub fn ensure() -> Result<BuildEnv> {
     }
 
     // 3. What the test lab and the benchmark drive: namespaces, firewall rules, the peer,
-    //    and the BPF run-time statistics the benchmark and the churn test read.
+    //    the BPF run-time statistics the benchmark and the churn test read, and the packet
+    //    capture the wire tests compare every wave with.
     for (program, package) in [
         ("ip", "iproute2"),
         ("nft", "nftables"),
         ("tcpstates", "libbpf-tools"),
         ("bpftool", "bpftool"),
+        ("tcpdump", "tcpdump"),
     ] {
         if !has(program) {
             apt.install(&[package])?;

@@ -35,6 +35,9 @@ enum Pattern {
     CloseWaitLeak,
     /// The server's first FIN is dropped (nftables) and retransmitted
     LostFin,
+    /// The server writes 1 MB to a client that starts reading only after `--delay-ms`, and
+    /// closes at once: its FIN is queued behind the data still unsent
+    FinBehindData,
     /// Connect, one byte, server closes, client closes: `--count` times, `--concurrency` at once
     Churn,
     /// `--concurrency` server processes (ports `--port` and up) each hold their share of
@@ -421,6 +424,22 @@ fn set_linger_zero(s: &TcpStream) -> Result<()> {
         .ok_or_else(|| std::io::Error::last_os_error().to_string())
 }
 
+fn set_int(s: &TcpStream, option: libc::c_int, value: libc::c_int) -> Result<()> {
+    // SAFETY: setsockopt with an int on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    (rc == 0)
+        .then_some(())
+        .ok_or_else(|| std::io::Error::last_os_error().to_string())
+}
+
 fn play(role: Role, args: &Args) -> Result<()> {
     let addr = if args.ipv6 {
         SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, args.port))
@@ -476,6 +495,17 @@ fn play(role: Role, args: &Args) -> Result<()> {
             until_eof(&mut s)?;
         }
         (Pattern::LostFin, Role::Client) => until_eof(&mut s)?,
+        (Pattern::FinBehindData, Role::Server) => {
+            // Room for all of it in the send buffer, so that write returns and close()
+            // comes while most of it is still unsent (the client's window is small).
+            set_int(&s, libc::SO_SNDBUFFORCE, 8 << 20)?;
+            io("sending", s.write_all(&vec![b'd'; 1 << 20]))?;
+            drop(s);
+        }
+        (Pattern::FinBehindData, Role::Client) => {
+            std::thread::sleep(delay);
+            until_eof(&mut s)?;
+        }
         (Pattern::Reset, Role::Server) => {
             set_linger_zero(&s)?;
             drop(s);

@@ -9,16 +9,7 @@ use crate::error::{Error, Result};
 /// Offsets of the kernel fields the kernel program reads, from this kernel's BTF.
 /// `accept_ret` is left 0: it comes from tracefs.
 pub fn sock_layout(kernel: &btf::Btf) -> Result<SockLayout> {
-    let field = |strukt: &str, path: &str, size: u32| -> Result<u32> {
-        let f = kernel.field(strukt, path)?;
-        if f.size != size {
-            return Err(Error::KernelLayout(btf::BtfError::Missing(format!(
-                "{size}-byte {strukt}.{path} (it has {} bytes)",
-                f.size
-            ))));
-        }
-        Ok(f.offset)
-    };
+    let field = |strukt: &str, path: &str, size: u32| sized_field(kernel, strukt, path, size);
     let sock = |path: &str, size: u32| field("sock", path, size);
     let protocol = kernel.field("sock", "sk_protocol")?;
     Ok(SockLayout {
@@ -53,6 +44,56 @@ pub fn sock_layout(kernel: &btf::Btf) -> Result<SockLayout> {
         socket_file: field("socket", "file", 8).unwrap_or(SockLayout::NONE),
         file_inode: field("file", "f_inode", 8).unwrap_or(SockLayout::NONE),
         inode_ino: field("inode", "i_ino", 8).unwrap_or(SockLayout::NONE),
+        ..tcp_seq_layout(kernel).unwrap_or(NO_TCP_SEQ)
+    })
+}
+
+/// The offset of `strukt.path`, which must be `size` bytes.
+fn sized_field(kernel: &btf::Btf, strukt: &str, path: &str, size: u32) -> Result<u32> {
+    let f = kernel.field(strukt, path)?;
+    if f.size != size {
+        return Err(Error::KernelLayout(btf::BtfError::Missing(format!(
+            "{size}-byte {strukt}.{path} (it has {} bytes)",
+            f.size
+        ))));
+    }
+    Ok(f.offset)
+}
+
+/// The layout with none of the `tcp_sock` sequence and ACK fields.
+const NO_TCP_SEQ: SockLayout = SockLayout {
+    snd_una: SockLayout::NONE,
+    snd_nxt: SockLayout::NONE,
+    write_seq: SockLayout::NONE,
+    rcv_nxt: SockLayout::NONE,
+    ack_pending: SockLayout::NONE,
+    ack_pingpong: SockLayout::NONE,
+    ack_sched_bit: 0,
+    ack_timer_bit: 0,
+    ..zero_layout()
+};
+
+const fn zero_layout() -> SockLayout {
+    // SAFETY: plain u32 fields; all-zero is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+/// The `tcp_sock` sequence numbers and the delayed-ACK state, all or none (only these
+/// fields of the result are meant to be used).
+fn tcp_seq_layout(kernel: &btf::Btf) -> Result<SockLayout> {
+    let tcp = |path: &str| sized_field(kernel, "tcp_sock", path, 4);
+    let icsk = |path: &str| sized_field(kernel, "inet_connection_sock", path, 1);
+    let bit = |name: &str| kernel.enum_value("inet_csk_ack_state_t", name);
+    Ok(SockLayout {
+        snd_una: tcp("snd_una")?,
+        snd_nxt: tcp("snd_nxt")?,
+        write_seq: tcp("write_seq")?,
+        rcv_nxt: tcp("rcv_nxt")?,
+        ack_pending: icsk("icsk_ack.pending")?,
+        ack_pingpong: icsk("icsk_ack.pingpong")?,
+        ack_sched_bit: bit("ICSK_ACK_SCHED")?,
+        ack_timer_bit: bit("ICSK_ACK_TIMER")?,
+        ..zero_layout()
     })
 }
 
@@ -127,5 +168,16 @@ mod tests {
             ),
             (520, 16, 32, 64)
         );
+        assert_eq!(
+            (
+                layout.snd_una,
+                layout.snd_nxt,
+                layout.write_seq,
+                layout.rcv_nxt
+            ),
+            (1500, 1504, 1600, 1700)
+        );
+        assert_eq!((layout.ack_pending, layout.ack_pingpong), (1300, 1302));
+        assert_eq!((layout.ack_sched_bit, layout.ack_timer_bit), (1, 2));
     }
 }

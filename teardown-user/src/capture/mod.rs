@@ -145,6 +145,13 @@ impl Capture {
             let nargs = kernel.tracepoint_arg_count("tcp_send_reset").unwrap_or(0);
             (sock_layout(&kernel)?, kernel_names(&kernel), nargs)
         };
+        if layout.snd_una == SockLayout::NONE {
+            degraded.push(
+                "BTF has no tcp_sock sequence numbers or delayed-ACK state: sequence numbers \
+                 and the passive ACK's timing are not shown"
+                    .into(),
+            );
+        }
         // accept() owners come from a classic tracepoint, which lives in tracefs.
         let accept_hook = tracefs::ensure_mounted()
             .and_then(|dir| tracefs::field_offset(&dir, "syscalls", "sys_exit_accept4", "ret"));

@@ -6,7 +6,7 @@ use std::io::Write as _;
 
 use teardown_common::{comm, kind, owner_source, sock_flags, state, Event, Family, KernelNames};
 
-use crate::reconstruct::{Owner, Timeline};
+use crate::reconstruct::{Owner, Seq, Timeline};
 
 /// Appends `bytes` as a JSON string literal.
 pub fn string(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -173,6 +173,28 @@ fn endpoints(
     num(out, rport.into());
 }
 
+/// The socket's sequence and delayed-ACK state, or `null`.
+fn seq(out: &mut Vec<u8>, seq: Option<Seq>) {
+    use teardown_common::seq_flags::{ACK_SCHEDULED, ACK_TIMER, PINGPONG};
+    or_null(out, seq, |out, s| {
+        push(out, "{\"snd_una\":");
+        num(out, s.snd_una.into());
+        push(out, ",\"snd_nxt\":");
+        num(out, s.snd_nxt.into());
+        push(out, ",\"write_seq\":");
+        num(out, s.write_seq.into());
+        push(out, ",\"rcv_nxt\":");
+        num(out, s.rcv_nxt.into());
+        push(out, ",\"ack_scheduled\":");
+        bool(out, s.flags & ACK_SCHEDULED != 0);
+        push(out, ",\"delayed_ack_timer\":");
+        bool(out, s.flags & ACK_TIMER != 0);
+        push(out, ",\"pingpong\":");
+        bool(out, s.flags & PINGPONG != 0);
+        out.push(b'}');
+    });
+}
+
 /// One timeline as a single-line JSON object (no trailing newline).
 pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
     push(out, "{\"id\":");
@@ -217,6 +239,8 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
         bool(out, tr.sock_flags & sock_flags::FIN_RECEIVED != 0);
         push(out, ",\"orphan\":");
         bool(out, tr.sock_flags & sock_flags::ORPHAN != 0);
+        push(out, ",\"seq\":");
+        seq(out, tr.seq);
         out.push(b'}');
     });
     push(out, "],\"durations_ns\":{");
@@ -237,9 +261,27 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
         quoted(out, w.evidence.name());
         push(out, ",\"basis\":");
         quoted(out, w.basis);
+        push(out, ",\"seq\":");
+        or_null(out, w.seq, |out, v| num(out, v.into()));
+        push(out, ",\"earliest_ns\":");
+        or_null(out, w.earliest_ns, num);
+        push(out, ",\"latest_ns\":");
+        or_null(out, w.latest_ns, num);
         out.push(b'}');
     });
-    push(out, "],\"time_wait\":");
+    push(out, "],\"at_close\":");
+    or_null(out, t.at_close(), |out, c| {
+        push(out, "{\"ts_ns\":");
+        num(out, c.ts_ns);
+        push(out, ",\"unsent_bytes\":");
+        num(out, c.unsent.into());
+        push(out, ",\"unacked_bytes\":");
+        num(out, c.unacked.into());
+        out.push(b'}');
+    });
+    push(out, ",\"released_ns\":");
+    or_null(out, t.released_ns(), num);
+    push(out, ",\"time_wait\":");
     or_null(out, t.time_wait(), |out, substate| {
         quoted(out, state::name(substate))
     });
@@ -344,8 +386,10 @@ pub fn raw_event(out: &mut Vec<u8>, e: &Event, names: &KernelNames) {
     reset_reason(out, names, e.kind == kind::RESET_SENT, e.reason);
     let _ = write!(
         out,
-        ",\"fin_received\":{},\"orphan\":{}}}",
+        ",\"fin_received\":{},\"orphan\":{},\"seq\":",
         e.sock_flags & sock_flags::FIN_RECEIVED != 0,
         e.sock_flags & sock_flags::ORPHAN != 0
     );
+    seq(out, Seq::of(e));
+    out.push(b'}');
 }

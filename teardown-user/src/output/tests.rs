@@ -30,6 +30,9 @@ fn timelines() -> Vec<Timeline> {
         ev(40, 2, 6000, 443, ESTABLISHED, CLOSE_WAIT),
     ];
     events[2].sock_flags = sock_flags::FIN_RECEIVED;
+    events[0].seq_flags = teardown_common::seq_flags::KNOWN;
+    (events[0].snd_una, events[0].snd_nxt) = (100, 150);
+    (events[0].write_seq, events[0].rcv_nxt) = (u32::MAX, 7);
     events[3].owner_pid = 42;
     events[3].owner_source = owner_source::ACCEPT;
     events[3].owner_comm = nasty_comm();
@@ -234,6 +237,10 @@ fn timelines_match_the_json_schema_fields() {
     required_sorted.sort();
     assert_eq!(declared, required_sorted, "all properties are required");
     let transition_fields = keys(&schema["properties"]["transitions"]["items"]["properties"]);
+    let mut wave_fields = keys(&schema["properties"]["waves"]["items"]["properties"]);
+    wave_fields.sort();
+    let mut seq_fields = keys(&schema["$defs"]["seq"]["oneOf"][1]["properties"]);
+    seq_fields.sort();
     for t in timelines() {
         let mut line = Vec::new();
         json::timeline(&mut line, &t, &names());
@@ -247,6 +254,16 @@ fn timelines_match_the_json_schema_fields() {
             let mut want = transition_fields.clone();
             want.sort();
             assert_eq!(got, want);
+            if !tr["seq"].is_null() {
+                let mut got = keys(&tr["seq"]);
+                got.sort();
+                assert_eq!(got, seq_fields);
+            }
+        }
+        for w in v["waves"].as_array().unwrap() {
+            let mut got = keys(w);
+            got.sort();
+            assert_eq!(got, wave_fields);
         }
     }
 }
@@ -294,20 +311,97 @@ fn an_exchange_merges_both_ends_in_time_with_their_meaning() {
     assert!(lines[0].contains("#1 closed first"), "{block}");
     assert_eq!(lines.len(), 7, "{block}");
     assert!(
-        lines[1].contains("127.0.0.1:80") && lines[1].ends_with("sends FIN"),
+        lines[1].contains("127.0.0.1:80") && lines[1].ends_with("queues FIN (application closed)"),
         "{block}"
     );
     assert!(
-        lines[2].contains("127.0.0.1:5000") && lines[2].ends_with("receives FIN, ACKs it"),
+        lines[2].contains("127.0.0.1:5000") && lines[2].ends_with("receives FIN"),
         "{block}"
     );
     assert!(lines[4].ends_with("waits for the FIN"), "{block}");
     assert!(
-        lines[5].contains("+200.000 ms") && lines[5].ends_with("sends FIN"),
+        lines[5].contains("+200.000 ms") && lines[5].ends_with("queues FIN (application closed)"),
         "{block}"
     );
     assert!(
         lines[6].ends_with("receives the last ACK: closed"),
         "{block}"
     );
+}
+
+/// Sequence state for an event: `una`, `nxt`, `write`, `rcv` and ACK bits.
+fn numbered(
+    mut e: teardown_common::Event,
+    (una, nxt, write, rcv): (u32, u32, u32, u32),
+    ack: u8,
+) -> teardown_common::Event {
+    (e.snd_una, e.snd_nxt, e.write_seq, e.rcv_nxt) = (una, nxt, write, rcv);
+    e.seq_flags = teardown_common::seq_flags::KNOWN | ack;
+    e
+}
+
+#[test]
+fn text_tells_the_drain_the_sequence_numbers_and_the_merged_ack() {
+    use teardown_common::seq_flags::ACK_SCHEDULED;
+    const MS: u64 = 1_000_000;
+    // The server (80) closes with 1000 bytes unsent; the client's FIN carries its ACK.
+    let mut events = [
+        numbered(
+            ev(0, 1, 80, 5000, ESTABLISHED, FIN_WAIT1),
+            (100, 100, 1100, 7),
+            0,
+        ),
+        numbered(
+            ev(3 * MS, 2, 5000, 80, ESTABLISHED, CLOSE_WAIT),
+            (7, 7, 7, 1101),
+            ACK_SCHEDULED,
+        ),
+        numbered(
+            ev(3 * MS + 10, 2, 5000, 80, CLOSE_WAIT, LAST_ACK),
+            (7, 7, 7, 1101),
+            ACK_SCHEDULED,
+        ),
+        numbered(
+            ev(4 * MS, 1, 80, 5000, FIN_WAIT1, FIN_WAIT2),
+            (1101, 1101, 1101, 7),
+            0,
+        ),
+        numbered(
+            ev(4 * MS + 5, 1, 80, 5000, FIN_WAIT2, CLOSE),
+            (1101, 1101, 1101, 8),
+            0,
+        ),
+        numbered(
+            ev(4 * MS + 9, 2, 5000, 80, LAST_ACK, CLOSE),
+            (8, 8, 8, 1101),
+            0,
+        ),
+    ];
+    events[4].sock_flags = sock_flags::FIN_RECEIVED;
+    let mut r = Reconstructor::new(Filter::default());
+    events.iter().for_each(|e| r.push(e));
+    let mut out = Vec::new();
+    r.finish(5 * MS, &mut |t| out.push(t));
+    let clock = crate::clock::Clock::default();
+    let server = text::timeline(&out[0], &clock, &names());
+    assert!(
+        server.contains("FIN_WAIT1 4.000 (draining 1000 B 3.000, then the ACK 1.000)"),
+        "{server}"
+    );
+    assert!(
+        server.contains("[FIN 1100 ACK 1101; peer FIN 7 ACK 8]"),
+        "{server}"
+    );
+    assert!(
+        server.contains("[at close: 1000 B unsent, 0 B unacked]"),
+        "{server}"
+    );
+    let client = text::timeline(&out[1], &clock, &names());
+    assert!(client.contains("[ACK merged into FIN]"), "{client}");
+    let block = text::exchange(&out[0], &out[1], &clock, &names());
+    assert!(
+        block.contains("sends FIN with the ACK of the peer's FIN, still delayed (merged) [FIN 7]"),
+        "{block}"
+    );
+    assert!(block.contains("[FIN 1100 behind 1000 B unsent]"), "{block}");
 }

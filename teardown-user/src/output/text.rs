@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, fmt::Write as _};
 
-use teardown_common::{kind, owner_source, state, Event, KernelNames};
+use teardown_common::{kind, owner_source, sock_flags, state, Event, KernelNames};
 
 use crate::{
     clock::Clock,
@@ -52,7 +52,11 @@ pub fn timeline(t: &Timeline, clock: &Clock, names: &KernelNames) -> String {
     let total = t.teardown_ns().map_or_else(|| "-".to_string(), ms);
     let mut phases = String::new();
     for (st, ns) in t.durations_ns() {
-        let _ = write!(phases, "{} {} > ", state::name(st), ms(ns));
+        let _ = write!(phases, "{} {}", state::name(st), ms(ns));
+        if st == state::FIN_WAIT1 {
+            draining(&mut phases, t, ns);
+        }
+        phases.push_str(" > ");
     }
     if t.complete() {
         match t.time_wait() {
@@ -100,6 +104,10 @@ pub fn timeline(t: &Timeline, clock: &Clock, names: &KernelNames) -> String {
         }
         phases.push(']');
     }
+    if t.released_ns().is_some() {
+        phases.push_str(" [released after shutdown: orphan]");
+    }
+    sequence(&mut phases, t);
     if let Some(reset) = t.resets.first() {
         match (reset.sent, names.reset_reason(reset.reason)) {
             (true, Some(reason)) => {
@@ -132,16 +140,127 @@ pub fn timeline(t: &Timeline, clock: &Clock, names: &KernelNames) -> String {
     )
 }
 
+/// A FIN_WAIT1 that began with data still unsent: how long the data took to drain (until
+/// the FIN reached a peer on this host), apart from the wait for the ACK.
+fn draining(out: &mut String, t: &Timeline, fin_wait1_ns: u64) {
+    let Some(close) = t.at_close().filter(|c| c.unsent > 0) else {
+        return;
+    };
+    let waves = t.waves();
+    let on_wire = waves
+        .iter()
+        .find(|w| w.what == WaveKind::FinSent)
+        .and_then(|w| w.ts_ns);
+    match on_wire {
+        Some(left) => {
+            let drained = left.saturating_sub(close.ts_ns);
+            let _ = write!(
+                out,
+                " (draining {} B {}, then the ACK {})",
+                close.unsent,
+                ms(drained),
+                ms(fin_wait1_ns.saturating_sub(drained))
+            );
+        }
+        None => {
+            let _ = write!(out, " (draining {} B first)", close.unsent);
+        }
+    }
+}
+
+/// The sequence numbers of the close (the seed article's u and w), what the application
+/// left unsent when it closed, and how the passive side's ACK went.
+fn sequence(out: &mut String, t: &Timeline) {
+    let waves = t.waves();
+    let wave = |what| waves.iter().find(|w| w.what == what);
+    let seq = |what| wave(what).and_then(|w| w.seq);
+    if let Some(u) = seq(WaveKind::FinQueued) {
+        let _ = write!(out, " [FIN {u}");
+        if let Some(ack) = seq(WaveKind::AckReceived) {
+            let _ = write!(out, " ACK {ack}");
+        }
+        if let Some(w) = seq(WaveKind::FinReceived) {
+            let _ = write!(out, "; peer FIN {w}");
+        }
+        if let Some(ack) = seq(WaveKind::AckSent) {
+            let _ = write!(out, " ACK {ack}");
+        }
+        out.push(']');
+    }
+    if let Some(close) = t.at_close().filter(|c| c.unsent > 0 || c.unacked > 0) {
+        let _ = write!(
+            out,
+            " [at close: {} B unsent, {} B unacked]",
+            close.unsent, close.unacked
+        );
+    }
+    if t.role() == Some(Role::Passive) {
+        if let Some(ack) = wave(WaveKind::AckSent) {
+            if ack.basis.starts_with("merged") {
+                out.push_str(" [ACK merged into FIN]");
+            } else if let (Some(ack_ns), Some(fin_ns)) =
+                (ack.ts_ns, wave(WaveKind::FinReceived).and_then(|w| w.ts_ns))
+            {
+                let _ = write!(
+                    out,
+                    " [ACK {} after FIN]",
+                    ms(ack_ns.saturating_sub(fin_ns))
+                );
+            }
+        }
+    }
+}
+
 /// What a transition tells about the segments on the wire, in the words of the four-way
-/// close.
-fn meaning(tr: &Transition) -> &'static str {
-    use teardown_common::sock_flags::{FIN_RECEIVED, ORPHAN};
+/// close, with the sequence numbers when the kernel gave them.
+fn meaning(tr: &Transition) -> String {
+    let text = meaning_text(tr);
+    let Some(seq) = tr.seq else {
+        return text.into();
+    };
+    let fin_in = seq.rcv_nxt.wrapping_sub(1);
+    let numbers = match (tr.from, tr.to) {
+        (state::ESTABLISHED | state::SYN_RECV, state::FIN_WAIT1)
+        | (state::CLOSE_WAIT, state::LAST_ACK) => {
+            let mut n = format!("FIN {}", seq.write_seq);
+            if seq.unsent() > 0 {
+                let _ = write!(n, " behind {} B unsent", seq.unsent());
+            }
+            n
+        }
+        (state::ESTABLISHED, state::CLOSE_WAIT) | (state::FIN_WAIT1, state::CLOSING) => {
+            format!("FIN {fin_in}, ACK {}", seq.rcv_nxt)
+        }
+        (state::FIN_WAIT2, state::CLOSE) if tr.sock_flags & sock_flags::FIN_RECEIVED != 0 => {
+            format!("FIN {fin_in}, ACK {}", seq.rcv_nxt)
+        }
+        (state::FIN_WAIT1, state::FIN_WAIT2)
+        | (state::LAST_ACK, state::CLOSE)
+        | (state::CLOSING, state::CLOSE) => format!("ACK {}", seq.snd_una),
+        _ => return text.into(),
+    };
+    let merged = tr.from == state::CLOSE_WAIT && tr.to == state::LAST_ACK && seq.ack_owed();
+    let text = if merged {
+        "sends FIN with the ACK of the peer's FIN, still delayed (merged)"
+    } else {
+        text
+    };
+    format!("{text} [{numbers}]")
+}
+
+fn meaning_text(tr: &Transition) -> &'static str {
+    use sock_flags::{FIN_RECEIVED, ORPHAN};
+    if tr.is_release() {
+        return "close() after shutdown(): the application let go, the socket is an orphan";
+    }
     match (tr.from, tr.to) {
-        (state::ESTABLISHED | state::SYN_RECV, state::FIN_WAIT1) => "sends FIN",
-        (state::ESTABLISHED, state::CLOSE_WAIT) => "receives FIN, ACKs it",
+        (state::ESTABLISHED | state::SYN_RECV, state::FIN_WAIT1) => {
+            "queues FIN (application closed)"
+        }
+        (state::ESTABLISHED, state::CLOSE_WAIT) => "receives FIN",
         (state::FIN_WAIT1, state::FIN_WAIT2) => "receives the ACK of its FIN",
         (state::FIN_WAIT1, state::CLOSING) => "receives FIN before the ACK of its own (crossing)",
-        (state::CLOSE_WAIT, state::LAST_ACK) => "sends FIN",
+        (state::CLOSE_WAIT, state::LAST_ACK) => "queues FIN (application closed)",
         (state::LAST_ACK, state::CLOSE) => "receives the last ACK: closed",
         (state::CLOSING, state::CLOSE) => "receives the ACK of its FIN: TIME_WAIT",
         (state::FIN_WAIT2, state::CLOSE) if tr.sock_flags & FIN_RECEIVED != 0 => {

@@ -14,8 +14,8 @@ use std::{
 
 use teardown_common::{kind, state, tcp_flag, Event};
 pub use timeline::{
-    link_tuple, BeforeTrace, Evidence, Owner, Peer, Reset, Retransmit, Role, Still, Task, Timeline,
-    Transition, Tuple, Wave, WaveKind, CLOSING_STATES,
+    link_tuple, AtClose, BeforeTrace, Evidence, Owner, Peer, Reset, Retransmit, Role, Seq, Still,
+    Task, Timeline, Transition, Tuple, Wave, WaveKind, CLOSING_STATES,
 };
 
 use crate::filter::Filter;
@@ -340,6 +340,7 @@ impl Reconstructor {
                         comm: event.task_comm,
                     },
                     sock_flags: event.sock_flags,
+                    seq: Seq::of(event),
                 });
                 if event.newstate == state::CLOSE {
                     if let Some(done) = self.close(sock) {
@@ -439,6 +440,9 @@ impl Reconstructor {
             owner: timeline.owner,
             role: timeline.role(),
             fin_sent_ns: timeline.fin_sent_ns(),
+            fin_seq: timeline.fin_seq(),
+            fin_received_ns: timeline.fin_received_ns(),
+            ack_received_ns: timeline.ack_received_ns(),
             closed_ns: timeline.closed_ns(),
         }
     }

@@ -1,7 +1,7 @@
 //! Reconstruction of every shape of close, from event sequences as the kernel emits them
-//! (timestamps, flags and contexts follow what was captured on loopback; see MACHINE.md).
+//! (timestamps, flags and contexts follow what was captured on loopback).
 
-use teardown_common::{kind, owner_source, sock_flags as f, state::*, Event};
+use teardown_common::{kind, owner_source, seq_flags as f_ack, sock_flags as f, state::*, Event};
 
 use super::*;
 use crate::{filter::Filter, testing::ev};
@@ -188,11 +188,16 @@ fn passive_close_keeps_its_owner_though_the_peer_ran_the_transition() {
         waves,
         vec![
             (WaveKind::FinReceived, Evidence::Observed),
-            (WaveKind::AckSent, Evidence::Inferred),
-            (WaveKind::FinSent, Evidence::Observed),
+            // The server is on this host: its FIN_WAIT1->FIN_WAIT2 is the ACK's arrival.
+            (WaveKind::AckSent, Evidence::Observed),
+            (WaveKind::FinQueued, Evidence::Observed),
+            // The server's mini-socket took it in out of sight, and these events carry no
+            // sequence state to tell whether anything held it back.
+            (WaveKind::FinSent, Evidence::NotObserved),
             (WaveKind::AckReceived, Evidence::Observed),
         ]
     );
+    assert_eq!(wave(client, WaveKind::AckSent).ts_ns, Some(1000 * MS + 60_000));
     assert_eq!(client.time_wait(), None);
 }
 
@@ -514,7 +519,8 @@ fn an_orphan_is_held_until_its_peer_on_this_host_closes() {
     let ack = wave(&out[0], WaveKind::AckSent);
     assert_eq!(
         (ack.ts_ns, ack.evidence),
-        (Some(1200 * MS + 50_000), Evidence::Inferred)
+        (Some(1200 * MS + 50_000), Evidence::Observed),
+        "the client's LAST_ACK->CLOSE is the last ACK's arrival"
     );
 }
 
@@ -846,4 +852,165 @@ fn a_socket_still_closing_that_the_kernel_no_longer_has_had_its_end_lost() {
     assert!(!leak.gap, "a real leak");
     assert_eq!(gone.still().unwrap().in_kernel, Some(false));
     assert!(gone.gap, "its end was lost");
+}
+
+
+/// The socket's sequence state at an event: `una`, `nxt`, `write`, `rcv` and ACK bits.
+fn seq(mut e: Event, una: u32, nxt: u32, write: u32, rcv: u32, ack: u8) -> Event {
+    (e.snd_una, e.snd_nxt, e.write_seq, e.rcv_nxt) = (una, nxt, write, rcv);
+    e.seq_flags = teardown_common::seq_flags::KNOWN | ack;
+    e
+}
+
+/// `normal_close` with sequence state: the server's FIN is u = 1000, the client's w = 5000.
+fn numbered_close() -> Vec<Event> {
+    let e = normal_close();
+    vec![
+        seq(e[0], 1000, 1000, 1000, 5000, 0),
+        seq(e[1], 5000, 5000, 5000, 1001, f_ack::ACK_SCHEDULED),
+        seq(e[2], 1001, 1001, 1001, 5000, 0),
+        seq(e[3], 1001, 1001, 1001, 5000, 0),
+        seq(e[4], 5000, 5000, 5000, 1001, 0),
+        seq(e[5], 5001, 5001, 5001, 1001, 0),
+    ]
+}
+
+
+fn seqs(t: &Timeline) -> Vec<(&'static str, Option<u32>)> {
+    t.waves().iter().map(|w| (w.what.name(), w.seq)).collect()
+}
+
+#[test]
+fn every_wave_carries_its_sequence_number() {
+    let out = run(&numbered_close());
+    let (server, client) = (by_port(&out, 80), by_port(&out, 5000));
+    assert_eq!(
+        seqs(server),
+        vec![
+            ("fin_queued", Some(1000)),
+            ("fin_sent", Some(1000)),
+            ("ack_received", Some(1001)),
+            ("fin_received", Some(5000)),
+            ("ack_sent", Some(5001)),
+        ]
+    );
+    assert_eq!(
+        seqs(client),
+        vec![
+            ("fin_received", Some(1000)),
+            ("ack_sent", Some(1001)),
+            ("fin_queued", Some(5000)),
+            ("fin_sent", Some(5000)),
+            ("ack_received", Some(5001)),
+        ]
+    );
+    // The server's FIN is seen arriving at the client; the client's, with nothing left to
+    // send, is deduced to leave at its close, before its ACK came back.
+    let fin = wave(server, WaveKind::FinSent);
+    assert_eq!(
+        (fin.ts_ns, fin.evidence),
+        (Some(1000 * MS + 30_000), Evidence::Observed)
+    );
+    let fin = wave(client, WaveKind::FinSent);
+    assert_eq!(
+        (fin.evidence, fin.ts_ns, fin.earliest_ns, fin.latest_ns),
+        (
+            Evidence::Inferred,
+            Some(1200 * MS),
+            Some(1200 * MS),
+            Some(1200 * MS + 50_000)
+        )
+    );
+    let close = server.at_close().unwrap();
+    assert_eq!((close.unsent, close.unacked), (0, 0));
+}
+
+/// The client's side alone (its peer is elsewhere), with the ACK state at its close.
+fn passive_alone(ack_at_close: u8) -> Timeline {
+    let events: Vec<Event> = numbered_close()
+        .into_iter()
+        .filter(|e| e.skaddr == CLIENT)
+        .map(|mut e| {
+            if e.oldstate == CLOSE_WAIT {
+                e.seq_flags |= ack_at_close;
+            }
+            e
+        })
+        .collect();
+    run(&events).remove(0)
+}
+
+#[test]
+fn an_ack_still_owed_at_close_rides_on_the_fin() {
+    let t = passive_alone(f_ack::ACK_SCHEDULED | f_ack::ACK_TIMER);
+    let ack = wave(&t, WaveKind::AckSent);
+    assert_eq!(
+        (ack.evidence, ack.ts_ns, ack.seq),
+        (Evidence::Inferred, Some(1200 * MS), Some(1001))
+    );
+    assert!(
+        ack.basis.starts_with("merged into our FIN"),
+        "{}",
+        ack.basis
+    );
+}
+
+#[test]
+fn an_ack_sent_before_close_is_delayed_not_at_once() {
+    let t = passive_alone(0);
+    let ack = wave(&t, WaveKind::AckSent);
+    assert_eq!(ack.evidence, Evidence::NotObserved);
+    assert_eq!(
+        (ack.earliest_ns, ack.latest_ns),
+        (Some(1000 * MS + 30_000), Some(1200 * MS))
+    );
+    assert!(ack.basis.starts_with("delayed"), "{}", ack.basis);
+}
+
+#[test]
+fn a_fin_queued_behind_unsent_data_is_not_said_to_be_on_the_wire() {
+    let mut events: Vec<Event> = numbered_close()
+        .into_iter()
+        .filter(|e| e.skaddr == SERVER)
+        .collect();
+    // 1 MB written, 64 KiB of it sent and not acknowledged yet.
+    events[0] = seq(events[0], 1000, 1000 + 65_536, 1000 + 1_048_576, 5000, 0);
+    let t = run(&events).remove(0);
+    let close = t.at_close().unwrap();
+    assert_eq!((close.unsent, close.unacked), (1_048_576 - 65_536, 65_536));
+    let queued = wave(&t, WaveKind::FinQueued);
+    assert_eq!(
+        (queued.evidence, queued.seq),
+        (Evidence::Observed, Some(1000 + 1_048_576))
+    );
+    let sent = wave(&t, WaveKind::FinSent);
+    assert_eq!(sent.evidence, Evidence::NotObserved);
+    assert_eq!(
+        (sent.earliest_ns, sent.latest_ns),
+        (Some(1000 * MS), Some(1000 * MS + 60_000))
+    );
+}
+
+#[test]
+fn close_after_shutdown_is_the_release_of_the_socket() {
+    let events = vec![
+        flags(
+            ev(1000 * MS, SERVER, 80, 5000, ESTABLISHED, FIN_WAIT1),
+            f::SEND_SHUTDOWN,
+        ),
+        ev(1000 * MS + 50_000, SERVER, 80, 5000, FIN_WAIT1, FIN_WAIT2),
+        flags(
+            ev(1100 * MS, SERVER, 80, 5000, FIN_WAIT2, FIN_WAIT2),
+            f::SEND_SHUTDOWN | f::RCV_SHUTDOWN,
+        ),
+        flags(
+            ev(1100 * MS + 9_000, SERVER, 80, 5000, FIN_WAIT2, CLOSE),
+            f::SEND_SHUTDOWN | f::RCV_SHUTDOWN | f::ORPHAN,
+        ),
+    ];
+    let t = run(&events).remove(0);
+    assert_eq!(t.released_ns(), Some(1100 * MS));
+    assert!(t.transitions[2].is_release());
+    assert_eq!(t.role(), Some(Role::Active));
+    assert!(t.half_close());
 }

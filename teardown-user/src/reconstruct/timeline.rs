@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use teardown_common::{sock_flags, state, Family, COMM_LEN};
+use teardown_common::{seq_flags, sock_flags, state, Family, COMM_LEN};
 
 /// Who closed first, as this socket lived it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,9 +52,12 @@ impl Evidence {
     }
 }
 
-/// One of the four segments of the close, from this side's point of view.
+/// One of the segments of the close, from this side's point of view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaveKind {
+    /// The application closed: the FIN is queued, not a segment yet.
+    FinQueued,
+    /// The FIN on the wire.
     FinSent,
     AckReceived,
     FinReceived,
@@ -64,6 +67,7 @@ pub enum WaveKind {
 impl WaveKind {
     pub fn name(self) -> &'static str {
         match self {
+            WaveKind::FinQueued => "fin_queued",
             WaveKind::FinSent => "fin_sent",
             WaveKind::AckReceived => "ack_received",
             WaveKind::FinReceived => "fin_received",
@@ -74,11 +78,20 @@ impl WaveKind {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Wave {
+    /// What happened: `fin_queued` (the application closed: not a segment yet), `fin_sent`
+    /// (on the wire), `ack_received`, `fin_received`, `ack_sent`.
     pub what: WaveKind,
     pub ts_ns: Option<u64>,
     pub evidence: Evidence,
     /// Where the time comes from.
     pub basis: &'static str,
+    /// For a FIN its sequence number (the seed article's u or w); for an ACK the number it
+    /// acknowledges (u+1 or w+1).
+    pub seq: Option<u32>,
+    /// When the time is inferred or not observed: the moments it certainly lies between
+    /// (`None` where open-ended).
+    pub earliest_ns: Option<u64>,
+    pub latest_ns: Option<u64>,
 }
 
 impl Wave {
@@ -99,8 +112,72 @@ impl Wave {
             ts_ns,
             evidence,
             basis,
+            seq: None,
+            earliest_ns: None,
+            latest_ns: None,
         }
     }
+
+    fn seq(self, seq: Option<u32>) -> Wave {
+        Wave { seq, ..self }
+    }
+
+    /// Between `earliest` and `latest`.
+    fn within(self, earliest: Option<u64>, latest: Option<u64>) -> Wave {
+        Wave {
+            earliest_ns: earliest,
+            latest_ns: latest,
+            ..self
+        }
+    }
+}
+
+/// A TCP socket's sequence state at a transition (`struct tcp_sock`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seq {
+    pub snd_una: u32,
+    pub snd_nxt: u32,
+    pub write_seq: u32,
+    pub rcv_nxt: u32,
+    /// `seq_flags::ACK_*` and `PINGPONG`.
+    pub flags: u8,
+}
+
+impl Seq {
+    /// From an event, when the kernel read the socket's sequence state.
+    pub fn of(event: &teardown_common::Event) -> Option<Seq> {
+        (event.seq_flags & seq_flags::KNOWN != 0).then_some(Seq {
+            snd_una: event.snd_una,
+            snd_nxt: event.snd_nxt,
+            write_seq: event.write_seq,
+            rcv_nxt: event.rcv_nxt,
+            flags: event.seq_flags,
+        })
+    }
+
+    /// Bytes the application wrote that had not been sent yet.
+    pub fn unsent(&self) -> u32 {
+        self.write_seq.wrapping_sub(self.snd_nxt)
+    }
+
+    /// Bytes sent and not acknowledged by the peer yet.
+    pub fn unacked(&self) -> u32 {
+        self.snd_nxt.wrapping_sub(self.snd_una)
+    }
+
+    /// An ACK was owed to the peer and not sent yet (scheduled, or its delayed-ACK timer
+    /// running).
+    pub fn ack_owed(&self) -> bool {
+        self.flags & (seq_flags::ACK_SCHEDULED | seq_flags::ACK_TIMER) != 0
+    }
+}
+
+/// What the application left to send when it closed (or shut down) the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AtClose {
+    pub ts_ns: u64,
+    pub unsent: u32,
+    pub unacked: u32,
 }
 
 /// A process, as the kernel names it.
@@ -126,6 +203,16 @@ pub struct Transition {
     pub task: Task,
     /// `sock_flags::*` at that moment.
     pub sock_flags: u8,
+    /// The socket's sequence state, when the kernel could read it.
+    pub seq: Option<Seq>,
+}
+
+impl Transition {
+    /// close() after shutdown(): the kernel re-enters the same state as the application
+    /// lets go of the socket, which becomes an orphan.
+    pub fn is_release(&self) -> bool {
+        self.from == self.to
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,8 +250,15 @@ pub struct Peer {
     pub id: u64,
     pub owner: Option<Owner>,
     pub role: Option<Role>,
-    /// When the peer sent its FIN (entered FIN_WAIT1 or LAST_ACK), if it did.
+    /// When the peer queued its FIN (entered FIN_WAIT1 or LAST_ACK), if it did.
     pub fin_sent_ns: Option<u64>,
+    /// The peer FIN's sequence number.
+    pub fin_seq: Option<u32>,
+    /// When the peer's socket took in this side's FIN: the FIN's arrival on the wire.
+    pub fin_received_ns: Option<u64>,
+    /// When the peer's socket took in the ACK of its own FIN (FIN_WAIT1->FIN_WAIT2,
+    /// CLOSING->CLOSE or LAST_ACK->CLOSE): that ACK's arrival on the wire.
+    pub ack_received_ns: Option<u64>,
     /// When the peer's socket reached CLOSE, if it has.
     pub closed_ns: Option<u64>,
 }
@@ -368,44 +462,56 @@ impl Timeline {
         }
     }
 
-    /// The four segments of the close as far as this side can tell.
+    /// The close's segments as far as this side can tell, each with its sequence number.
     pub fn waves(&self) -> Vec<Wave> {
-        let at = |from: &[u8], to: u8| self.find(from, to).map(|t| t.ts_ns);
-        let observed = |what, ts, basis| Wave::known_as(Evidence::Observed, what, ts, basis);
-        let inferred = |what, ts, basis| Wave::known_as(Evidence::Inferred, what, ts, basis);
-        let peer_fin = self.peer.and_then(|p| p.fin_sent_ns);
-        let peer_closed = self.peer.and_then(|p| p.closed_ns);
+        let at = |from: &[u8], to: u8| self.find(from, to);
+        let ts = |t: Option<&Transition>| t.map(|t| t.ts_ns);
+        let seq = |t: Option<&Transition>, f: fn(&Seq) -> u32| t.and_then(|t| t.seq).map(|s| f(&s));
+        let observed =
+            |what, t: Option<u64>, basis| Wave::known_as(Evidence::Observed, what, t, basis);
+        let inferred =
+            |what, t: Option<u64>, basis| Wave::known_as(Evidence::Inferred, what, t, basis);
+        let peer = self.peer;
+        // The FIN taken in: its number is one below what the socket expects next.
+        let fin_in_seq = |t| seq(t, |s| s.rcv_nxt.wrapping_sub(1));
         match self.role() {
             Some(Role::Active) => {
-                let fin_sent = at(&[], state::FIN_WAIT1);
-                let ack_received = at(&[state::FIN_WAIT1], state::FIN_WAIT2);
-                let mut waves = vec![
-                    observed(WaveKind::FinSent, fin_sent, "ESTABLISHED->FIN_WAIT1"),
-                    observed(WaveKind::AckReceived, ack_received, "FIN_WAIT1->FIN_WAIT2"),
-                ];
+                let close = at(&[], state::FIN_WAIT1);
+                let acked = at(&[state::FIN_WAIT1], state::FIN_WAIT2);
+                let mut waves = self.own_fin(close, "ESTABLISHED->FIN_WAIT1", acked);
+                waves.push(
+                    observed(WaveKind::AckReceived, ts(acked), "FIN_WAIT1->FIN_WAIT2")
+                        .seq(seq(acked, |s| s.snd_una)),
+                );
                 if self.time_wait() == Some(state::TIME_WAIT) {
-                    let fin_in = self.transitions.last().map(|t| t.ts_ns);
-                    waves.push(observed(
-                        WaveKind::FinReceived,
-                        fin_in,
-                        "FIN_WAIT2->CLOSE with SOCK_DONE set",
-                    ));
-                    waves.push(inferred(
-                        WaveKind::AckSent,
-                        fin_in,
-                        "a FIN is acknowledged at once",
-                    ));
-                } else if peer_fin.is_some() {
-                    waves.push(inferred(
-                        WaveKind::FinReceived,
-                        peer_fin,
-                        "peer socket on this host sent its FIN",
-                    ));
-                    waves.push(inferred(
-                        WaveKind::AckSent,
-                        peer_closed,
-                        "peer socket on this host got the last ACK",
-                    ));
+                    let fin_in = self.transitions.last();
+                    waves.push(
+                        observed(
+                            WaveKind::FinReceived,
+                            ts(fin_in),
+                            "FIN_WAIT2->CLOSE with SOCK_DONE set",
+                        )
+                        .seq(fin_in_seq(fin_in)),
+                    );
+                    waves.push(self.ack_at_once(fin_in, "FIN_WAIT2"));
+                } else if let Some(p) = peer.filter(|p| p.fin_sent_ns.is_some()) {
+                    waves.push(
+                        inferred(
+                            WaveKind::FinReceived,
+                            p.fin_sent_ns,
+                            "peer socket on this host sent its FIN",
+                        )
+                        .seq(p.fin_seq)
+                        .within(p.fin_sent_ns, p.ack_received_ns),
+                    );
+                    waves.push(
+                        observed(
+                            WaveKind::AckSent,
+                            p.ack_received_ns,
+                            "peer socket on this host received it (LAST_ACK->CLOSE)",
+                        )
+                        .seq(p.fin_seq.map(|w| w.wrapping_add(1))),
+                    );
                 } else {
                     let basis = if self.time_wait() == Some(state::FIN_WAIT2) {
                         "after hand-over to the TIME_WAIT mini-socket"
@@ -419,44 +525,216 @@ impl Timeline {
             }
             Some(Role::Passive) => {
                 let fin_in = at(&[], state::CLOSE_WAIT);
-                vec![
-                    observed(WaveKind::FinReceived, fin_in, "ESTABLISHED->CLOSE_WAIT"),
-                    inferred(
-                        WaveKind::AckSent,
-                        fin_in,
-                        "a FIN is acknowledged at once (or with our FIN)",
-                    ),
-                    observed(
-                        WaveKind::FinSent,
-                        at(&[state::CLOSE_WAIT], state::LAST_ACK),
-                        "CLOSE_WAIT->LAST_ACK",
-                    ),
-                    observed(
-                        WaveKind::AckReceived,
-                        at(&[state::LAST_ACK], state::CLOSE),
-                        "LAST_ACK->CLOSE",
-                    ),
-                ]
+                let close = at(&[state::CLOSE_WAIT], state::LAST_ACK);
+                let acked = at(&[state::LAST_ACK], state::CLOSE);
+                let mut waves = vec![
+                    observed(WaveKind::FinReceived, ts(fin_in), "ESTABLISHED->CLOSE_WAIT")
+                        .seq(fin_in_seq(fin_in)),
+                    self.passive_ack(fin_in, close, acked),
+                ];
+                if close.is_some() {
+                    waves.extend(self.own_fin(close, "CLOSE_WAIT->LAST_ACK", acked));
+                }
+                waves.push(
+                    observed(WaveKind::AckReceived, ts(acked), "LAST_ACK->CLOSE")
+                        .seq(seq(acked, |s| s.snd_una)),
+                );
+                waves
             }
             Some(Role::Simultaneous) => {
+                let close = at(&[], state::FIN_WAIT1);
                 let crossing = at(&[state::FIN_WAIT1], state::CLOSING);
-                vec![
-                    observed(
-                        WaveKind::FinSent,
-                        at(&[], state::FIN_WAIT1),
-                        "ESTABLISHED->FIN_WAIT1",
-                    ),
-                    observed(WaveKind::FinReceived, crossing, "FIN_WAIT1->CLOSING"),
-                    inferred(WaveKind::AckSent, crossing, "a FIN is acknowledged at once"),
-                    observed(
-                        WaveKind::AckReceived,
-                        at(&[state::CLOSING], state::CLOSE),
-                        "CLOSING->CLOSE",
-                    ),
-                ]
+                let acked = at(&[state::CLOSING], state::CLOSE);
+                let mut waves = self.own_fin(close, "ESTABLISHED->FIN_WAIT1", acked);
+                waves.push(
+                    observed(WaveKind::FinReceived, ts(crossing), "FIN_WAIT1->CLOSING")
+                        .seq(fin_in_seq(crossing)),
+                );
+                waves.push(self.ack_at_once(crossing, "FIN_WAIT1"));
+                waves.push(
+                    observed(WaveKind::AckReceived, ts(acked), "CLOSING->CLOSE")
+                        .seq(seq(acked, |s| s.snd_una)),
+                );
+                waves
             }
             Some(Role::Reset) | None => Vec::new(),
         }
+    }
+
+    /// This side's FIN: queued when the application closed (`close`, leaving by `basis`),
+    /// then on the wire, which is seen only from a peer on this host or deduced when
+    /// nothing could hold it back. `acked` is when its ACK came back: it left before that.
+    fn own_fin(
+        &self,
+        close: Option<&Transition>,
+        basis: &'static str,
+        acked: Option<&Transition>,
+    ) -> Vec<Wave> {
+        let fin_seq = close.and_then(|t| t.seq).map(|s| s.write_seq);
+        let queued_ns = close.map(|t| t.ts_ns);
+        let acked_ns = acked.map(|t| t.ts_ns);
+        let queued =
+            Wave::known_as(Evidence::Observed, WaveKind::FinQueued, queued_ns, basis).seq(fin_seq);
+        let first_resend = self.retransmits.iter().find(|r| r.fin).map(|r| r.ts_ns);
+        let wire =
+            |evidence, ts, basis| Wave::known_as(evidence, WaveKind::FinSent, ts, basis).seq(fin_seq);
+        let sent = if let Some(arrived) = self.peer.and_then(|p| p.fin_received_ns) {
+            wire(
+                Evidence::Observed,
+                Some(arrived),
+                "peer socket on this host received it",
+            )
+        } else if first_resend.is_some() {
+            wire(
+                Evidence::NotObserved,
+                None,
+                "queued, then retransmitted: the first copy was lost or failed locally",
+            )
+            .within(queued_ns, first_resend)
+        } else {
+            match close.and_then(|t| t.seq) {
+                Some(s) if s.unsent() == 0 && s.unacked() == 0 => wire(
+                    Evidence::Inferred,
+                    queued_ns,
+                    "nothing unsent or in flight at close: tcp_send_fin() sends it at once",
+                )
+                .within(queued_ns, acked_ns),
+                Some(s) if s.unsent() > 0 => wire(
+                    Evidence::NotObserved,
+                    None,
+                    "queued behind unsent data: left once it drained",
+                )
+                .within(queued_ns, acked_ns),
+                _ => wire(Evidence::NotObserved, None, "not seen").within(queued_ns, acked_ns),
+            }
+        };
+        vec![queued, sent]
+    }
+
+    /// The ACK of a FIN taken in at `fin_in` in FIN_WAIT1 or FIN_WAIT2: `tcp_fin()` sends it
+    /// at once, just before the state changes; the peer on this host sees it arrive.
+    fn ack_at_once(&self, fin_in: Option<&Transition>, state_name: &'static str) -> Wave {
+        let ack_seq = fin_in.and_then(|t| t.seq).map(|s| s.rcv_nxt);
+        if let Some(arrived) = self.peer.and_then(|p| p.ack_received_ns) {
+            return Wave::known_as(
+                Evidence::Observed,
+                WaveKind::AckSent,
+                Some(arrived),
+                "peer socket on this host received it",
+            )
+            .seq(ack_seq);
+        }
+        let basis = match state_name {
+            "FIN_WAIT1" => "tcp_fin() acknowledges a FIN in FIN_WAIT1 at once, then enters CLOSING",
+            _ => "tcp_fin() acknowledges a FIN in FIN_WAIT2 at once, then enters TIME_WAIT",
+        };
+        let ts = fin_in.map(|t| t.ts_ns);
+        Wave::known_as(Evidence::Inferred, WaveKind::AckSent, ts, basis)
+            .seq(ack_seq)
+            .within(ts, ts)
+    }
+
+    /// The passive side's ACK of the peer's FIN. A FIN puts the socket in delayed-ACK
+    /// (pingpong) mode, so it is not sent at once: seen arriving at a peer on this host, or
+    /// told from whether the ACK was still owed when the application closed.
+    fn passive_ack(
+        &self,
+        fin_in: Option<&Transition>,
+        close: Option<&Transition>,
+        acked: Option<&Transition>,
+    ) -> Wave {
+        let ack_seq = fin_in.and_then(|t| t.seq).map(|s| s.rcv_nxt);
+        let wave =
+            |evidence, ts, basis| Wave::known_as(evidence, WaveKind::AckSent, ts, basis).seq(ack_seq);
+        let fin_in_ns = fin_in.map(|t| t.ts_ns);
+        let owed_at_close = close.and_then(|t| t.seq).is_some_and(|s| s.ack_owed());
+        if let Some(arrived) = self.peer.and_then(|p| p.ack_received_ns) {
+            let basis = if owed_at_close {
+                "merged into our FIN: the peer socket on this host received them together"
+            } else {
+                "peer socket on this host received it (FIN_WAIT1->FIN_WAIT2)"
+            };
+            return wave(Evidence::Observed, Some(arrived), basis);
+        }
+        let close_ns = close.map(|t| t.ts_ns);
+        match close.and_then(|t| t.seq) {
+            Some(s) if s.ack_owed() => wave(
+                Evidence::Inferred,
+                close_ns,
+                "merged into our FIN: still owed when the application closed (FIN+ACK)",
+            )
+            .within(close_ns, acked.map(|t| t.ts_ns)),
+            Some(_) => wave(
+                Evidence::NotObserved,
+                None,
+                "delayed (delayed-ACK mode after a FIN): sent before the application closed",
+            )
+            .within(fin_in_ns, close_ns),
+            None => wave(
+                Evidence::NotObserved,
+                None,
+                "delayed-ACK mode after a FIN: not seen",
+            )
+            .within(fin_in_ns, close_ns),
+        }
+    }
+
+    /// What was left to send when the application closed or shut down the socket.
+    pub fn at_close(&self) -> Option<AtClose> {
+        let close = self
+            .find(&[state::ESTABLISHED, state::SYN_RECV], state::FIN_WAIT1)
+            .or_else(|| self.find(&[state::CLOSE_WAIT], state::LAST_ACK))?;
+        let seq = close.seq?;
+        Some(AtClose {
+            ts_ns: close.ts_ns,
+            unsent: seq.unsent(),
+            unacked: seq.unacked(),
+        })
+    }
+
+    /// close() after shutdown(): when the application let go of the socket.
+    pub fn released_ns(&self) -> Option<u64> {
+        self.transitions
+            .iter()
+            .find(|t| t.is_release())
+            .map(|t| t.ts_ns)
+    }
+
+    /// When this side took in the peer's FIN, as the peer of this socket would want to know.
+    pub fn fin_received_ns(&self) -> Option<u64> {
+        self.transitions
+            .iter()
+            .find(|t| match (t.from, t.to) {
+                (state::ESTABLISHED, state::CLOSE_WAIT) | (state::FIN_WAIT1, state::CLOSING) => {
+                    true
+                }
+                (state::FIN_WAIT2, state::CLOSE) => t.sock_flags & sock_flags::FIN_RECEIVED != 0,
+                _ => false,
+            })
+            .map(|t| t.ts_ns)
+    }
+
+    /// When this side took in the ACK of its own FIN.
+    pub fn ack_received_ns(&self) -> Option<u64> {
+        self.transitions
+            .iter()
+            .find(|t| {
+                matches!(
+                    (t.from, t.to),
+                    (state::FIN_WAIT1, state::FIN_WAIT2)
+                        | (state::CLOSING, state::CLOSE)
+                        | (state::LAST_ACK, state::CLOSE)
+                )
+            })
+            .map(|t| t.ts_ns)
+    }
+
+    /// This side's FIN's sequence number.
+    pub fn fin_seq(&self) -> Option<u32> {
+        self.find(&[state::ESTABLISHED, state::SYN_RECV], state::FIN_WAIT1)
+            .or_else(|| self.find(&[state::CLOSE_WAIT], state::LAST_ACK))
+            .and_then(|t| t.seq)
+            .map(|s| s.write_seq)
     }
 
     /// The peer socket's tuple, as it would report it.

@@ -227,9 +227,10 @@ impl Snapshot {
             })
     }
 
-    /// The exact tuple (namespace always included) of every socket.
-    pub fn tuples(&self) -> impl Iterator<Item = Tuple> + '_ {
-        self.sockets.iter().map(|s| {
+    /// The exact tuple (namespace always included) of every full socket: not the TIME_WAIT
+    /// mini-sockets, which outlive the socket they were handed from under the same tuple.
+    pub fn full_sockets(&self) -> impl Iterator<Item = Tuple> + '_ {
+        self.sockets.iter().filter(|s| !s.is_mini()).map(|s| {
             let d = &s.diag;
             (
                 s.netns as u32,

@@ -200,7 +200,7 @@ impl Pipeline {
     /// Sockets still closing at the end are looked for in `snapshot`, taken just before
     /// the last events were read: one that is gone had its end lost.
     pub fn check_open_at_exit(&mut self, snapshot: &Snapshot) {
-        let alive: HashSet<Tuple> = snapshot.tuples().collect();
+        let alive: HashSet<Tuple> = snapshot.full_sockets().collect();
         self.reconstructor
             .check_open_at_exit(Box::new(move |t: &Timeline| {
                 alive.contains(&(t.netns, t.laddr, t.lport, t.raddr, t.rport))

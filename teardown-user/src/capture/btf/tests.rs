@@ -215,6 +215,33 @@ pub fn mini_kernel() -> Vec<u8> {
         48,
         &[("seq", u32_, 0, 0), ("tcp_flags", u16_, 8 * 12, 0)],
     );
+    let icsk_ack = b.aggregate(
+        "",
+        false,
+        12,
+        &[("pending", u8_, 0, 0), ("pingpong", u8_, 16, 0)],
+    );
+    b.aggregate(
+        "inet_connection_sock",
+        false,
+        1400,
+        &[("icsk_ack", icsk_ack, 8 * 1300, 0)],
+    );
+    b.aggregate(
+        "tcp_sock",
+        false,
+        2000,
+        &[
+            ("snd_una", u32_, 8 * 1500, 0),
+            ("snd_nxt", u32_, 8 * 1504, 0),
+            ("write_seq", u32_, 8 * 1600, 0),
+            ("rcv_nxt", u32_, 8 * 1700, 0),
+        ],
+    );
+    b.enumeration(
+        "inet_csk_ack_state_t",
+        &[("ICSK_ACK_SCHED", 1), ("ICSK_ACK_TIMER", 2)],
+    );
     b.tracepoint("tcp_send_reset", &[long, long, u32_]);
     b.build()
 }
