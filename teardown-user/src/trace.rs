@@ -4,7 +4,7 @@
 
 use std::{
     fs::File,
-    io::{self, BufReader, BufWriter, Stdout, Write},
+    io::{self, BufReader, BufWriter, IsTerminal as _, Stdout, Write},
     path::Path,
     time::Duration,
 };
@@ -22,6 +22,12 @@ use crate::{
     event::Event,
     output::{
         json, text, Clock, DocumentWriter, ExchangePrinter, KernelNames, RawPrinter, Summary,
+    },
+    population::{
+        metrics::Metrics,
+        render::Health,
+        sink::{Sink, Style},
+        Grouping,
     },
     reconstruct::{Reconstructor, Timeline},
     record::{Recorder, Replay},
@@ -105,6 +111,8 @@ enum Mode {
     Ndjson,
     RawText,
     RawJson,
+    /// `--summary`: the population, now and then, instead of a line per teardown.
+    Summary,
 }
 
 /// Where events and timelines go. Write errors are kept (the first one) and reported at
@@ -120,6 +128,8 @@ struct Outputs {
     raw: RawPrinter,
     /// `--exchange`: pairs both ends of local connections.
     exchange: Option<ExchangePrinter>,
+    /// `--summary`, `--metrics` and the document's `population`.
+    population: Option<Sink>,
     summary: Summary,
     line: Vec<u8>,
     error: Option<Error>,
@@ -146,6 +156,9 @@ impl Outputs {
 
     fn timeline(&mut self, t: Timeline) {
         self.summary.count(&t);
+        if let Some(population) = &mut self.population {
+            population.timeline(&t, &self.names);
+        }
         if let Some(doc) = &mut self.doc {
             if let Err(e) = doc.timeline(&t, &self.names) {
                 self.error.get_or_insert(e);
@@ -158,7 +171,7 @@ impl Outputs {
                 &mut self.line,
                 &text::timeline(&t, &self.clock, &self.names),
             ),
-            Mode::RawText | Mode::RawJson => return,
+            Mode::RawText | Mode::RawJson | Mode::Summary => return,
         }
         self.print();
         let exchange = self
@@ -180,8 +193,15 @@ impl Outputs {
                 let line = self.raw.line(e, &self.clock, &self.names);
                 json::push(&mut self.line, &line);
             }
-            Mode::Text | Mode::Ndjson => return,
+            Mode::Text | Mode::Ndjson | Mode::Summary => return,
         }
+        self.print();
+    }
+
+    /// Prints `text` as it is (it ends its own lines).
+    fn print_block(&mut self, text: &str) {
+        self.line.clear();
+        json::push(&mut self.line, text.strip_suffix('\n').unwrap_or(text));
         self.print();
     }
 
@@ -229,6 +249,24 @@ impl Pipeline {
         outputs.flush()
     }
 
+    /// Brings the population up to date at `now_ns`, and prints its summary when due.
+    fn population(&mut self, now_ns: u64, lost: (u64, u64), degraded: usize) -> Result<()> {
+        let health = Health {
+            events: self.events,
+            lost_events: lost.0,
+            lost_owners: lost.1,
+            degraded,
+        };
+        let Some(population) = &mut self.outputs.population else {
+            return Ok(());
+        };
+        if let Some(summary) = population.tick(now_ns, self.reconstructor.open_timelines(), health)
+        {
+            self.outputs.print_block(&summary);
+        }
+        self.outputs.flush()
+    }
+
     /// Flushes every output; the document and the recording get the final counters.
     /// Sockets still closing were followed until `end_ns`.
     fn finish(
@@ -241,11 +279,30 @@ impl Pipeline {
         let Pipeline {
             events,
             recorder,
-            reconstructor,
+            mut reconstructor,
             mut outputs,
             ..
         } = self;
+        reconstructor.advance(u64::MAX, &mut |t| outputs.timeline(t));
+        // The sockets closing now are counted before they are handed out as incomplete.
+        let health = Health {
+            events,
+            lost_events,
+            lost_owners,
+            degraded: degraded.len(),
+        };
+        if let Some(population) = &mut outputs.population {
+            population.refresh(end_ns, reconstructor.open_timelines(), health);
+        }
         let stats = reconstructor.finish(end_ns, &mut |t| outputs.timeline(t));
+        let (final_summary, population_json) = outputs
+            .population
+            .as_ref()
+            .map(|p| (p.summary(), p.json()))
+            .unzip();
+        if let Some(summary) = final_summary.flatten() {
+            outputs.print_block(&summary);
+        }
         outputs.summary.lost_events = lost_events;
         outputs.summary.lost_owners = lost_owners;
         outputs.summary.evicted = stats.evicted;
@@ -255,7 +312,12 @@ impl Pipeline {
         }
         let summary = outputs.summary;
         if let Some(doc) = outputs.doc.take() {
-            doc.finish(&trailer(&summary, degraded))?;
+            let mut trailer = trailer(&summary, degraded);
+            if let Some(population) = population_json {
+                trailer.push_str(",\"population\":");
+                trailer.push_str(&String::from_utf8_lossy(&population));
+            }
+            doc.finish(&trailer)?;
         }
         outputs.flush()?;
         Ok(summary)
@@ -344,11 +406,15 @@ fn pipeline(cli: &Cli) -> Result<(Pipeline, Option<File>)> {
         None => None,
     };
     let mode = match (cli.raw, cli.json) {
+        _ if cli.summary.is_some() => Mode::Summary,
         (false, false) => Mode::Text,
         (false, true) => Mode::Ndjson,
         (true, false) => Mode::RawText,
         (true, true) => Mode::RawJson,
     };
+    let population = (cli.summary.is_some() || cli.metrics.is_some() || cli.output.is_some())
+        .then(|| population(cli))
+        .transpose()?;
     let outputs = Outputs {
         mode,
         stdout: BufWriter::with_capacity(64 << 10, io::stdout()),
@@ -358,6 +424,7 @@ fn pipeline(cli: &Cli) -> Result<(Pipeline, Option<File>)> {
         clock,
         raw: RawPrinter::default(),
         exchange: cli.exchange.then(ExchangePrinter::default),
+        population,
         summary: Summary {
             raw_shown: cli.raw.then_some(0),
             ..Summary::default()
@@ -375,12 +442,40 @@ fn pipeline(cli: &Cli) -> Result<(Pipeline, Option<File>)> {
     Ok((pipeline, record_file))
 }
 
+/// The population output; with `--metrics`, its endpoint is listening on return.
+fn population(cli: &Cli) -> Result<Sink> {
+    let style = if cli.json {
+        Style::Json
+    } else if io::stdout().is_terminal() {
+        Style::Terminal
+    } else {
+        Style::Lines
+    };
+    let summary = cli.summary.map(|secs| (Duration::from_secs(secs), style));
+    let metrics = match cli.metrics {
+        Some(addr) => {
+            let metrics = Metrics::new(cli.max_sockets);
+            let server = metrics
+                .serve(addr)
+                .map_err(|source| Error::Metrics { addr, source })?;
+            tokio::spawn(server);
+            Some(metrics)
+        }
+        None => None,
+    };
+    Ok(Sink::new(
+        Grouping::new(cli.counted_ports()),
+        summary,
+        metrics,
+    ))
+}
+
 fn header(pipeline: &mut Pipeline) {
     pipeline.outputs.line.clear();
     match pipeline.outputs.mode {
         Mode::Text => json::push(&mut pipeline.outputs.line, text::TIMELINE_HEADER),
         Mode::RawText => json::push(&mut pipeline.outputs.line, text::RAW_HEADER),
-        Mode::Ndjson | Mode::RawJson => return,
+        Mode::Ndjson | Mode::RawJson | Mode::Summary => return,
     }
     pipeline.outputs.print();
 }
@@ -452,6 +547,7 @@ async fn live(cli: &Cli) -> Result<Summary> {
             );
         }
         reported = lost;
+        pipeline.population(monotonic_ns(), (lost.events(), lost.owners), degraded.len())?;
         if stop || pipeline.outputs.stdout_closed {
             break;
         }
@@ -489,6 +585,7 @@ async fn replay(cli: &Cli, path: &Path) -> Result<Summary> {
         count += 1;
         if count.is_multiple_of(4096) {
             pipeline.advance(newest)?;
+            pipeline.population(newest, (0, 0), 0)?;
             let stop = tokio::select! {
                 biased;
                 _ = interrupt.recv() => true,
@@ -503,7 +600,16 @@ async fn replay(cli: &Cli, path: &Path) -> Result<Summary> {
     let (lost_events, lost_owners) = recording.counts.unwrap_or((0, 0));
     // Stopped early, or a version 1 file: the newest event is as far as it goes.
     let end_ns = recording.end_ns.unwrap_or(newest).max(newest);
-    pipeline.finish(end_ns, lost_events, lost_owners, &[])
+    let summary = pipeline.finish(end_ns, lost_events, lost_owners, &[])?;
+    if let Some(addr) = cli.metrics {
+        // The replayed totals stay up for a Prometheus to scrape.
+        eprintln!("Replayed. Serving metrics on http://{addr}/metrics until Ctrl-C.");
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    Ok(summary)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Installs, only when missing, what building and testing the eBPF program needs:
 //! rust-src for the eBPF toolchain, the LLVM that bpf-linker links against, bpf-linker,
-//! and the tools the test lab and the benchmark use (iproute2, nftables, libbpf-tools, bpftool).
+//! and the tools the test lab and the benchmark use (iproute2, nftables, libbpf-tools, bpftool,
+//! and the Prometheus server that scrapes `--metrics` in its test).
 
 use std::{
     path::{Path, PathBuf},
@@ -164,12 +165,14 @@ pub fn ensure() -> Result<BuildEnv> {
     }
 
     // 3. What the test lab and the benchmark drive: namespaces, firewall rules, the peer,
-    //    and the BPF run-time statistics the benchmark and the churn test read.
+    //    the BPF run-time statistics the benchmark and the churn test read, and a real
+    //    Prometheus for the metrics test.
     for (program, package) in [
         ("ip", "iproute2"),
         ("nft", "nftables"),
         ("tcpstates", "libbpf-tools"),
         ("bpftool", "bpftool"),
+        ("prometheus", "prometheus"),
     ] {
         if !has(program) {
             apt.install(&[package])?;
