@@ -307,3 +307,39 @@ fn metrics_follow_prometheus_conventions_and_bounded_labels() {
         .encode()
         .contains("teardown_sockets{comm=\"curl\",port=\"other\",state=\"CLOSE_WAIT\"} 0"));
 }
+
+/// The JSON object and its schema name the same fields, at every level the schema closes.
+#[test]
+fn the_json_matches_its_schema_fields() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../schema/population.schema.json")).unwrap();
+    let (population, now) = population(Grouping::new(vec![443]));
+    let mut out = Vec::new();
+    render::json(&mut out, &population, &now, &Health::default());
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let required = |s: &serde_json::Value| -> Vec<String> {
+        let mut keys: Vec<String> = serde_json::from_value(s["required"].clone()).unwrap();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(&v), required(&schema));
+    assert_eq!(keys(&schema["properties"]), required(&schema));
+    let group = &schema["properties"]["groups"]["items"];
+    let phases = keys(&group["properties"]["phases_ns"]["properties"]);
+    for g in v["groups"].as_array().unwrap() {
+        assert_eq!(keys(g), required(group));
+        for field in ["closes", "now"] {
+            assert_eq!(keys(&g[field]), required(&group["properties"][field]));
+        }
+        for (phase, p) in g["phases_ns"].as_object().unwrap() {
+            assert!(phases.contains(phase), "{phase} not in the schema");
+            let pct = &group["properties"]["phases_ns"]["properties"][phase];
+            assert_eq!(keys(p), required(pct));
+        }
+    }
+}
