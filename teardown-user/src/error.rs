@@ -36,10 +36,11 @@ pub enum Error {
         offset: u64,
         reason: String,
     },
-    #[error("cannot serve metrics on {addr}: {source}")]
+    /// Not a `source`: the message already says it, and anyhow would print it twice.
+    #[error("cannot serve metrics on {addr}: {error}")]
     Metrics {
         addr: std::net::SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),

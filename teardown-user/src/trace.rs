@@ -457,7 +457,7 @@ fn population(cli: &Cli) -> Result<Sink> {
             let metrics = Metrics::new(cli.max_sockets);
             let server = metrics
                 .serve(addr)
-                .map_err(|source| Error::Metrics { addr, source })?;
+                .map_err(|error| Error::Metrics { addr, error })?;
             tokio::spawn(server);
             Some(metrics)
         }
