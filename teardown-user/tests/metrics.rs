@@ -315,14 +315,8 @@ fn pairs(expected: &[(&str, f64)]) -> Vec<(String, f64)> {
     expected.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 
-#[test]
-fn prometheus_scrapes_closes_by_role_and_phase_durations_and_every_dashboard_panel_has_data() {
-    let Some(_serial) = privileged(
-        "prometheus_scrapes_closes_by_role_and_phase_durations_and_every_dashboard_panel_has_data",
-    ) else {
-        return;
-    };
-    let (ns, port) = (Netns::new(), port());
+/// The tracer for `port` with `--metrics --summary 1 --json`, and a Prometheus scraping it.
+fn scraped(port: u16) -> (Tracer, Prometheus) {
     let metrics = free_addr();
     let tracer = Tracer::start(&[
         "--metrics",
@@ -333,7 +327,18 @@ fn prometheus_scrapes_closes_by_role_and_phase_durations_and_every_dashboard_pan
         "1",
         "--json",
     ]);
-    let prometheus = Prometheus::start(&metrics);
+    (tracer, Prometheus::start(&metrics))
+}
+
+#[test]
+fn prometheus_scrapes_closes_by_role_and_phase_durations_and_every_dashboard_panel_has_data() {
+    let Some(_serial) = privileged(
+        "prometheus_scrapes_closes_by_role_and_phase_durations_and_every_dashboard_panel_has_data",
+    ) else {
+        return;
+    };
+    let (ns, port) = (Netns::new(), port());
+    let (tracer, prometheus) = scraped(port);
     // 3 servers close first, 2 clients do, and 2 servers abort: 14 sockets close. In two
     // rounds: rates need an increase between two scrapes of a series, and a series starts
     // with the first close of its process and port.
@@ -400,9 +405,10 @@ fn prometheus_scrapes_closes_by_role_and_phase_durations_and_every_dashboard_pan
     // --summary --json: one object a second, and the last one at exit.
     let last: Value = serde_json::from_str(lines.last().expect("a summary at exit")).unwrap();
     let groups = last["groups"].as_array().unwrap();
+    let port_label = port.to_string();
     let server = groups
         .iter()
-        .find(|g| g["port"] == port.to_string())
+        .find(|g| g["port"] == port_label.as_str())
         .unwrap_or_else(|| panic!("{last}"));
     assert_eq!(server["comm"], "teardown-lab");
     assert_eq!(server["closes"]["active"], 3, "{server}");
@@ -416,17 +422,7 @@ fn scraping_during_a_churn_loses_no_events() {
         return;
     };
     let (ns, port) = (Netns::new(), port());
-    let metrics = free_addr();
-    let tracer = Tracer::start(&[
-        "--metrics",
-        &metrics,
-        "-P",
-        &port.to_string(),
-        "--summary",
-        "1",
-        "--json",
-    ]);
-    let prometheus = Prometheus::start(&metrics);
+    let (tracer, prometheus) = scraped(port);
     prometheus.query_until("up", |r| r.iter().any(|s| value(s) == 1.0));
     let count = 5000;
     let started = Instant::now();
