@@ -30,6 +30,7 @@ pub const MAX_COMMS: usize = 100;
 /// 60 s; the FIN_WAIT2 substate of an orphan times out after `tcp_fin_timeout`, also 60 s by
 /// default).
 pub const TIME_WAIT_NS: u64 = FIN_TIMEOUT_NS;
+const SECOND_NS: u64 = 1_000_000_000;
 
 /// A phase whose latency is measured: the time spent in a closing state, or the whole
 /// teardown (leaving ESTABLISHED to CLOSE).
@@ -214,8 +215,9 @@ pub type Now = BTreeMap<Group, [u64; 6]>;
 pub struct Population {
     grouping: Grouping,
     pub groups: BTreeMap<Group, Stats>,
-    /// Closes handed to TIME_WAIT, oldest first: (when, group).
-    time_wait: VecDeque<(u64, Group)>,
+    /// Closes handed to TIME_WAIT per second, oldest first: (second, count per group).
+    /// A second per entry, not a close: at full churn a minute holds millions of closes.
+    time_wait: VecDeque<(u64, BTreeMap<Group, u64>)>,
 }
 
 impl Population {
@@ -247,8 +249,14 @@ impl Population {
                 .saturating_record(ns);
         }
         if let (Some(_), Some(closed)) = (t.time_wait(), t.closed_ns()) {
+            let second = closed / SECOND_NS;
             // Timelines come out nearly in order; a late one only ages out a bit late.
-            self.time_wait.push_back((closed, group));
+            if self.time_wait.back().is_none_or(|(last, _)| *last < second) {
+                self.time_wait.push_back((second, BTreeMap::new()));
+            }
+            if let Some((_, counts)) = self.time_wait.back_mut() {
+                *counts.entry(group).or_default() += 1;
+            }
         }
         group
     }
@@ -256,10 +264,12 @@ impl Population {
     /// Sockets in each closing state at `now_ns`: `open` are the sockets the reconstruction
     /// still follows; TIME_WAIT counts the closes of the last 60 s that went there.
     pub fn now<'a>(&mut self, now_ns: u64, open: impl Iterator<Item = &'a Timeline>) -> Now {
+        // A second's closes leave once the last of them has been there 60 s.
+        let gone = |second: u64| (second + 1) * SECOND_NS + TIME_WAIT_NS <= now_ns;
         while self
             .time_wait
             .front()
-            .is_some_and(|(closed, _)| closed.saturating_add(TIME_WAIT_NS) <= now_ns)
+            .is_some_and(|(second, _)| gone(*second))
         {
             self.time_wait.pop_front();
         }
@@ -270,8 +280,8 @@ impl Population {
                 now.entry(self.grouping.group(t)).or_default()[i] += 1;
             }
         }
-        for (_, group) in &self.time_wait {
-            now.entry(*group).or_default()[NOW_STATES.len() - 1] += 1;
+        for (group, n) in self.time_wait.iter().flat_map(|(_, counts)| counts) {
+            now.entry(*group).or_default()[NOW_STATES.len() - 1] += n;
         }
         now
     }
