@@ -375,7 +375,13 @@ fn prometheus_scrapes_closes_by_role_and_phase_durations_and_every_dashboard_pan
     assert_eq!(by("role", &prometheus.query(&server)), want);
     // Every socket's whole teardown was timed: the histogram counts the 14 closes.
     let count = prometheus.query("sum(teardown_teardown_duration_seconds_count)");
-    assert_eq!(value(&count[0]), 14.0, "{count:?}");
+    assert_eq!(
+        value(&count[0]),
+        14.0,
+        "{count:?}\n{:?}\n{:?}",
+        prometheus.query("teardown_closes_total > 0"),
+        prometheus.query("teardown_teardown_duration_seconds_count"),
+    );
     // The CLOSE_WAIT of the passive sides lasted the lab's 20 ms delay (at least).
     let close_wait = prometheus.query(
         r#"sum(teardown_state_duration_seconds_sum{state="CLOSE_WAIT"}) / sum(teardown_state_duration_seconds_count{state="CLOSE_WAIT"})"#,
