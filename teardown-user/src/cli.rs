@@ -2,6 +2,7 @@
 
 use std::{
     fs,
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -25,6 +26,8 @@ EXAMPLES:
     teardown-trace --record run.tdrec    # also save the raw transitions to a file
     teardown-trace --replay run.tdrec    # rebuild timelines from a recording (no root)
     teardown-trace --leaks               # CLOSE_WAIT per process and port, TIME_WAIT per port, now
+    teardown-trace --summary -P 443      # a table per process and port, redrawn every 2 s
+    teardown-trace --metrics 127.0.0.1:9464 --by-port 443,8080   # Prometheus metrics
 
 ROLES:
     active        sent the first FIN (ESTABLISHED -> FIN_WAIT1)
@@ -106,6 +109,24 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub replay: Option<PathBuf>,
 
+    /// Instead of a line per teardown, a summary every SECS seconds [default: 2]: per process
+    /// and local port, closes by role, resets, FIN retransmissions, phase latency
+    /// percentiles, sockets closing now. Redrawn in place on a terminal; with --json, a JSON
+    /// object per line
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2",
+          value_parser = value_parser!(u64).range(1..), conflicts_with_all = ["raw", "exchange"])]
+    pub summary: Option<u64>,
+
+    /// Serve Prometheus metrics (OpenMetrics) at http://ADDR/metrics, e.g. 127.0.0.1:9464
+    #[arg(long, value_name = "ADDR", conflicts_with = "raw")]
+    pub metrics: Option<SocketAddr>,
+
+    /// Local ports counted apart in --summary and --metrics, the others as "other"
+    /// [default: the ports of -P and --lport]
+    #[arg(long = "by-port", value_name = "PORT[,PORT...]", value_delimiter = ',',
+          value_parser = value_parser!(u16).range(1..))]
+    pub by_port: Vec<u16>,
+
     /// Ring buffer size in MiB (a power of two); raise it if events are lost
     #[arg(long = "ring-mb", value_name = "MIB", default_value_t = 4,
           value_parser = ring_mb)]
@@ -148,6 +169,7 @@ impl Cli {
             }),
         };
         let mode = match (self.raw, self.json) {
+            _ if self.summary.is_some() => Mode::Summary,
             (false, false) => Mode::Text,
             (false, true) => Mode::Ndjson,
             (true, false) => Mode::RawText,
@@ -176,7 +198,20 @@ impl Cli {
             mode,
             exchange: self.exchange,
             document: self.output.clone(),
+            summary: self.summary.map(Duration::from_secs),
+            json_summary: self.json,
+            metrics: self.metrics,
+            counted_ports: self.counted_ports(),
         })
+    }
+
+    /// The local ports `--summary` and `--metrics` count apart.
+    fn counted_ports(&self) -> Vec<u16> {
+        if self.by_port.is_empty() {
+            self.ports.iter().chain(&self.lports).copied().collect()
+        } else {
+            self.by_port.clone()
+        }
     }
 
     fn filter(&self) -> Filter {
@@ -234,6 +269,17 @@ mod tests {
     }
 
     #[test]
+    fn summary_interval_and_counted_ports() {
+        assert_eq!(parse(&["--summary"]).unwrap().summary, Some(2));
+        assert_eq!(parse(&["--summary", "5"]).unwrap().summary, Some(5));
+        let cli = parse(&["--summary", "-P", "80", "--lport", "443"]).unwrap();
+        assert_eq!(cli.summary, Some(2));
+        assert_eq!(cli.counted_ports(), vec![80, 443]);
+        let cli = parse(&["-P", "80", "--by-port", "8080,9090"]).unwrap();
+        assert_eq!(cli.counted_ports(), vec![8080, 9090]);
+    }
+
+    #[test]
     fn bad_input_is_refused_with_a_message() {
         for (args, needle) in [
             (&["-P", "70000"][..], "70000"),
@@ -251,6 +297,13 @@ mod tests {
             (&["--max-sockets", "0"][..], "0"),
             (&["-x", "--json"][..], "cannot be used with"),
             (&["--leaks", "-P", "80"][..], "cannot be used with"),
+            (&["--summary", "0"][..], "0"),
+            (&["--summary", "--raw"][..], "cannot be used with"),
+            (&["--metrics", "9464"][..], "9464"),
+            (
+                &["--metrics", "127.0.0.1:9464", "--raw"][..],
+                "cannot be used with",
+            ),
         ] {
             let err = parse(args).expect_err(&format!("{args:?} accepted"));
             assert!(err.to_string().contains(needle), "{args:?}: {err}");

@@ -39,6 +39,12 @@ pub enum Error {
         offset: u64,
         reason: String,
     },
+    /// Not a `source`: the message already says it, and anyhow would print it twice.
+    #[error("cannot serve metrics on {addr}: {error}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        error: io::Error,
+    },
     #[error(transparent)]
     Io(#[from] io::Error),
 }

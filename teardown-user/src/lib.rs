@@ -3,6 +3,7 @@
 //! - [`capture`]: the kernel program and its loader (privileged).
 //! - [`reconstruct`]: kernel transitions become one timeline per socket (pure).
 //! - [`output`]: timelines and events rendered as text or JSON (pure).
+//! - [`population`]: timelines folded into counts and percentiles, summary and metrics.
 //! - [`record`]: the raw stream saved and replayed.
 //! - [`trace`]: one run, wiring a source to the reconstruction and the outputs.
 //! - [`options`]: what a run does, resolved once from the command line by the binary.
@@ -15,6 +16,7 @@ pub mod filter;
 pub mod lab;
 pub mod options;
 pub mod output;
+pub mod population;
 pub mod reconstruct;
 pub mod record;
 pub mod signals;

@@ -1,7 +1,7 @@
 //! What one run does, resolved from the command line once (the binary's edge does that, see
 //! `cli.rs`): the library takes these, never the clap struct.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use crate::filter::Filter;
 
@@ -17,6 +17,14 @@ pub struct Options {
     pub exchange: bool,
     /// `-o`: all timelines as one JSON document.
     pub document: Option<PathBuf>,
+    /// `--summary`: the population, every this often (the mode is `Summary`).
+    pub summary: Option<Duration>,
+    /// `--summary --json`: the population as a JSON object per line.
+    pub json_summary: bool,
+    /// `--metrics`: where Prometheus scrapes.
+    pub metrics: Option<SocketAddr>,
+    /// Local ports the population counts apart (`--by-port`, else `-P` and `--lport`).
+    pub counted_ports: Vec<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +54,8 @@ pub enum Mode {
     Ndjson,
     RawText,
     RawJson,
+    /// `--summary`: the population, now and then, instead of a line per teardown.
+    Summary,
 }
 
 impl Mode {

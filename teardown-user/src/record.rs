@@ -621,7 +621,11 @@ mod tests {
         let mut rec = Recorder::new(Vec::new(), &KernelNames::default()).unwrap();
         for e in events {
             rec.event(e).unwrap();
-            assert_eq!(rec.block.pop(), Some(0), "no sequence state: one 0 byte, dropped");
+            assert_eq!(
+                rec.block.pop(),
+                Some(0),
+                "no sequence state: one 0 byte, dropped"
+            );
         }
         let mut out = MAGIC.to_vec();
         out.extend_from_slice(&[version, 0, 0]);

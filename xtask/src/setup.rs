@@ -1,6 +1,7 @@
 //! Installs, only when missing, what building and testing the eBPF program needs:
 //! rust-src for the eBPF toolchain, the LLVM that bpf-linker links against, bpf-linker,
-//! and the tools the test lab and the benchmark use (iproute2, nftables, libbpf-tools, bpftool).
+//! and the tools the test lab and the benchmark use (iproute2, nftables, libbpf-tools, bpftool,
+//! and the Prometheus server that scrapes `--metrics` in its test).
 
 use std::{
     path::{Path, PathBuf},
@@ -164,14 +165,16 @@ pub fn ensure() -> Result<BuildEnv> {
     }
 
     // 3. What the test lab and the benchmark drive: namespaces, firewall rules, the peer,
-    //    the BPF run-time statistics the benchmark and the churn test read, and the packet
-    //    capture the wire tests compare every wave with.
+    //    the BPF run-time statistics the benchmark and the churn test read, the packet
+    //    capture the wire tests compare every wave with, and a real Prometheus for the
+    //    metrics test.
     for (program, package) in [
         ("ip", "iproute2"),
         ("nft", "nftables"),
         ("tcpstates", "libbpf-tools"),
         ("bpftool", "bpftool"),
         ("tcpdump", "tcpdump"),
+        ("prometheus", "prometheus"),
     ] {
         if !has(program) {
             apt.install(&[package])?;

@@ -270,6 +270,11 @@ impl Reconstructor {
         self.open.len()
     }
 
+    /// The sockets being followed: not closed yet.
+    pub fn open_timelines(&self) -> impl Iterator<Item = &Timeline> {
+        self.open.values()
+    }
+
     fn apply(&mut self, event: &Event, emit: &mut impl FnMut(Timeline)) {
         let sock = event.skaddr;
         if event.kind != kind::STATE && event.oldstate == state::CLOSE {

@@ -197,7 +197,10 @@ fn passive_close_keeps_its_owner_though_the_peer_ran_the_transition() {
             (WaveKind::AckReceived, Evidence::Observed),
         ]
     );
-    assert_eq!(wave(client, WaveKind::AckSent).ts_ns, Some(1000 * MS + 60_000));
+    assert_eq!(
+        wave(client, WaveKind::AckSent).ts_ns,
+        Some(1000 * MS + 60_000)
+    );
     assert_eq!(client.time_wait(), None);
 }
 
@@ -854,7 +857,6 @@ fn a_socket_still_closing_that_the_kernel_no_longer_has_had_its_end_lost() {
     assert!(gone.gap, "its end was lost");
 }
 
-
 /// The socket's sequence state at an event: `una`, `nxt`, `write`, `rcv` and ACK bits.
 fn seq(mut e: Event, una: u32, nxt: u32, write: u32, rcv: u32, ack: u8) -> Event {
     (e.snd_una, e.snd_nxt, e.write_seq, e.rcv_nxt) = (una, nxt, write, rcv);
@@ -874,7 +876,6 @@ fn numbered_close() -> Vec<Event> {
         seq(e[5], 5001, 5001, 5001, 1001, 0),
     ]
 }
-
 
 fn seqs(t: &Timeline) -> Vec<(&'static str, Option<u32>)> {
     t.waves().iter().map(|w| (w.what.name(), w.seq)).collect()

@@ -576,8 +576,9 @@ impl Timeline {
         let queued =
             Wave::known_as(Evidence::Observed, WaveKind::FinQueued, queued_ns, basis).seq(fin_seq);
         let first_resend = self.retransmits.iter().find(|r| r.fin).map(|r| r.ts_ns);
-        let wire =
-            |evidence, ts, basis| Wave::known_as(evidence, WaveKind::FinSent, ts, basis).seq(fin_seq);
+        let wire = |evidence, ts, basis| {
+            Wave::known_as(evidence, WaveKind::FinSent, ts, basis).seq(fin_seq)
+        };
         let sent = if let Some(arrived) = self.peer.and_then(|p| p.fin_received_ns) {
             wire(
                 Evidence::Observed,
@@ -644,8 +645,9 @@ impl Timeline {
         acked: Option<&Transition>,
     ) -> Wave {
         let ack_seq = fin_in.and_then(|t| t.seq).map(|s| s.rcv_nxt);
-        let wave =
-            |evidence, ts, basis| Wave::known_as(evidence, WaveKind::AckSent, ts, basis).seq(ack_seq);
+        let wave = |evidence, ts, basis| {
+            Wave::known_as(evidence, WaveKind::AckSent, ts, basis).seq(ack_seq)
+        };
         let fin_in_ns = fin_in.map(|t| t.ts_ns);
         let owed_at_close = close.and_then(|t| t.seq).is_some_and(|s| s.ack_owed());
         if let Some(arrived) = self.peer.and_then(|p| p.ack_received_ns) {

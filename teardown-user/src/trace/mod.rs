@@ -36,7 +36,7 @@ pub fn run(options: &Options, signals: StopSignals) -> Result<Report> {
         .build()?;
     runtime.block_on(async {
         match &options.source {
-            Source::Replay(path) => replay(options, path, &signals).await,
+            Source::Replay(path) => replay(options, path, signals).await,
             Source::Live(live_options) => live(options, live_options, signals).await,
         }
     })
@@ -127,6 +127,12 @@ async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Re
         capture.flush_log();
         drain.get_ref().receive(|e| pipeline.event(e));
         losses.check(&capture, drain.get_ref(), &mut pipeline);
+        pipeline.population(
+            monotonic_ns(),
+            losses.reported.events(),
+            losses.reported.owners,
+            degraded.len(),
+        );
         if priority.after_drain(drain.get_ref().waiting()) {
             priority.apply();
         }
@@ -211,7 +217,7 @@ fn warn_lost(before: &Lost, now: &Lost, backlog_full: bool) {
     }
 }
 
-async fn replay(options: &Options, path: &Path, signals: &StopSignals) -> Result<Report> {
+async fn replay(options: &Options, path: &Path, signals: StopSignals) -> Result<Report> {
     let corrupt = |offset, reason| Error::Recording {
         path: path.to_path_buf(),
         offset,
@@ -237,6 +243,7 @@ async fn replay(options: &Options, path: &Path, signals: &StopSignals) -> Result
         count += 1;
         if count.is_multiple_of(4096) {
             pipeline.advance(newest);
+            pipeline.population(newest, 0, 0, 0);
             if signals.caught().is_some() || pipeline.stdout_closed() {
                 break;
             }
@@ -249,12 +256,25 @@ async fn replay(options: &Options, path: &Path, signals: &StopSignals) -> Result
     for problem in &problems {
         eprintln!("teardown-trace: warning: {}: {problem}", path.display());
     }
-    Ok(pipeline.finish(
+    let report = pipeline.finish(
         end_ns,
         lost_events,
         lost_owners,
         &[],
         &problems,
         &TraceSnapshots::new(false),
-    ))
+    );
+    if let Some(addr) = options.metrics {
+        // The replayed totals stay up for a Prometheus to scrape.
+        eprintln!("Replayed. Serving metrics on http://{addr}/metrics until Ctrl-C.");
+        // SAFETY: the pipe belongs to `signals`, which the AsyncFd owns.
+        let stop = unsafe { AsyncFd::register(signals) }
+            .map_err(|e| Error::Bpf(format!("watching for signals: {e}")))?;
+        while stop.get_ref().caught().is_none() {
+            if let Ok(mut guard) = stop.readable().await {
+                guard.clear_ready();
+            }
+        }
+    }
+    Ok(report)
 }

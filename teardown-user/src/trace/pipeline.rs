@@ -6,7 +6,7 @@
 use std::{
     collections::HashSet,
     fs::File,
-    io::{self, BufWriter, Stdout, Write},
+    io::{self, BufWriter, IsTerminal as _, Stdout, Write},
     path::{Path, PathBuf},
 };
 
@@ -18,7 +18,8 @@ use crate::{
     filter::Filter,
     options::{Mode, Options, Source},
     output::{document, json, text, DocumentWriter, ExchangePrinter, RawPrinter, Summary},
-    reconstruct::{Reconstructor, Timeline, Tuple, REORDER_WINDOW_NS},
+    population::{metrics::Metrics, render::Health, sink::Sink, sink::Style, Grouping},
+    reconstruct::{Reconstructor, Timeline, Tuple, MAX_OPEN, REORDER_WINDOW_NS},
     record::Recorder,
     snapshot::{Snapshot, TraceSnapshots},
 };
@@ -60,6 +61,8 @@ struct Outputs {
     raw: RawPrinter,
     /// `--exchange`: pairs both ends of local connections.
     exchange: Option<ExchangePrinter>,
+    /// `--summary`, `--metrics` and the document's `population`.
+    population: Option<Sink>,
     summary: Summary,
     /// The text line being printed, and the timeline's JSON, rendered once for stdout and
     /// the document alike.
@@ -93,6 +96,9 @@ impl Pipeline {
             }),
             None => None,
         };
+        let wants_population =
+            options.summary.is_some() || options.metrics.is_some() || document.is_some();
+        let population = wants_population.then(|| population(options)).transpose()?;
         let outputs = Outputs {
             mode: options.mode,
             stdout: BufWriter::with_capacity(64 << 10, io::stdout()),
@@ -102,6 +108,7 @@ impl Pipeline {
             clock,
             raw: RawPrinter::default(),
             exchange: options.exchange.then(ExchangePrinter::default),
+            population,
             summary: Summary {
                 shown: options.mode.raw().then_some(0),
                 ..Summary::default()
@@ -192,6 +199,24 @@ impl Pipeline {
         }
     }
 
+    /// Brings the population up to date at `now_ns`, and prints its summary when due.
+    pub fn population(&mut self, now_ns: u64, lost_events: u64, lost_owners: u64, degraded: usize) {
+        let health = Health {
+            events: self.outputs.summary.events,
+            lost_events,
+            lost_owners,
+            degraded,
+        };
+        let Some(population) = &mut self.outputs.population else {
+            return;
+        };
+        if let Some(summary) = population.tick(now_ns, self.reconstructor.open_timelines(), health)
+        {
+            self.outputs.print_block(&summary);
+            self.outputs.flush();
+        }
+    }
+
     /// Sockets already open when tracing started, as the snapshot saw them.
     pub fn before_trace(&mut self, snapshot: &Snapshot) {
         self.reconstructor.before_trace(snapshot.before_trace());
@@ -236,11 +261,30 @@ impl Pipeline {
     ) -> Report {
         let Pipeline {
             recording,
-            reconstructor,
+            mut reconstructor,
             mut outputs,
             ..
         } = self;
+        reconstructor.advance(u64::MAX, &mut |t| outputs.timeline(t));
+        // The sockets closing now are counted before they are handed out as incomplete.
+        let health = Health {
+            events: outputs.summary.events,
+            lost_events,
+            lost_owners,
+            degraded: degraded.len(),
+        };
+        if let Some(population) = &mut outputs.population {
+            population.refresh(end_ns, reconstructor.open_timelines(), health);
+        }
         let stats = reconstructor.finish(end_ns, &mut |t| outputs.timeline(t));
+        let (final_summary, population_json) = outputs
+            .population
+            .as_ref()
+            .map(|p| (p.summary(), p.json()))
+            .unzip();
+        if let Some(summary) = final_summary.flatten() {
+            outputs.print_block(&summary);
+        }
         let summary = &mut outputs.summary;
         summary.lost_events = lost_events;
         summary.lost_owners = lost_owners;
@@ -259,6 +303,10 @@ impl Pipeline {
             let mut trailer = document::trailer(&summary, degraded, source_problems);
             trailer.push(b',');
             trailer.extend_from_slice(snapshots.member().as_bytes());
+            if let Some(population) = population_json {
+                trailer.extend_from_slice(b",\"population\":");
+                trailer.extend_from_slice(&population);
+            }
             if let Err(e) = document.finish(&trailer) {
                 outputs.failures.push(e);
             }
@@ -271,13 +319,44 @@ impl Pipeline {
     }
 }
 
+/// The population output; with `--metrics`, its endpoint is listening on return.
+fn population(options: &Options) -> Result<Sink> {
+    let style = if options.json_summary {
+        Style::Json
+    } else if io::stdout().is_terminal() {
+        Style::Terminal
+    } else {
+        Style::Lines
+    };
+    let metrics = match options.metrics {
+        Some(addr) => {
+            let max_sockets = match &options.source {
+                Source::Live(live) => live.max_sockets,
+                Source::Replay(_) => MAX_OPEN as u32,
+            };
+            let metrics = Metrics::new(max_sockets);
+            let server = metrics
+                .serve(addr)
+                .map_err(|error| Error::Metrics { addr, error })?;
+            tokio::spawn(server);
+            Some(metrics)
+        }
+        None => None,
+    };
+    Ok(Sink::new(
+        Grouping::new(options.counted_ports.clone()),
+        options.summary.map(|every| (every, style)),
+        metrics,
+    ))
+}
+
 impl Outputs {
     /// The column header of the text modes.
     fn header(&mut self) {
         let header = match self.mode {
             Mode::Text => text::TIMELINE_HEADER,
             Mode::RawText => text::RAW_HEADER,
-            Mode::Ndjson | Mode::RawJson => return,
+            Mode::Ndjson | Mode::RawJson | Mode::Summary => return,
         };
         self.line.clear();
         json::push(&mut self.line, header);
@@ -303,6 +382,9 @@ impl Outputs {
 
     fn timeline(&mut self, t: Timeline) {
         self.summary.count(&t);
+        if let Some(population) = &mut self.population {
+            population.timeline(&t, &self.names);
+        }
         let ndjson = self.mode == Mode::Ndjson;
         if ndjson || self.document.is_some() {
             self.json.clear();
@@ -321,7 +403,7 @@ impl Outputs {
                 &mut self.line,
                 &text::timeline(&t, &self.clock, &self.names),
             ),
-            Mode::RawText | Mode::RawJson => return,
+            Mode::RawText | Mode::RawJson | Mode::Summary => return,
         }
         self.print_line();
         let exchange = self
@@ -346,8 +428,15 @@ impl Outputs {
                 let line = self.raw.line(e, &self.clock, &self.names);
                 json::push(&mut self.line, &line);
             }
-            Mode::Text | Mode::Ndjson => return,
+            Mode::Text | Mode::Ndjson | Mode::Summary => return,
         }
+        self.print_line();
+    }
+
+    /// Prints `text` as it is (it ends its own lines).
+    fn print_block(&mut self, text: &str) {
+        self.line.clear();
+        json::push(&mut self.line, text.strip_suffix('\n').unwrap_or(text));
         self.print_line();
     }
 

@@ -48,9 +48,11 @@ pub fn privileged(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
     Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// A port no other test uses, away from common services.
+/// A port no other test uses. The tracer sees every namespace of the host, so `-P` would
+/// also count other sockets on the same port: below the ephemeral range (32768 and up,
+/// where clients of any namespace get their ports).
 pub fn port() -> u16 {
-    41_000 + (std::process::id() % 1000) as u16 * 10 + NEXT_PORT.fetch_add(1, Ordering::Relaxed)
+    20_000 + (std::process::id() % 1000) as u16 * 10 + NEXT_PORT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A namespace of this test's own, removed when dropped.
