@@ -89,6 +89,16 @@ pub struct Cli {
     #[arg(short = 'x', long, conflicts_with_all = ["json", "raw"])]
     pub exchange: bool,
 
+    /// Also draw each connection's close as a Mermaid sequence diagram, into FILE (Markdown,
+    /// one diagram per connection)
+    #[arg(long, value_name = "FILE", conflicts_with = "raw")]
+    pub mermaid: Option<PathBuf>,
+
+    /// Also write a Perfetto trace to FILE (open it in ui.perfetto.dev): a track per socket
+    /// under its process, a slice per closing state, FINs as flows between the two ends
+    #[arg(long, value_name = "FILE", conflicts_with = "raw")]
+    pub perfetto: Option<PathBuf>,
+
     /// Also save the raw transitions to FILE, for --replay
     #[arg(long, value_name = "FILE", conflicts_with = "replay")]
     pub record: Option<PathBuf>,

@@ -21,7 +21,8 @@ use crate::{
     error::{Error, Result},
     event::Event,
     output::{
-        json, text, Clock, DocumentWriter, ExchangePrinter, KernelNames, RawPrinter, Summary,
+        json, mermaid::MermaidFile, perfetto::PerfettoFile, text, Clock, DocumentWriter,
+        ExchangePrinter, KernelNames, RawPrinter, Summary, TimelineSink,
     },
     reconstruct::{Reconstructor, Timeline},
     record::{Recorder, Replay},
@@ -120,6 +121,8 @@ struct Outputs {
     raw: RawPrinter,
     /// `--exchange`: pairs both ends of local connections.
     exchange: Option<ExchangePrinter>,
+    /// Files that get every timeline: `--mermaid`, `--perfetto`.
+    sinks: Vec<Box<dyn TimelineSink>>,
     summary: Summary,
     line: Vec<u8>,
     error: Option<Error>,
@@ -148,6 +151,11 @@ impl Outputs {
         self.summary.count(&t);
         if let Some(doc) = &mut self.doc {
             if let Err(e) = doc.timeline(&t, &self.names) {
+                self.error.get_or_insert(e);
+            }
+        }
+        for sink in &mut self.sinks {
+            if let Err(e) = sink.timeline(&t, &self.clock, &self.names) {
                 self.error.get_or_insert(e);
             }
         }
@@ -257,6 +265,9 @@ impl Pipeline {
         if let Some(doc) = outputs.doc.take() {
             doc.finish(&trailer(&summary, degraded))?;
         }
+        for sink in std::mem::take(&mut outputs.sinks) {
+            sink.finish(&outputs.clock, &outputs.names)?;
+        }
         outputs.flush()?;
         Ok(summary)
     }
@@ -336,6 +347,13 @@ fn pipeline(cli: &Cli) -> Result<(Pipeline, Option<File>)> {
         Some(path) => Some(DocumentWriter::create(path, &document_header(cli, &clock))?),
         None => None,
     };
+    let mut sinks: Vec<Box<dyn TimelineSink>> = Vec::new();
+    if let Some(path) = &cli.mermaid {
+        sinks.push(Box::new(MermaidFile::create(path)?));
+    }
+    if let Some(path) = &cli.perfetto {
+        sinks.push(Box::new(PerfettoFile::create(path)?));
+    }
     let record_file = match &cli.record {
         Some(path) => Some(File::create(path).map_err(|source| Error::Output {
             path: path.clone(),
@@ -358,6 +376,7 @@ fn pipeline(cli: &Cli) -> Result<(Pipeline, Option<File>)> {
         clock,
         raw: RawPrinter::default(),
         exchange: cli.exchange.then(ExchangePrinter::default),
+        sinks,
         summary: Summary {
             raw_shown: cli.raw.then_some(0),
             ..Summary::default()

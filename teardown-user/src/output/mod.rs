@@ -3,11 +3,23 @@
 
 pub mod document;
 pub mod json;
+pub mod mermaid;
+pub mod pairs;
+pub mod perfetto;
 pub mod text;
 
 pub use document::DocumentWriter;
 pub use json::KernelNames;
 pub use text::{Clock, ExchangePrinter, RawPrinter, Summary};
+
+use crate::{error::Result, reconstruct::Timeline};
+
+/// A file that receives each timeline as it completes (`--mermaid`, `--perfetto`) and is
+/// finished once tracing stops.
+pub trait TimelineSink {
+    fn timeline(&mut self, t: &Timeline, clock: &Clock, names: &KernelNames) -> Result<()>;
+    fn finish(self: Box<Self>, clock: &Clock, names: &KernelNames) -> Result<()>;
+}
 
 #[cfg(test)]
 mod tests;
