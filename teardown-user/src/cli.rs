@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use clap::{value_parser, Parser};
 
-use crate::filter::{Family, Filter};
+use crate::{
+    filter::{Family, Filter},
+    output::color::ColorWhen,
+};
 
 const EXAMPLES: &str = "\
 EXAMPLES:
@@ -23,10 +26,18 @@ ROLES:
     simultaneous  both FINs crossed (went through CLOSING)
     reset         closed without a FIN exchange (RST sent or received)";
 
+/// The release and the commit it was built from (teardown-user/build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("TEARDOWN_COMMIT"),
+    ")"
+);
+
 #[derive(Parser, Debug, Clone, PartialEq, Eq)]
 #[command(
     name = "teardown-trace",
-    version,
+    version = VERSION,
     about = "Show how each TCP connection on this host ends: who closed first, when each \
              FIN and ACK happened, and how long each side spent in every closing state.",
     override_usage = "teardown-trace [OPTIONS]",
@@ -107,6 +118,19 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub replay: Option<PathBuf>,
 
+    /// Colour the roles, resets and sockets still closing: auto (on a terminal, unless
+    /// NO_COLOR is set), always, never
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+
+    /// Print a completion script for SHELL (bash, zsh, fish, ...) and exit
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<clap_complete::Shell>,
+
+    /// Print the man page (roff) and exit
+    #[arg(long, exclusive = true)]
+    pub man: bool,
+
     /// Ring buffer size in MiB (a power of two); raise it if events are lost
     #[arg(long = "ring-mb", value_name = "MIB", default_value_t = 4,
           value_parser = ring_mb)]
@@ -185,6 +209,13 @@ mod tests {
             let err = parse(args).expect_err(&format!("{args:?} accepted"));
             assert!(err.to_string().contains(needle), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn the_version_names_the_commit() {
+        let version = parse(&["--version"]).unwrap_err().to_string();
+        assert!(version.starts_with("teardown-trace 0."), "{version}");
+        assert!(version.contains(env!("TEARDOWN_COMMIT")), "{version}");
     }
 
     #[test]

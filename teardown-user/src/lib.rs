@@ -7,6 +7,7 @@
 //! - [`trace`]: one run, wiring a source to the reconstruction and the outputs.
 pub mod capture;
 pub mod cli;
+pub mod docs;
 pub mod error;
 pub mod event;
 pub mod filter;

@@ -21,7 +21,7 @@ use crate::{
     error::{Error, Result},
     event::Event,
     output::{
-        json, mermaid::MermaidFile, perfetto::PerfettoFile, text, Clock, DocumentWriter,
+        color, json, mermaid::MermaidFile, perfetto::PerfettoFile, text, Clock, DocumentWriter,
         ExchangePrinter, KernelNames, RawPrinter, Summary, TimelineSink,
     },
     reconstruct::{Reconstructor, Timeline},
@@ -121,6 +121,8 @@ struct Outputs {
     raw: RawPrinter,
     /// `--exchange`: pairs both ends of local connections.
     exchange: Option<ExchangePrinter>,
+    /// `--color`: timeline lines in colour.
+    color: bool,
     /// Files that get every timeline: `--mermaid`, `--perfetto`.
     sinks: Vec<Box<dyn TimelineSink>>,
     summary: Summary,
@@ -162,10 +164,15 @@ impl Outputs {
         self.line.clear();
         match self.mode {
             Mode::Ndjson => json::timeline(&mut self.line, &t, &self.names),
-            Mode::Text => json::push(
-                &mut self.line,
-                &text::timeline(&t, &self.clock, &self.names),
-            ),
+            Mode::Text => {
+                let line = text::timeline(&t, &self.clock, &self.names);
+                let line = if self.color {
+                    color::timeline(line, &t)
+                } else {
+                    line
+                };
+                json::push(&mut self.line, &line)
+            }
             Mode::RawText | Mode::RawJson => return,
         }
         self.print();
@@ -376,6 +383,7 @@ fn pipeline(cli: &Cli) -> Result<(Pipeline, Option<File>)> {
         clock,
         raw: RawPrinter::default(),
         exchange: cli.exchange.then(ExchangePrinter::default),
+        color: cli.color.enabled(),
         sinks,
         summary: Summary {
             raw_shown: cli.raw.then_some(0),

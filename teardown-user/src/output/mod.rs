@@ -1,6 +1,7 @@
 //! Output: renderers only. They turn timelines and events into text or JSON; where it goes
 //! (stdout, a file) is decided by the caller.
 
+pub mod color;
 pub mod document;
 pub mod json;
 pub mod mermaid;
