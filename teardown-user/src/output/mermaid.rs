@@ -234,10 +234,9 @@ fn participant(alias: &str, t: Option<&Timeline>, remote: &Timeline) -> String {
                 None => "owner unknown".into(),
             };
             format!(
-                "    participant {alias} as {}<br/>{} #{}",
+                "    participant {alias} as {}<br/>{}",
                 escape(&endpoint(t.laddr, t.lport)),
-                escape(&who),
-                t.id
+                escape(&format!("{who} #{}", t.id)),
             )
         }
         None => format!(

@@ -75,11 +75,11 @@ fn both_ends_draw_the_four_way_close_with_states_as_notes() {
     let lines = draw(&ts, true);
     assert_eq!(
         lines[0],
-        "participant A as 127.0.0.1#58;80<br/>server 100 #1"
+        "participant A as 127.0.0.1#58;80<br/>server 100 #35;1"
     );
     assert_eq!(
         lines[1],
-        "participant B as 127.0.0.1#58;5000<br/>client 200 #2"
+        "participant B as 127.0.0.1#58;5000<br/>client 200 #35;2"
     );
     assert_eq!(
         arrows(&lines),
@@ -297,6 +297,6 @@ fn any_process_name_becomes_plain_text() {
     let lines = draw(&ts, false);
     assert_eq!(
         lines[0],
-        "participant A as 127.0.0.1#58;80<br/>a#59;b#35;c#37;#37;#92;x0a#58;#60;x#62;#34; 7 #1"
+        "participant A as 127.0.0.1#58;80<br/>a#59;b#35;c#37;#37;#92;x0a#58;#60;x#62;#34; 7 #35;1"
     );
 }
