@@ -81,17 +81,12 @@ mod tests {
     use super::*;
     use crate::{
         event::tests::ev,
-        filter::Filter,
-        output::{text, KernelNames},
-        reconstruct::Reconstructor,
+        output::{tests::timelines_of, text, KernelNames},
     };
 
     fn lines(events: &[teardown_common::Event]) -> Vec<(String, Timeline)> {
-        let mut r = Reconstructor::new(Filter::default());
-        events.iter().for_each(|e| r.push(e));
-        let mut out = Vec::new();
-        r.finish(10_000_000_000, &mut |t| out.push(t));
-        out.into_iter()
+        timelines_of(events)
+            .into_iter()
             .map(|t| {
                 let line = text::timeline(&t, &text::Clock::default(), &KernelNames::default());
                 (line, t)
@@ -132,7 +127,7 @@ mod tests {
                 81 => {
                     assert!(painted.contains("\x1b[32mpassive\x1b[0m"), "{painted:?}");
                     assert!(
-                        painted.contains("\x1b[33mstill CLOSE_WAIT for 10000.000\x1b[0m"),
+                        painted.contains("\x1b[33mstill CLOSE_WAIT for 1000.000\x1b[0m"),
                         "{painted:?}"
                     );
                 }

@@ -240,7 +240,7 @@ fn participant(alias: &str, t: Option<&Timeline>, remote: &Timeline) -> String {
             )
         }
         None => format!(
-            "    participant {alias} as {}<br/>not on this host",
+            "    participant {alias} as {}<br/>remote end, not traced",
             escape(&endpoint(remote.raddr, remote.rport))
         ),
     }
@@ -261,7 +261,7 @@ pub(crate) fn entered(t: &Timeline, i: usize) -> String {
 }
 
 /// The diagram of one connection: both ends when the remote one is on this host too
-/// (`b`), else `a` against an unknown remote end.
+/// (`b`), else `a` against a remote end seen only through `a` (elsewhere, or filtered out).
 pub fn connection(
     a: &Timeline,
     b: Option<&Timeline>,

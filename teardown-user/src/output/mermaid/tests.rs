@@ -1,18 +1,12 @@
 use teardown_common::{kind, sock_flags, state::*, Event};
 
 use super::*;
-use crate::{event::tests::ev, filter::Filter, reconstruct::Reconstructor};
+use crate::{
+    event::tests::ev,
+    output::tests::{server_closes, timelines_of},
+};
 
 const MS: u64 = 1_000_000;
-
-fn timelines(events: &[Event]) -> Vec<Timeline> {
-    let mut r = Reconstructor::new(Filter::default());
-    events.iter().for_each(|e| r.push(e));
-    let mut out = Vec::new();
-    let end = events.iter().map(|e| e.ts_ns).max().unwrap_or(0) + 1000 * MS;
-    r.finish(end, &mut |t| out.push(t));
-    out
-}
 
 fn names() -> KernelNames {
     KernelNames {
@@ -47,29 +41,10 @@ fn arrows(lines: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Server (80) closes first and lets go of its socket; client (5000) closes 200 ms later.
-fn server_closes() -> Vec<Event> {
-    let mut events = vec![
-        owned(ev(0, 1, 80, 5000, ESTABLISHED, FIN_WAIT1), 100, b"server"),
-        owned(
-            ev(30_000, 2, 5000, 80, ESTABLISHED, CLOSE_WAIT),
-            200,
-            b"client",
-        ),
-        ev(60_000, 1, 80, 5000, FIN_WAIT1, FIN_WAIT2),
-        ev(62_000, 1, 80, 5000, FIN_WAIT2, CLOSE),
-        ev(200 * MS, 2, 5000, 80, CLOSE_WAIT, LAST_ACK),
-        ev(200 * MS + 50_000, 2, 5000, 80, LAST_ACK, CLOSE),
-    ];
-    events[1].sock_flags = sock_flags::FIN_RECEIVED;
-    events[3].sock_flags = sock_flags::ORPHAN;
-    events
-}
-
 #[test]
 fn both_ends_draw_the_four_way_close_with_states_as_notes() {
     // The client's timeline comes out first here: the first closer still goes on the left.
-    let mut ts = timelines(&server_closes());
+    let mut ts = timelines_of(&server_closes());
     ts.sort_by_key(|t| std::cmp::Reverse(t.lport));
     assert_eq!(ts[0].lport, 5000);
     let lines = draw(&ts, true);
@@ -134,11 +109,11 @@ fn one_end_alone_draws_the_remote_end_as_unknown_and_its_inferences_dashed() {
     events[1].daddr = events[0].daddr;
     events[2].daddr = events[0].daddr;
     events[2].sock_flags = sock_flags::FIN_RECEIVED;
-    let ts = timelines(&events);
+    let ts = timelines_of(&events);
     let lines = draw(&ts, false);
     assert_eq!(
         lines[1],
-        "participant B as 10.0.0.9#58;5000<br/>not on this host"
+        "participant B as 10.0.0.9#58;5000<br/>remote end, not traced"
     );
     assert_eq!(
         arrows(&lines),
@@ -164,7 +139,7 @@ fn one_end_alone_draws_the_remote_end_as_unknown_and_its_inferences_dashed() {
 fn an_orphan_alone_says_what_it_could_not_see() {
     let mut events = server_closes();
     events.retain(|e| e.skaddr == 1);
-    let ts = timelines(&events);
+    let ts = timelines_of(&events);
     let lines = draw(&ts, false);
     assert_eq!(
         arrows(&lines),
@@ -196,7 +171,7 @@ fn an_ack_that_arrives_after_the_peers_fin_rode_on_it() {
     retransmit.kind = kind::RETRANSMIT;
     retransmit.tcp_flags = teardown_common::tcp_flag::FIN;
     events.insert(1, retransmit);
-    let ts = timelines(&events);
+    let ts = timelines_of(&events);
     let lines = draw(&ts, true);
     assert_eq!(
         arrows(&lines),
@@ -225,7 +200,7 @@ fn an_ack_held_back_by_the_delayed_ack_timer_says_so() {
         ev(500 * MS + 30_000, 1, 80, 5000, FIN_WAIT2, CLOSE),
         ev(500 * MS + 60_000, 2, 5000, 80, LAST_ACK, CLOSE),
     ];
-    let ts = timelines(&events);
+    let ts = timelines_of(&events);
     let lines = draw(&ts, true);
     let ack = lines
         .iter()
@@ -250,7 +225,7 @@ fn a_reset_between_two_local_ends_is_drawn_once_from_its_sender_with_its_reason(
         received,
         ev(6, 2, 5000, 80, ESTABLISHED, CLOSE),
     ];
-    let ts = timelines(&events);
+    let ts = timelines_of(&events);
     let lines = draw(&ts, true);
     assert_eq!(arrows(&lines), ["A-xB: RST=1 (NO_SOCKET)"], "{lines:#?}");
     // Alone, the receiving end draws it from the unknown remote end.
@@ -261,7 +236,7 @@ fn a_reset_between_two_local_ends_is_drawn_once_from_its_sender_with_its_reason(
 #[test]
 fn a_socket_still_closing_ends_with_how_long_it_has_been_there() {
     let events = vec![ev(0, 2, 5000, 80, ESTABLISHED, CLOSE_WAIT)];
-    let ts = timelines(&events);
+    let ts = timelines_of(&events);
     let lines = draw(&ts, false);
     assert!(
         lines.contains(&"Note left of A: still CLOSE_WAIT after 1000.000 ms".to_string()),
@@ -293,7 +268,7 @@ fn any_process_name_becomes_plain_text() {
         7,
         b"a;b#c%%\n:<x>\"",
     )];
-    let ts = timelines(&events);
+    let ts = timelines_of(&events);
     let lines = draw(&ts, false);
     assert_eq!(
         lines[0],

@@ -1,16 +1,10 @@
-use teardown_common::{kind, sock_flags, state::*, Event as KernelEvent};
+use teardown_common::{kind, state::*};
 
 use super::*;
-use crate::{event::tests::ev, filter::Filter, reconstruct::Reconstructor};
-
-fn timelines(events: &[KernelEvent]) -> Vec<Timeline> {
-    let mut r = Reconstructor::new(Filter::default());
-    events.iter().for_each(|e| r.push(e));
-    let mut out = Vec::new();
-    let end = events.iter().map(|e| e.ts_ns).max().unwrap_or(0) + 1_000_000_000;
-    r.finish(end, &mut |t| out.push(t));
-    out
-}
+use crate::{
+    event::tests::ev,
+    output::tests::{server_closes, timelines_of},
+};
 
 /// A field as read back: a number or bytes.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,21 +129,7 @@ fn varints_and_fields_are_encoded_as_protobuf_says() {
 
 #[test]
 fn each_socket_is_a_track_under_its_process_with_a_slice_per_state() {
-    let mut events = [
-        ev(1_000, 1, 80, 5000, ESTABLISHED, FIN_WAIT1),
-        ev(1_030, 2, 5000, 80, ESTABLISHED, CLOSE_WAIT),
-        ev(1_060, 1, 80, 5000, FIN_WAIT1, FIN_WAIT2),
-        ev(1_062, 1, 80, 5000, FIN_WAIT2, CLOSE),
-        ev(200_000_000, 2, 5000, 80, CLOSE_WAIT, LAST_ACK),
-        ev(200_000_050, 2, 5000, 80, LAST_ACK, CLOSE),
-    ];
-    for e in &mut events {
-        e.owner_pid = if e.skaddr == 1 { 100 } else { 200 };
-        e.owner_comm[..3].copy_from_slice(b"lab");
-    }
-    events[1].sock_flags = sock_flags::FIN_RECEIVED;
-    events[3].sock_flags = sock_flags::ORPHAN;
-    let ts = timelines(&events);
+    let ts = timelines_of(&server_closes());
     let (events, tracks) = read(&render(&ts));
 
     // Two processes, two sockets, each socket's parent its process.
@@ -185,7 +165,7 @@ fn each_socket_is_a_track_under_its_process_with_a_slice_per_state() {
             ),
         ]
     );
-    assert_eq!((on_server[0].0, on_server[1].0), (1_000, 1_060));
+    assert_eq!((on_server[0].0, on_server[1].0), (0, 60_000));
 
     // The server's FIN flows to the client's CLOSE_WAIT; the client's FIN starts a flow
     // that nothing on this host ends (the orphan's mini-socket got it).
@@ -212,7 +192,7 @@ fn resets_and_retransmissions_are_instants_and_a_leak_lasts_until_the_end() {
         ev(1, 3, 81, 5001, ESTABLISHED, FIN_WAIT1),
         retransmit,
     ];
-    let ts = timelines(&events);
+    let ts = timelines_of(&events);
     let (events, tracks) = read(&render(&ts));
     assert_eq!(
         text(&tracks[0], field::TRACK_NAME).as_deref(),
