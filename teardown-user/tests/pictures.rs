@@ -342,3 +342,58 @@ fn a_real_half_close_draws_a_sequence_diagram_and_a_perfetto_trace_that_render()
     assert!(piped("always").contains(active));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Whatever a process is called, and over IPv6, the diagram still parses: mermaid-cli
+/// renders an orphan's close whose owner's name is full of Mermaid's own syntax.
+#[test]
+fn any_process_name_and_address_renders_with_mermaid_cli() {
+    use teardown_common::{sock_flags, state::*};
+    use teardown_user::{
+        filter::Family,
+        output::{mermaid, Clock, KernelNames},
+        reconstruct::{Owner, Task, Timeline, Transition},
+    };
+
+    let mut comm = [0u8; 16];
+    comm[..15].copy_from_slice(b"a;b#c%%\n:<x>\"}-");
+    let task = Task { pid: 7, comm };
+    let at = |ts_ns, from, to, sock_flags| Transition {
+        from,
+        to,
+        ts_ns,
+        task,
+        sock_flags,
+    };
+    let timeline = Timeline {
+        id: 1,
+        sock: 1,
+        family: Family::Ipv6,
+        laddr: "::1".parse().unwrap(),
+        lport: 80,
+        raddr: "fe80::1".parse().unwrap(),
+        rport: 5000,
+        netns: 0,
+        owner: Some(Owner { task, source: 0 }),
+        transitions: vec![
+            at(0, ESTABLISHED, FIN_WAIT1, 0),
+            at(50_000, FIN_WAIT1, FIN_WAIT2, 0),
+            at(52_000, FIN_WAIT2, CLOSE, sock_flags::ORPHAN),
+        ],
+        resets: Vec::new(),
+        retransmits: Vec::new(),
+        peer: None,
+        first_seen_mid_close: false,
+        gap: false,
+        followed_until_ns: None,
+    };
+    let diagram = mermaid::connection(&timeline, None, &Clock::default(), &KernelNames::default());
+    let dir = std::env::temp_dir().join(format!("td-pictures-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let md = dir.join("names.md");
+    std::fs::write(&md, format!("```mermaid\n{diagram}```\n")).unwrap();
+    let svgs = render_mermaid(&md, &dir);
+    assert_eq!(svgs.len(), 1);
+    // The name is shown as it is, not taken for syntax.
+    assert!(svgs[0].contains("a;b#c%%"), "{diagram}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -11,9 +11,9 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-/// Where the picture tests' renderers are installed (the tests read `TEARDOWN_TOOLS`, with
-/// this default).
-pub const TOOLS: &str = "/var/cache/teardown-tools";
+/// Where the picture tests' renderers are installed, unless `TEARDOWN_TOOLS` says otherwise
+/// (teardown-user/tests/pictures.rs reads the same).
+const TOOLS: &str = "/var/cache/teardown-tools";
 
 /// How to build the eBPF crate on this machine.
 pub struct BuildEnv {
@@ -185,7 +185,7 @@ pub fn ensure() -> Result<BuildEnv> {
     // 4. The renderers that judge the pictures (teardown-user/tests/pictures.rs): mermaid-cli
     //    driving Debian's Chromium (never a downloaded browser), and the `perfetto` package
     //    for its protobuf schema of traces.
-    let tools = Path::new(TOOLS);
+    let tools = PathBuf::from(std::env::var_os("TEARDOWN_TOOLS").unwrap_or_else(|| TOOLS.into()));
     if !tools.join("mermaid/node_modules/.bin/mmdc").is_file() {
         for (program, package) in [("chromium", "chromium"), ("npm", "npm")] {
             if !has(program) {
