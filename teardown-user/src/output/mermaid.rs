@@ -450,12 +450,13 @@ impl MermaidFile {
             }
         }
         let diagram = connection(a, b, clock, names);
-        writeln!(self.file, "\n## {title}\n\n```mermaid\n{diagram}```").map_err(|source| {
-            Error::Output {
+        // Flushed at once: whoever watches the file live sees each close as it completes.
+        writeln!(self.file, "\n## {title}\n\n```mermaid\n{diagram}```")
+            .and_then(|()| self.file.flush())
+            .map_err(|source| Error::Output {
                 path: self.path.clone(),
                 source,
-            }
-        })
+            })
     }
 }
 
