@@ -13,6 +13,7 @@ use teardown_common::Family;
 use crate::{
     filter::Filter,
     options::{Live, Mode, Options, Source},
+    output::color::ColorWhen,
 };
 
 const EXAMPLES: &str = "\
@@ -35,10 +36,18 @@ ROLES:
     simultaneous  both FINs crossed (went through CLOSING)
     reset         closed without a FIN exchange (RST sent or received)";
 
+/// The release and the commit it was built from (teardown-user/build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("TEARDOWN_COMMIT"),
+    ")"
+);
+
 #[derive(Parser, Debug, Clone, PartialEq, Eq)]
 #[command(
     name = "teardown-trace",
-    version,
+    version = VERSION,
     about = "Show how each TCP connection on this host ends: who closed first, when each \
              FIN and ACK happened, and how long each side spent in every closing state.",
     override_usage = "teardown-trace [OPTIONS]",
@@ -101,6 +110,16 @@ pub struct Cli {
     #[arg(short = 'x', long, conflicts_with_all = ["json", "raw"])]
     pub exchange: bool,
 
+    /// Also draw each connection's close as a Mermaid sequence diagram, into FILE (Markdown,
+    /// one diagram per connection)
+    #[arg(long, value_name = "FILE", conflicts_with = "raw")]
+    pub mermaid: Option<PathBuf>,
+
+    /// Also write a Perfetto trace to FILE (open it in ui.perfetto.dev): a track per socket
+    /// under its process, a slice per closing state, FINs as flows between the two ends
+    #[arg(long, value_name = "FILE", conflicts_with = "raw")]
+    pub perfetto: Option<PathBuf>,
+
     /// Also save the raw transitions to FILE, for --replay
     #[arg(long, value_name = "FILE", conflicts_with = "replay")]
     pub record: Option<PathBuf>,
@@ -126,6 +145,18 @@ pub struct Cli {
     #[arg(long = "by-port", value_name = "PORT[,PORT...]", value_delimiter = ',',
           value_parser = value_parser!(u16).range(1..))]
     pub by_port: Vec<u16>,
+    /// Colour the roles, resets and sockets still closing: auto (on a terminal, unless
+    /// NO_COLOR is set), always, never
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+
+    /// Print a completion script for SHELL (bash, zsh, fish, ...) and exit
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<clap_complete::Shell>,
+
+    /// Print the man page (roff) and exit
+    #[arg(long, exclusive = true)]
+    pub man: bool,
 
     /// Ring buffer size in MiB (a power of two); raise it if events are lost
     #[arg(long = "ring-mb", value_name = "MIB", default_value_t = 4,
@@ -179,6 +210,8 @@ impl Cli {
             ("--replay", &self.replay),
             ("--record", &self.record),
             ("-o", &self.output),
+            ("--mermaid", &self.mermaid),
+            ("--perfetto", &self.perfetto),
         ];
         for (i, (first, a)) in files.iter().enumerate() {
             for (second, b) in &files[i + 1..] {
@@ -198,6 +231,9 @@ impl Cli {
             mode,
             exchange: self.exchange,
             document: self.output.clone(),
+            mermaid: self.mermaid.clone(),
+            perfetto: self.perfetto.clone(),
+            color: self.color.enabled(),
             summary: self.summary.map(Duration::from_secs),
             json_summary: self.json,
             metrics: self.metrics,
@@ -325,6 +361,13 @@ mod tests {
         assert!(refused(&["-o", f, "--record", &via_dot]).contains("same file"));
         assert!(parse(&["-o", f, "--record", e]).unwrap().options().is_ok());
         std::fs::remove_file(&existing).ok();
+    }
+
+    #[test]
+    fn the_version_names_the_commit() {
+        let version = parse(&["--version"]).unwrap_err().to_string();
+        assert!(version.starts_with("teardown-trace 0."), "{version}");
+        assert!(version.contains(env!("TEARDOWN_COMMIT")), "{version}");
     }
 
     #[test]

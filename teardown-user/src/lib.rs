@@ -10,6 +10,7 @@
 pub mod capture;
 pub mod cli;
 pub mod clock;
+pub mod docs;
 pub mod error;
 pub mod filter;
 #[doc(hidden)]

@@ -34,6 +34,21 @@ fn main() -> ExitCode {
         }
         Err(e) => return usage_error(e.to_string().lines().next().unwrap_or("bad usage")),
     };
+    let generated = match (cli.completions, cli.man) {
+        (Some(shell), _) => Some(teardown_user::docs::completions(shell)),
+        (None, true) => Some(teardown_user::docs::man()),
+        (None, false) => None,
+    };
+    if let Some(text) = generated {
+        // A reader that went away (`| head`) is not an error.
+        return match std::io::stdout().write_all(&text) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                eprintln!("teardown-trace: error: {e}");
+                ExitCode::FAILURE
+            }
+            _ => ExitCode::SUCCESS,
+        };
+    }
     if cli.leaks {
         return match snapshot::print_leaks(cli.json) {
             Ok(()) => ExitCode::SUCCESS,

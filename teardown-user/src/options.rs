@@ -17,6 +17,12 @@ pub struct Options {
     pub exchange: bool,
     /// `-o`: all timelines as one JSON document.
     pub document: Option<PathBuf>,
+    /// `--mermaid`: a sequence diagram per connection.
+    pub mermaid: Option<PathBuf>,
+    /// `--perfetto`: a trace for ui.perfetto.dev.
+    pub perfetto: Option<PathBuf>,
+    /// Timeline lines in colour.
+    pub color: bool,
     /// `--summary`: the population, every this often (the mode is `Summary`).
     pub summary: Option<Duration>,
     /// `--summary --json`: the population as a JSON object per line.

@@ -1,7 +1,9 @@
 //! Installs, only when missing, what building and testing the eBPF program needs:
 //! rust-src for the eBPF toolchain, the LLVM that bpf-linker links against, bpf-linker,
 //! and the tools the test lab and the benchmark use (iproute2, nftables, libbpf-tools, bpftool,
-//! and the Prometheus server that scrapes `--metrics` in its test).
+//! tcpdump, and the Prometheus server that scrapes `--metrics` in its test), and what the
+//! picture tests validate with (mermaid-cli on Debian's Chromium, Perfetto's trace schema),
+//! kept in `TOOLS` outside the checkout.
 
 use std::{
     path::{Path, PathBuf},
@@ -9,6 +11,10 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
+
+/// Where the picture tests' renderers are installed, unless `TEARDOWN_TOOLS` says otherwise
+/// (teardown-user/tests/pictures.rs reads the same).
+const TOOLS: &str = "/var/cache/teardown-tools";
 
 /// How to build the eBPF crate on this machine.
 pub struct BuildEnv {
@@ -179,6 +185,39 @@ pub fn ensure() -> Result<BuildEnv> {
         if !has(program) {
             apt.install(&[package])?;
         }
+    }
+
+    // 4. The renderers that judge the pictures (teardown-user/tests/pictures.rs): mermaid-cli
+    //    driving Debian's Chromium (never a downloaded browser), and the `perfetto` package
+    //    for its protobuf schema of traces.
+    let tools = PathBuf::from(std::env::var_os("TEARDOWN_TOOLS").unwrap_or_else(|| TOOLS.into()));
+    if !tools.join("mermaid/node_modules/.bin/mmdc").is_file() {
+        for (program, package) in [("chromium", "chromium"), ("npm", "npm")] {
+            if !has(program) {
+                apt.install(&[package])?;
+            }
+        }
+        let dir = tools.join("mermaid");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        run(Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "@mermaid-js/mermaid-cli@11",
+            ])
+            .current_dir(&dir)
+            .env("PUPPETEER_SKIP_DOWNLOAD", "1"))?;
+    }
+    let python = tools.join("venv/bin/python");
+    if output(Command::new(&python).args(["-c", "import perfetto.protos"])).is_none() {
+        if output(Command::new("python3").args(["-m", "venv", "--help"])).is_none() {
+            apt.install(&["python3-venv"])?;
+        }
+        run(Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(tools.join("venv")))?;
+        run(Command::new(&python).args(["-m", "pip", "install", "-q", "perfetto"]))?;
     }
 
     Ok(BuildEnv {

@@ -1,6 +1,4 @@
-use teardown_common::{kind, owner_source, sock_flags, state::*};
-
-use teardown_common::KernelNames;
+use teardown_common::{kind, owner_source, sock_flags, state::*, Event, KernelNames};
 
 use super::{json, text, DocumentWriter, Summary};
 use crate::{
@@ -8,6 +6,43 @@ use crate::{
     reconstruct::{Reconstructor, Timeline},
     testing::ev,
 };
+
+/// Server (port 80, pid 100) closes first and lets go of its socket, so it is handed to a
+/// TIME_WAIT mini-socket; the client (5000, pid 200) closes 200 ms later.
+pub(super) fn server_closes() -> Vec<Event> {
+    let owned = |mut e: Event, pid: u32, comm: &[u8]| {
+        e.owner_pid = pid;
+        e.owner_source = owner_source::ACCEPT;
+        e.owner_comm[..comm.len()].copy_from_slice(comm);
+        e
+    };
+    let mut events = vec![
+        owned(ev(0, 1, 80, 5000, ESTABLISHED, FIN_WAIT1), 100, b"server"),
+        owned(
+            ev(30_000, 2, 5000, 80, ESTABLISHED, CLOSE_WAIT),
+            200,
+            b"client",
+        ),
+        ev(60_000, 1, 80, 5000, FIN_WAIT1, FIN_WAIT2),
+        ev(62_000, 1, 80, 5000, FIN_WAIT2, CLOSE),
+        ev(200_000_000, 2, 5000, 80, CLOSE_WAIT, LAST_ACK),
+        ev(200_050_000, 2, 5000, 80, LAST_ACK, CLOSE),
+    ];
+    events[1].sock_flags = sock_flags::FIN_RECEIVED;
+    events[3].sock_flags = sock_flags::ORPHAN;
+    events
+}
+
+/// The timelines of `events`, in the order they come out; tracing stops a second after the
+/// last event.
+pub(super) fn timelines_of(events: &[Event]) -> Vec<Timeline> {
+    let mut r = Reconstructor::new(Filter::default());
+    events.iter().for_each(|e| r.push(e));
+    let mut out = Vec::new();
+    let end = events.iter().map(|e| e.ts_ns).max().unwrap_or(0) + 1_000_000_000;
+    r.finish(end, &mut |t| out.push(t));
+    out
+}
 
 fn names() -> KernelNames {
     KernelNames {
@@ -284,19 +319,7 @@ fn numbers_and_addresses_are_written_by_hand_correctly() {
 
 #[test]
 fn an_exchange_merges_both_ends_in_time_with_their_meaning() {
-    let mut events = [
-        ev(0, 1, 80, 5000, ESTABLISHED, FIN_WAIT1),
-        ev(30, 2, 5000, 80, ESTABLISHED, CLOSE_WAIT),
-        ev(60, 1, 80, 5000, FIN_WAIT1, FIN_WAIT2),
-        ev(62, 1, 80, 5000, FIN_WAIT2, CLOSE),
-        ev(200_000_000, 2, 5000, 80, CLOSE_WAIT, LAST_ACK),
-        ev(200_000_050, 2, 5000, 80, LAST_ACK, CLOSE),
-    ];
-    events[3].sock_flags = sock_flags::ORPHAN;
-    let mut r = Reconstructor::new(Filter::default());
-    events.iter().for_each(|e| r.push(e));
-    let mut out = Vec::new();
-    r.finish(200_000_050, &mut |t| out.push(t));
+    let out = timelines_of(&server_closes());
     let clock = crate::clock::Clock::default();
     let mut printer = text::ExchangePrinter::default();
     assert_eq!(

@@ -10,6 +10,8 @@ use crate::{
     reconstruct::{Owner, Role, Timeline, Transition, WaveKind},
 };
 
+use super::pairs::Pairs;
+
 /// A task name for a terminal: printable ASCII as is, anything else escaped.
 pub fn comm(raw: &[u8; 16]) -> String {
     let mut out = String::new();
@@ -23,11 +25,11 @@ pub fn comm(raw: &[u8; 16]) -> String {
     out
 }
 
-fn ms(ns: u64) -> String {
+pub(crate) fn ms(ns: u64) -> String {
     format!("{:.3}", ns as f64 / 1e6)
 }
 
-fn endpoint(ip: std::net::IpAddr, port: u16) -> String {
+pub(crate) fn endpoint(ip: std::net::IpAddr, port: u16) -> String {
     match ip {
         std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
         v4 => format!("{v4}:{port}"),
@@ -279,29 +281,13 @@ fn meaning_text(tr: &Transition) -> &'static str {
 /// printed when the second end's timeline is out.
 #[derive(Default)]
 pub struct ExchangePrinter {
-    /// First ends, waiting for their peer, by id; bounded.
-    waiting: HashMap<u64, Timeline>,
-    order: std::collections::VecDeque<u64>,
+    pairs: Pairs,
 }
 
 impl ExchangePrinter {
-    const MAX_WAITING: usize = 4096;
-
     pub fn timeline(&mut self, t: &Timeline, clock: &Clock, names: &KernelNames) -> Option<String> {
-        let peer = t.peer?;
-        match self.waiting.remove(&peer.id) {
-            Some(first) => Some(exchange(&first, t, clock, names)),
-            None => {
-                if self.order.len() >= Self::MAX_WAITING {
-                    if let Some(old) = self.order.pop_front() {
-                        self.waiting.remove(&old);
-                    }
-                }
-                self.order.push_back(t.id);
-                self.waiting.insert(t.id, t.clone());
-                None
-            }
-        }
+        let first = self.pairs.offer(t, &mut |_| {})?;
+        Some(exchange(&first, t, clock, names))
     }
 }
 

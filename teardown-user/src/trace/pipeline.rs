@@ -17,7 +17,10 @@ use crate::{
     error::{Error, Result},
     filter::Filter,
     options::{Mode, Options, Source},
-    output::{document, json, text, DocumentWriter, ExchangePrinter, RawPrinter, Summary},
+    output::{
+        color, document, json, mermaid::MermaidFile, perfetto::PerfettoFile, text,
+        DocumentWriter, ExchangePrinter, RawPrinter, Summary, TimelineSink,
+    },
     population::{metrics::Metrics, render::Health, sink::Sink, sink::Style, Grouping},
     reconstruct::{Reconstructor, Timeline, Tuple, MAX_OPEN, REORDER_WINDOW_NS},
     record::Recorder,
@@ -63,6 +66,10 @@ struct Outputs {
     exchange: Option<ExchangePrinter>,
     /// `--summary`, `--metrics` and the document's `population`.
     population: Option<Sink>,
+    /// Timeline lines in colour.
+    color: bool,
+    /// Files that get every timeline: `--mermaid`, `--perfetto`.
+    sinks: Vec<Box<dyn TimelineSink>>,
     summary: Summary,
     /// The text line being printed, and the timeline's JSON, rendered once for stdout and
     /// the document alike.
@@ -96,6 +103,13 @@ impl Pipeline {
             }),
             None => None,
         };
+        let mut sinks: Vec<Box<dyn TimelineSink>> = Vec::new();
+        if let Some(path) = &options.mermaid {
+            sinks.push(Box::new(MermaidFile::create(path)?));
+        }
+        if let Some(path) = &options.perfetto {
+            sinks.push(Box::new(PerfettoFile::create(path)?));
+        }
         let wants_population =
             options.summary.is_some() || options.metrics.is_some() || document.is_some();
         let population = wants_population.then(|| population(options)).transpose()?;
@@ -109,6 +123,8 @@ impl Pipeline {
             raw: RawPrinter::default(),
             exchange: options.exchange.then(ExchangePrinter::default),
             population,
+            color: options.color,
+            sinks,
             summary: Summary {
                 shown: options.mode.raw().then_some(0),
                 ..Summary::default()
@@ -311,6 +327,11 @@ impl Pipeline {
                 outputs.failures.push(e);
             }
         }
+        for sink in std::mem::take(&mut outputs.sinks) {
+            if let Err(e) = sink.finish(&outputs.clock, &outputs.names) {
+                outputs.failures.push(e);
+            }
+        }
         outputs.flush();
         Report {
             summary,
@@ -385,6 +406,16 @@ impl Outputs {
         if let Some(population) = &mut self.population {
             population.timeline(&t, &self.names);
         }
+        let mut failed = None;
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            if let Err(e) = sink.timeline(&t, &self.clock, &self.names) {
+                self.failures.push(e);
+                failed = Some(i);
+            }
+        }
+        if let Some(i) = failed {
+            self.sinks.remove(i);
+        }
         let ndjson = self.mode == Mode::Ndjson;
         if ndjson || self.document.is_some() {
             self.json.clear();
@@ -399,10 +430,15 @@ impl Outputs {
         self.line.clear();
         match self.mode {
             Mode::Ndjson => self.line.extend_from_slice(&self.json),
-            Mode::Text => json::push(
-                &mut self.line,
-                &text::timeline(&t, &self.clock, &self.names),
-            ),
+            Mode::Text => {
+                let line = text::timeline(&t, &self.clock, &self.names);
+                let line = if self.color {
+                    color::timeline(line, &t)
+                } else {
+                    line
+                };
+                json::push(&mut self.line, &line)
+            }
             Mode::RawText | Mode::RawJson | Mode::Summary => return,
         }
         self.print_line();

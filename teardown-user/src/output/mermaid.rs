@@ -1,0 +1,493 @@
+//! `--mermaid FILE`: each connection's close as a Mermaid `sequenceDiagram`, in the form
+//! textbooks draw the four-way close: the two ends as participants, each segment an arrow
+//! with its flags, each state entered a note. Solid arrows were observed on a socket,
+//! dashed ones inferred, with the basis written under them. Times run from the first FIN.
+//!
+//! The file is Markdown, one fenced `mermaid` block per connection: GitHub and GitLab show
+//! it as pictures, and `mmdc -i FILE -o out.svg` renders every block (`out-1.svg`, ...).
+
+use std::{
+    fmt::Write as _,
+    fs::File,
+    io::{BufWriter, Write as _},
+    path::{Path, PathBuf},
+};
+
+use teardown_common::{state, KernelNames};
+
+use crate::{
+    clock::Clock,
+    error::{Error, Result},
+    reconstruct::{Evidence, Role, Timeline, Wave},
+};
+
+use super::{
+    pairs::Pairs,
+    text::{comm, endpoint, ms},
+    TimelineSink,
+};
+
+/// An ACK that reaches the FIN's sender this long after the FIN arrived was held back by
+/// the receiver: Linux's shortest delayed-ACK timer (`TCP_DELACK_MIN`).
+const DELAYED_ACK_NS: u64 = 40_000_000;
+
+/// The two participants' aliases in the diagram: the end that closed first is on the left.
+const SIDES: [&str; 2] = ["A", "B"];
+
+/// One segment on the wire, as drawn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Segment {
+    /// Index into `SIDES` of the sender.
+    from: usize,
+    flags: &'static str,
+    /// Sequence and acknowledgement numbers, when the timeline carries them; the label
+    /// shows them only then.
+    seq: Option<u32>,
+    ack: Option<u32>,
+    ts_ns: Option<u64>,
+    evidence: Evidence,
+    /// Where the time comes from, and on which end.
+    basis: String,
+    /// What is special about it: a merged or delayed ACK.
+    remark: Option<String>,
+}
+
+/// `FIN=1, seq=..., ack=...`: the flags, then the numbers that are known.
+fn segment_label(flags: &str, seq: Option<u32>, ack: Option<u32>) -> String {
+    let mut out = flags.to_string();
+    if let Some(seq) = seq {
+        let _ = write!(out, ", seq={seq}");
+    }
+    if let Some(ack) = ack {
+        let _ = write!(out, ", ack={ack}");
+    }
+    out
+}
+
+/// Text Mermaid shows as is: characters that its grammar reads (`;`, `#`, `:`, `%`, `<`,
+/// quotes, ...) and anything unprintable become numeric entities (`#59;`); `->` becomes an
+/// arrow.
+fn escape(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.replace("->", "→").chars() {
+        if c.is_alphanumeric() || " .,_-+=/()[]→".contains(c) {
+            out.push(c);
+        } else {
+            let _ = write!(out, "#{};", c as u32);
+        }
+    }
+    out
+}
+
+/// `+0.839 ms` from the origin (negative before it).
+fn since(ts_ns: u64, origin_ns: u64) -> String {
+    if ts_ns >= origin_ns {
+        format!("+{} ms", ms(ts_ns - origin_ns))
+    } else {
+        format!("-{} ms", ms(origin_ns - ts_ns))
+    }
+}
+
+fn wave(t: &Timeline, what: &str) -> Option<Wave> {
+    t.waves().into_iter().find(|w| w.what.name() == what)
+}
+
+fn rank(evidence: Evidence) -> u8 {
+    match evidence {
+        Evidence::Observed => 2,
+        Evidence::Inferred => 1,
+        Evidence::NotObserved => 0,
+    }
+}
+
+/// The best-known of the ways one segment was seen (by its sender, by its receiver):
+/// observed beats inferred beats not seen; on a tie the first (the sender's) wins.
+fn best(candidates: [Option<(Wave, &Timeline)>; 2]) -> Option<(Wave, &Timeline)> {
+    candidates.into_iter().flatten().reduce(|a, b| {
+        if rank(b.0.evidence) > rank(a.0.evidence) {
+            b
+        } else {
+            a
+        }
+    })
+}
+
+fn segment(from: usize, flags: &'static str, (w, seen_by): (Wave, &Timeline)) -> Segment {
+    Segment {
+        from,
+        flags,
+        seq: None,
+        ack: None,
+        ts_ns: w.ts_ns,
+        evidence: w.evidence,
+        basis: format!("{} at {}", w.basis, endpoint(seen_by.laddr, seen_by.lport)),
+        remark: None,
+    }
+}
+
+/// The four segments of the close (fewer when an ACK rode on a FIN), from what each end
+/// saw. `ends[1]` is `None` when the remote end is not on this host: then everything about
+/// it comes from the local end's waves.
+fn segments(ends: [Option<&Timeline>; 2]) -> Vec<Segment> {
+    let mut fins: [Option<Segment>; 2] = [None, None];
+    let mut acks: [Option<Segment>; 2] = [None, None];
+    for s in 0..2 {
+        let o = 1 - s;
+        // What `side` saw of `what`, as a candidate.
+        let seen = |side: usize, what: &str| {
+            let t = ends[side]?;
+            Some((wave(t, what)?, t))
+        };
+        // Without a timeline for one end, its sending is what the other end received.
+        let (fin_sent, fin_received) = (seen(s, "fin_sent"), seen(o, "fin_received"));
+        let local_view = || {
+            let l = ends[0]?;
+            let (sent, received) = if s == 0 {
+                ("fin_sent", "ack_received")
+            } else {
+                ("fin_received", "ack_sent")
+            };
+            Some((wave(l, sent)?, wave(l, received)?, l))
+        };
+        if ends[1].is_none() {
+            if let Some((fin, ack, l)) = local_view() {
+                fins[s] = Some(segment(s, "FIN=1", (fin, l)));
+                acks[s] = Some(segment(o, "ACK=1", (ack, l)));
+            }
+            continue;
+        }
+        if let Some(fin) = best([fin_sent, fin_received]) {
+            fins[s] = Some(segment(s, "FIN=1", fin));
+        }
+        if let Some(ack) = best([seen(o, "ack_sent"), seen(s, "ack_received")]) {
+            acks[s] = Some(segment(o, "ACK=1", ack));
+        }
+    }
+    // Orient by who closed first: the ACK of the first FIN and the second FIN.
+    let first = match (fin_time(&fins[0]), fin_time(&fins[1])) {
+        (Some(a), Some(b)) if b < a => 1,
+        (None, Some(_)) => 1,
+        _ => 0,
+    };
+    let second = 1 - first;
+    let mut out = Vec::new();
+    let simultaneous = ends
+        .iter()
+        .flatten()
+        .any(|t| t.role() == Some(Role::Simultaneous));
+    let merged = match (&acks[first], &fins[second]) {
+        (Some(ack), Some(fin)) if !simultaneous => match (ack.ts_ns, fin.ts_ns) {
+            (Some(ack_at), Some(fin_at)) => fin_at <= ack_at,
+            _ => false,
+        },
+        _ => false,
+    };
+    let first_fin_at = fin_time(&fins[first]);
+    if let Some(fin) = fins[first].take() {
+        out.push(fin);
+    }
+    if let Some(mut ack) = acks[first].take() {
+        if merged {
+            // The ACK arrived only once the other end's FIN had gone: it rode on it.
+            if let Some(fin) = fins[second].as_mut() {
+                fin.flags = "FIN=1, ACK=1";
+                fin.remark = Some(format!(
+                    "carries the ACK of {}'s FIN (seen at {})",
+                    SIDES[first],
+                    ack.ts_ns
+                        .zip(first_fin_at)
+                        .map_or("?".into(), |(a, f)| since(a, f))
+                ));
+            }
+        } else {
+            // Measured from the FIN's arrival, where the receiving end observed it: a FIN
+            // lost on the way is late, not its ACK.
+            let arrived = ends[second]
+                .and_then(|t| wave(t, "fin_received"))
+                .filter(|w| w.evidence == Evidence::Observed)
+                .and_then(|w| w.ts_ns);
+            if let (Some(ack_at), Some(fin_at)) = (ack.ts_ns, arrived) {
+                if ack_at.saturating_sub(fin_at) >= DELAYED_ACK_NS {
+                    ack.remark = Some(format!(
+                        "delayed ACK: {} ms after the FIN arrived",
+                        ms(ack_at - fin_at)
+                    ));
+                }
+            }
+            out.push(ack);
+        }
+    }
+    out.extend(fins[second].take());
+    out.extend(acks[second].take());
+    out
+}
+
+fn fin_time(fin: &Option<Segment>) -> Option<u64> {
+    fin.as_ref().and_then(|f| f.ts_ns)
+}
+
+/// A participant's heading: its address and port, then its process and timeline id.
+fn participant(alias: &str, t: Option<&Timeline>, remote: &Timeline) -> String {
+    match t {
+        Some(t) => {
+            let who = match t.owner {
+                Some(o) => format!("{} {}", comm(&o.task.comm), o.task.pid),
+                None => "owner unknown".into(),
+            };
+            format!(
+                "    participant {alias} as {}<br/>{}",
+                escape(&endpoint(t.laddr, t.lport)),
+                escape(&format!("{who} #{}", t.id)),
+            )
+        }
+        None => format!(
+            "    participant {alias} as {}<br/>remote end, not traced",
+            escape(&endpoint(remote.raddr, remote.rport))
+        ),
+    }
+}
+
+/// The state a transition entered, as its note says it; CLOSE says what became of it.
+pub(crate) fn entered(t: &Timeline, i: usize) -> String {
+    let tr = t.transitions[i];
+    let last = i + 1 == t.transitions.len();
+    if tr.to == state::CLOSE && last {
+        match t.time_wait() {
+            Some(state::TIME_WAIT) => return "TIME_WAIT".into(),
+            Some(_) => return "CLOSE: handed to a TIME_WAIT mini-socket in FIN_WAIT2".into(),
+            None => {}
+        }
+    }
+    state::name(tr.to).to_string()
+}
+
+/// The diagram of one connection: both ends when the remote one is on this host too
+/// (`b`), else `a` against a remote end seen only through `a` (elsewhere, or filtered out).
+pub fn connection(
+    a: &Timeline,
+    b: Option<&Timeline>,
+    clock: &Clock,
+    names: &KernelNames,
+) -> String {
+    let mut ends = [Some(a), b];
+    let mut segs = segments(ends);
+    // The end that sent the first FIN goes on the left, as the first arrow's sender.
+    if b.is_some() && segs.first().is_some_and(|s| s.from == 1) {
+        ends.swap(0, 1);
+        segs = segments(ends);
+    }
+    let first_fin = segs
+        .iter()
+        .filter(|s| s.flags.starts_with("FIN"))
+        .filter_map(|s| s.ts_ns)
+        .min();
+    let origin = first_fin
+        .or_else(|| {
+            // No FIN: from the first thing seen (a reset comes before its CLOSE).
+            let ends = ends.iter().flatten();
+            let resets = ends.clone().flat_map(|t| &t.resets).map(|r| r.ts_ns);
+            ends.flat_map(|t| &t.transitions)
+                .map(|tr| tr.ts_ns)
+                .chain(resets)
+                .min()
+        })
+        .unwrap_or(0);
+
+    let mut out = String::from("sequenceDiagram\n");
+    for (alias, end) in SIDES.iter().zip(ends) {
+        let _ = writeln!(out, "{}", participant(alias, end, a));
+    }
+    let _ = writeln!(
+        out,
+        "    Note over A,B: times from the first {} at {} UTC<br/>solid: observed, dashed: inferred",
+        if first_fin.is_some() { "FIN" } else { "event" },
+        clock.time_of_day(origin)
+    );
+
+    // Everything timed, in time order; at one instant, arrows before the states they cause.
+    let mut timed: Vec<(u64, String)> = Vec::new();
+    let mut untimed = Vec::new();
+    for s in &segs {
+        let (arrow, how) = match s.evidence {
+            Evidence::Observed => ("->>", "observed"),
+            _ => ("-->>", "inferred"),
+        };
+        let label = segment_label(s.flags, s.seq, s.ack);
+        let Some(ts) = s.ts_ns else {
+            untimed.push(format!(
+                "    Note over A,B: {} from {}: not seen ({})",
+                escape(&label),
+                SIDES[s.from],
+                escape(&s.basis)
+            ));
+            continue;
+        };
+        let mut text = format!(
+            "{} {}<br/>{how}: {}",
+            escape(&label),
+            since(ts, origin),
+            escape(&s.basis)
+        );
+        if let Some(remark) = &s.remark {
+            let _ = write!(text, "<br/>{}", escape(remark));
+        }
+        timed.push((
+            ts,
+            format!("    {}{arrow}{}: {text}", SIDES[s.from], SIDES[1 - s.from]),
+        ));
+    }
+    let mut notes = Vec::new();
+    for (side, t) in ends.iter().enumerate() {
+        let Some(t) = t else { continue };
+        let (me, other) = (SIDES[side], SIDES[1 - side]);
+        let place = if side == 0 { "left of" } else { "right of" };
+        for r in &t.retransmits {
+            let what = if r.fin {
+                "FIN=1 again"
+            } else {
+                "a segment again"
+            };
+            timed.push((
+                r.ts_ns,
+                format!(
+                    "    {me}->>{other}: {what} {}<br/>observed: retransmitted in {}",
+                    since(r.ts_ns, origin),
+                    state::name(r.state)
+                ),
+            ));
+        }
+        // A reset between two ends on this host is drawn once, from its sender.
+        let other_sent = ends[1 - side].is_some_and(|o| o.resets.iter().any(|r| r.sent));
+        for r in t.resets.iter().filter(|r| r.sent || !other_sent) {
+            let (from, to, how) = if r.sent {
+                (me, other, "sent")
+            } else {
+                (other, me, "received")
+            };
+            let reason = names
+                .sent_reason(r.sent, r.reason)
+                .map_or(String::new(), |n| format!(" ({})", escape(n)));
+            timed.push((
+                r.ts_ns,
+                format!(
+                    "    {from}-x{to}: RST=1{reason} {}<br/>observed: {how} at {}",
+                    since(r.ts_ns, origin),
+                    escape(&endpoint(t.laddr, t.lport))
+                ),
+            ));
+        }
+        for (i, tr) in t.transitions.iter().enumerate() {
+            notes.push((
+                tr.ts_ns,
+                format!(
+                    "    Note {place} {me}: {} {}",
+                    escape(&entered(t, i)),
+                    since(tr.ts_ns, origin)
+                ),
+            ));
+        }
+        if let Some(still) = t.still() {
+            notes.push((
+                still.since_ns + still.for_ns,
+                format!(
+                    "    Note {place} {me}: still {} after {} ms",
+                    state::name(still.state),
+                    ms(still.for_ns)
+                ),
+            ));
+        }
+    }
+    timed.extend(notes);
+    timed.sort_by_key(|(ts, _)| *ts);
+    for (_, line) in timed {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    for line in untimed {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `--mermaid FILE`: a Markdown file that grows by one diagram per connection, as soon as
+/// both ends (or the only end on this host) have closed.
+pub struct MermaidFile {
+    path: PathBuf,
+    file: BufWriter<File>,
+    pairs: Pairs,
+}
+
+impl MermaidFile {
+    /// Creates the file now, so an unwritable path fails before tracing starts.
+    pub fn create(path: &Path) -> Result<Self> {
+        let fail = |error| Error::Output {
+            path: path.to_path_buf(),
+            error,
+        };
+        let mut file = BufWriter::new(File::create(path).map_err(fail)?);
+        writeln!(file, "# TCP closes seen by teardown-trace").map_err(fail)?;
+        Ok(MermaidFile {
+            path: path.to_path_buf(),
+            file,
+            pairs: Pairs::default(),
+        })
+    }
+
+    fn write(
+        &mut self,
+        a: &Timeline,
+        b: Option<&Timeline>,
+        clock: &Clock,
+        names: &KernelNames,
+    ) -> Result<()> {
+        let mut title = format!("#{} {}", a.id, endpoint(a.laddr, a.lport));
+        match b {
+            Some(b) => {
+                let _ = write!(title, " ↔ #{} {}", b.id, endpoint(b.laddr, b.lport));
+            }
+            None => {
+                let _ = write!(title, " ↔ {}", endpoint(a.raddr, a.rport));
+            }
+        }
+        let diagram = connection(a, b, clock, names);
+        // Flushed at once: whoever watches the file live sees each close as it completes.
+        writeln!(self.file, "\n## {title}\n\n```mermaid\n{diagram}```")
+            .and_then(|()| self.file.flush())
+            .map_err(|error| Error::Output {
+                path: self.path.clone(),
+                error,
+            })
+    }
+}
+
+impl TimelineSink for MermaidFile {
+    fn timeline(&mut self, t: &Timeline, clock: &Clock, names: &KernelNames) -> Result<()> {
+        if t.peer.is_none() {
+            return self.write(t, None, clock, names);
+        }
+        let mut evicted = Vec::new();
+        let first = self.pairs.offer(t, &mut |old| evicted.push(old));
+        for old in evicted {
+            self.write(&old, None, clock, names)?;
+        }
+        match first {
+            Some(first) => self.write(&first, Some(t), clock, names),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(mut self: Box<Self>, clock: &Clock, names: &KernelNames) -> Result<()> {
+        // Ends whose peer never came out (filtered, or still open): drawn alone.
+        for t in std::mem::take(&mut self.pairs).into_waiting() {
+            self.write(&t, None, clock, names)?;
+        }
+        self.file.flush().map_err(|error| Error::Output {
+            path: self.path.clone(),
+            error,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

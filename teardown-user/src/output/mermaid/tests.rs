@@ -1,0 +1,277 @@
+use teardown_common::{kind, sock_flags, state::*, Event};
+
+use super::*;
+use crate::{
+    testing::ev,
+    output::tests::{server_closes, timelines_of},
+};
+
+const MS: u64 = 1_000_000;
+
+fn names() -> KernelNames {
+    KernelNames {
+        reset_reasons: vec!["NOT_SPECIFIED".into(), "NO_SOCKET".into()],
+    }
+}
+
+fn owned(mut e: Event, pid: u32, comm: &[u8]) -> Event {
+    e.owner_pid = pid;
+    e.owner_comm = [0; 16];
+    e.owner_comm[..comm.len()].copy_from_slice(comm);
+    e
+}
+
+/// The diagram of a pair (both ends traced) or of one end alone, body lines only.
+fn draw(ts: &[Timeline], both: bool) -> Vec<String> {
+    let b = both.then(|| &ts[1]);
+    let diagram = connection(&ts[0], b, &Clock::default(), &names());
+    assert!(diagram.starts_with("sequenceDiagram\n"), "{diagram}");
+    diagram
+        .lines()
+        .skip(1)
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+fn arrows(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| !l.starts_with("Note") && !l.starts_with("participant"))
+        .map(|l| l.split(" +").next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn both_ends_draw_the_four_way_close_with_states_as_notes() {
+    // The client's timeline comes out first here: the first closer still goes on the left.
+    let mut ts = timelines_of(&server_closes());
+    ts.sort_by_key(|t| std::cmp::Reverse(t.lport));
+    assert_eq!(ts[0].lport, 5000);
+    let lines = draw(&ts, true);
+    assert_eq!(
+        lines[0],
+        "participant A as 127.0.0.1#58;80<br/>server 100 #35;1"
+    );
+    assert_eq!(
+        lines[1],
+        "participant B as 127.0.0.1#58;5000<br/>client 200 #35;2"
+    );
+    assert_eq!(
+        arrows(&lines),
+        [
+            "A->>B: FIN=1",
+            "B->>A: ACK=1",
+            "B->>A: FIN=1",
+            "A->>B: ACK=1"
+        ],
+        "{lines:#?}"
+    );
+    let text = lines.join("\n");
+    // Both ACKs were observed where they arrived, not where they left.
+    assert!(
+        text.contains(
+            "B->>A: ACK=1 +0.060 ms<br/>observed: FIN_WAIT1→FIN_WAIT2 at 127.0.0.1#58;80"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("Note left of A: FIN_WAIT1 +0.000 ms"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Note right of B: CLOSE_WAIT +0.030 ms"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "Note left of A: CLOSE#58; handed to a TIME_WAIT mini-socket in FIN_WAIT2 +0.062 ms"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("Note right of B: CLOSE +200.050 ms"),
+        "{text}"
+    );
+    // In time order: B's FIN comes 200 ms after A's hand-over.
+    let at = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
+    assert!(at("handed to") < at("B->>A: FIN=1"));
+}
+
+#[test]
+fn one_end_alone_draws_the_remote_end_as_unknown_and_its_inferences_dashed() {
+    // shutdown(SHUT_WR), then the peer's FIN really arrives; the peer is not traced.
+    let mut events = vec![
+        owned(ev(0, 1, 80, 5000, ESTABLISHED, FIN_WAIT1), 100, b"server"),
+        ev(60_000, 1, 80, 5000, FIN_WAIT1, FIN_WAIT2),
+        ev(200 * MS, 1, 80, 5000, FIN_WAIT2, CLOSE),
+    ];
+    events[0].daddr[..4].copy_from_slice(&[10, 0, 0, 9]);
+    events[1].daddr = events[0].daddr;
+    events[2].daddr = events[0].daddr;
+    events[2].sock_flags = sock_flags::FIN_RECEIVED;
+    let ts = timelines_of(&events);
+    let lines = draw(&ts, false);
+    assert_eq!(
+        lines[1],
+        "participant B as 10.0.0.9#58;5000<br/>remote end, not traced"
+    );
+    assert_eq!(
+        arrows(&lines),
+        [
+            "A->>B: FIN=1",
+            "B->>A: ACK=1",
+            "B->>A: FIN=1",
+            "A-->>B: ACK=1"
+        ],
+        "{lines:#?}"
+    );
+    let last = lines.iter().find(|l| l.starts_with("A-->>B")).unwrap();
+    assert!(
+        last.contains("inferred: a FIN is acknowledged at once"),
+        "{last}"
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l == "Note left of A: TIME_WAIT +200.000 ms"));
+}
+
+#[test]
+fn an_orphan_alone_says_what_it_could_not_see() {
+    let mut events = server_closes();
+    events.retain(|e| e.skaddr == 1);
+    let ts = timelines_of(&events);
+    let lines = draw(&ts, false);
+    assert_eq!(
+        arrows(&lines),
+        ["A->>B: FIN=1", "B->>A: ACK=1"],
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Note over A,B: FIN=1 from B: not seen (")
+                && l.contains("mini-socket")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn an_ack_that_arrives_after_the_peers_fin_rode_on_it() {
+    // As seen with a retransmitted FIN: the ACK reaches the closer only with the peer's FIN.
+    let mut events = vec![
+        ev(0, 1, 80, 5000, ESTABLISHED, FIN_WAIT1),
+        ev(205_170_000, 2, 5000, 80, ESTABLISHED, CLOSE_WAIT),
+        ev(205_212_000, 2, 5000, 80, CLOSE_WAIT, LAST_ACK),
+        ev(205_224_000, 1, 80, 5000, FIN_WAIT1, FIN_WAIT2),
+        ev(205_236_000, 1, 80, 5000, FIN_WAIT2, CLOSE),
+        ev(205_244_000, 2, 5000, 80, LAST_ACK, CLOSE),
+    ];
+    events[4].sock_flags = sock_flags::FIN_RECEIVED;
+    let mut retransmit = ev(205_143_000, 1, 80, 5000, FIN_WAIT1, FIN_WAIT1);
+    retransmit.kind = kind::RETRANSMIT;
+    retransmit.tcp_flags = teardown_common::tcp_flag::FIN;
+    events.insert(1, retransmit);
+    let ts = timelines_of(&events);
+    let lines = draw(&ts, true);
+    assert_eq!(
+        arrows(&lines),
+        [
+            "A->>B: FIN=1",
+            "A->>B: FIN=1 again",
+            "B->>A: FIN=1, ACK=1",
+            "A->>B: ACK=1"
+        ],
+        "{lines:#?}"
+    );
+    let merged = lines.iter().find(|l| l.contains("FIN=1, ACK=1")).unwrap();
+    assert!(
+        merged.contains("carries the ACK of A#39;s FIN (seen at +205.224 ms)"),
+        "{merged}"
+    );
+}
+
+#[test]
+fn an_ack_held_back_by_the_delayed_ack_timer_says_so() {
+    let events = vec![
+        ev(0, 1, 80, 5000, ESTABLISHED, FIN_WAIT1),
+        ev(20_000, 2, 5000, 80, ESTABLISHED, CLOSE_WAIT),
+        ev(41 * MS, 1, 80, 5000, FIN_WAIT1, FIN_WAIT2),
+        ev(500 * MS, 2, 5000, 80, CLOSE_WAIT, LAST_ACK),
+        ev(500 * MS + 30_000, 1, 80, 5000, FIN_WAIT2, CLOSE),
+        ev(500 * MS + 60_000, 2, 5000, 80, LAST_ACK, CLOSE),
+    ];
+    let ts = timelines_of(&events);
+    let lines = draw(&ts, true);
+    let ack = lines
+        .iter()
+        .find(|l| l.starts_with("B->>A: ACK=1"))
+        .unwrap();
+    assert!(
+        ack.contains("delayed ACK#58; 40.980 ms after the FIN arrived"),
+        "{ack}"
+    );
+}
+
+#[test]
+fn a_reset_between_two_local_ends_is_drawn_once_from_its_sender_with_its_reason() {
+    let mut sent = ev(0, 1, 80, 5000, ESTABLISHED, ESTABLISHED);
+    sent.kind = kind::RESET_SENT;
+    sent.reason = 1;
+    let mut received = ev(5, 2, 5000, 80, ESTABLISHED, ESTABLISHED);
+    received.kind = kind::RESET_RECEIVED;
+    let events = vec![
+        sent,
+        ev(1, 1, 80, 5000, ESTABLISHED, CLOSE),
+        received,
+        ev(6, 2, 5000, 80, ESTABLISHED, CLOSE),
+    ];
+    let ts = timelines_of(&events);
+    let lines = draw(&ts, true);
+    assert_eq!(arrows(&lines), ["A-xB: RST=1 (NO_SOCKET)"], "{lines:#?}");
+    // Alone, the receiving end draws it from the unknown remote end.
+    let alone = draw(&[ts[1].clone()], false);
+    assert_eq!(arrows(&alone), ["B-xA: RST=1"], "{alone:#?}");
+}
+
+#[test]
+fn a_socket_still_closing_ends_with_how_long_it_has_been_there() {
+    let events = vec![ev(0, 2, 5000, 80, ESTABLISHED, CLOSE_WAIT)];
+    let ts = timelines_of(&events);
+    let lines = draw(&ts, false);
+    assert!(
+        lines.contains(&"Note left of A: still CLOSE_WAIT after 1000.000 ms".to_string()),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.contains(
+            &"Note over A,B: FIN=1 from A: not seen (CLOSE_WAIT→LAST_ACK at 127.0.0.1#58;5000)"
+                .to_string()
+        ),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn numbers_show_only_when_known() {
+    assert_eq!(segment_label("FIN=1", None, None), "FIN=1");
+    assert_eq!(
+        segment_label("FIN=1, ACK=1", Some(7), Some(9)),
+        "FIN=1, ACK=1, seq=7, ack=9"
+    );
+    assert_eq!(segment_label("ACK=1", None, Some(8)), "ACK=1, ack=8");
+}
+
+#[test]
+fn any_process_name_becomes_plain_text() {
+    let events = [owned(
+        ev(0, 1, 80, 5000, ESTABLISHED, FIN_WAIT1),
+        7,
+        b"a;b#c%%\n:<x>\"",
+    )];
+    let ts = timelines_of(&events);
+    let lines = draw(&ts, false);
+    assert_eq!(
+        lines[0],
+        "participant A as 127.0.0.1#58;80<br/>a#59;b#35;c#37;#37;#92;x0a#58;#60;x#62;#34; 7 #35;1"
+    );
+}
