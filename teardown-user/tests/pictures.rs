@@ -3,95 +3,23 @@
 //! decode with Perfetto's own schema (`perfetto_check.py`). `cargo xtask setup` installs
 //! both under /var/cache/teardown-tools (or `TEARDOWN_TOOLS`).
 //!
-//! Needs root, like tests/lab.rs: without it the test prints SKIPPED; under CI it fails.
+//! Needs root, like every kernel test (see `common`): without it the test prints SKIPPED; under CI it fails.
+
+mod common;
 
 use std::{
-    io::{BufRead, BufReader, Write as _},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::Child,
     sync::mpsc,
-    time::{Duration, Instant},
 };
 
-use serde_json::Value;
-
-const TRACE: &str = env!("CARGO_BIN_EXE_teardown-trace");
-const LAB: &str = env!("CARGO_BIN_EXE_teardown-lab");
-const WAIT: Duration = Duration::from_secs(20);
-
-// harness: to be shared (a trimmed copy of tests/lab.rs's helpers)
-fn privileged(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: the kernel tests must run as root in CI");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: needs root (run `sudo cargo xtask test`)"
-    );
-    false
-}
-
-// harness: to be shared
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("td-pictures-{}", std::process::id());
-        run(Command::new("ip").args(["netns", "add", &name]));
-        run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
-        Netns(name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-// harness: to be shared
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-// harness: to be shared
-fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
+use common::*;
 
 /// `teardown-trace --json ARGS`, once it says it is tracing.
 fn start_tracer(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(TRACE)
-        .arg("--json")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start teardown-trace");
-    let stdout = lines(child.stdout.take().unwrap());
-    let stderr = lines(child.stderr.take().unwrap());
-    let line = stderr.recv_timeout(WAIT).expect("teardown-trace started");
-    assert!(line.starts_with("Tracing"), "{line}");
-    (child, stdout)
+    let args: Vec<&str> = std::iter::once("--json").chain(args.iter().copied()).collect();
+    let tracer = Tracer::start(&args);
+    (tracer.child, tracer.lines)
 }
 
 fn tools() -> PathBuf {
@@ -159,9 +87,11 @@ fn arrows(markdown: &str) -> Vec<String> {
 
 #[test]
 fn a_real_half_close_draws_a_sequence_diagram_and_a_perfetto_trace_that_render() {
-    if !privileged("a_real_half_close_draws_a_sequence_diagram_and_a_perfetto_trace_that_render") {
+    let Some(_serial) =
+        privileged("a_real_half_close_draws_a_sequence_diagram_and_a_perfetto_trace_that_render")
+    else {
         return;
-    }
+    };
     let ns = Netns::new();
     let port = (43_000 + std::process::id() % 1000).to_string();
     let dir = std::env::temp_dir().join(format!("td-pictures-{}", std::process::id()));
@@ -347,10 +277,10 @@ fn a_real_half_close_draws_a_sequence_diagram_and_a_perfetto_trace_that_render()
 /// renders an orphan's close whose owner's name is full of Mermaid's own syntax.
 #[test]
 fn any_process_name_and_address_renders_with_mermaid_cli() {
-    use teardown_common::{sock_flags, state::*};
+    use teardown_common::{sock_flags, state::*, Family, KernelNames};
     use teardown_user::{
-        filter::Family,
-        output::{mermaid, Clock, KernelNames},
+        clock::Clock,
+        output::mermaid,
         reconstruct::{Owner, Task, Timeline, Transition},
     };
 
@@ -363,6 +293,7 @@ fn any_process_name_and_address_renders_with_mermaid_cli() {
         ts_ns,
         task,
         sock_flags,
+        seq: None,
     };
     let timeline = Timeline {
         id: 1,
@@ -384,7 +315,9 @@ fn any_process_name_and_address_renders_with_mermaid_cli() {
         peer: None,
         first_seen_mid_close: false,
         gap: false,
+        in_kernel_at_exit: None,
         followed_until_ns: None,
+        before_trace: None,
     };
     let diagram = mermaid::connection(&timeline, None, &Clock::default(), &KernelNames::default());
     let dir = std::env::temp_dir().join(format!("td-pictures-names-{}", std::process::id()));
