@@ -161,6 +161,9 @@ impl Capture {
                 degraded.push(format!("{e}: resets are inferred from transitions only"));
             }
         }
+        if config.send_reset_nargs == 2 {
+            degraded.push(RESET_WITHOUT_REASON.into());
+        }
         let retransmits = if layout.skb_tcp_flags == SockLayout::NONE {
             Err(Error::KernelLayout(btf::BtfError::Missing(
                 "tcp_skb_cb.tcp_flags".into(),
@@ -283,6 +286,9 @@ fn check_privileges() -> Result<()> {
 }
 
 const ACCEPT_LOSES: &str = "accepted sockets get their owner only when they close";
+/// Before Linux 6.10, `tcp_send_reset` has no reason argument (it has `sk` and `skb` only).
+const RESET_WITHOUT_REASON: &str =
+    "tcp_send_reset has no reason argument (Linux < 6.10): reset reasons are unavailable";
 
 /// Offsets of the kernel fields the kernel program reads, from this kernel's BTF.
 /// `accept_ret` is left 0: it comes from tracefs.
