@@ -504,7 +504,7 @@ impl Cpio {
     }
 
     fn pad(&mut self) {
-        while self.bytes.len() % 4 != 0 {
+        while !self.bytes.len().is_multiple_of(4) {
             self.bytes.push(0);
         }
     }
@@ -896,6 +896,6 @@ mod tests {
         // 110-byte header + "init\0", padded to 116; 3 data bytes, padded to 120.
         assert_eq!(cpio.bytes.len(), 120);
         assert_eq!(&cpio.bytes[..6], b"070701");
-        assert!(cpio.finish().len() % 4 == 0);
+        assert!(cpio.finish().len().is_multiple_of(4));
     }
 }
