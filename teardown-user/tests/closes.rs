@@ -117,8 +117,14 @@ fn resets_are_seen_from_both_sides_with_the_reason() {
     let Some(_serial) = privileged("resets_are_seen_from_both_sides_with_the_reason") else {
         return;
     };
+    // The kernel gives a sent reset's reason since Linux 6.10, as an argument of the
+    // tracepoint; before, the tracer must say that it has none.
+    let send_reset = "/sys/kernel/tracing/events/tcp/tcp_send_reset/format";
+    let mut has_reason = true;
     for pattern in ["reset", "reset-unread"] {
         let (played, timelines, port) = traced(pattern, &[]);
+        let format = std::fs::read_to_string(send_reset).expect("the tracer mounted tracefs");
+        has_reason = format.contains(" reason;");
         let (server, client) = ends(&timelines, port);
         assert_eq!(server["role"], "reset", "{pattern}: {server}");
         assert_eq!(server["pid"], played.server);
@@ -131,8 +137,9 @@ fn resets_are_seen_from_both_sides_with_the_reason() {
             server["resets"][0]["direction"], "sent",
             "{pattern}: {server}"
         );
-        assert!(
+        assert_eq!(
             server["resets"][0]["reason"].is_string(),
+            has_reason,
             "{pattern}: {server}"
         );
         assert_eq!(client["role"], "reset", "{pattern}: {client}");
@@ -141,6 +148,19 @@ fn resets_are_seen_from_both_sides_with_the_reason() {
             "{pattern}: {client}"
         );
         assert_eq!(client["pid"], played.client);
+    }
+    if !has_reason {
+        let path = std::env::temp_dir().join(format!("td-no-reason-{}.json", port()));
+        let out = run(Command::new(TRACE).args(["-d", "1", "-o", path.to_str().unwrap()]));
+        let said = String::from_utf8_lossy(&out.stderr);
+        let warned = said
+            .lines()
+            .filter(|l| l.contains("reset reasons are unavailable"));
+        assert_eq!(warned.count(), 1, "{said}");
+        let doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        std::fs::remove_file(&path).ok();
+        let degraded = doc["degraded"].to_string();
+        assert!(degraded.contains("reset reasons are unavailable"), "{doc}");
     }
 }
 

@@ -33,15 +33,22 @@ fn every_transition_of_a_churn_is_seen_or_counted_lost() {
     // few more without counting them (ftrace saw those transitions): they are the kernel's
     // to own, not ours, and are allowed for here.
     let (runs, misses) = program_stats("inet_sock_set_state");
-    let hits = 10 * CONNECTIONS as u64 + 2;
-    let unaccounted_by_kernel = hits.saturating_sub(runs + misses) as usize;
     let (v, replayed) = traced.stop(libc::SIGINT, &["--raw", "--json"]);
+    // When two segments complete one handshake at once on two CPUs, the kernel clones a
+    // second child for it and drops it at once: LISTEN -> SYN_RECV -> CLOSE (often under
+    // emulation).
+    let dropped_children = replayed
+        .iter()
+        .filter(|l| l.contains("\"from\":\"SYN_RECV\",\"to\":\"CLOSE\""))
+        .count();
+    let hits = 10 * CONNECTIONS as u64 + 2 + 2 * dropped_children as u64;
+    let unaccounted_by_kernel = hits.saturating_sub(runs + misses) as usize;
     let seen = replayed
         .iter()
         .filter(|l| l.contains("\"event\":\"state\""))
         .count();
-    // Three closing transitions per end, and the listener's LISTEN -> CLOSE.
-    let expected = 6 * CONNECTIONS + 1;
+    // Three closing transitions per end, the listener's LISTEN -> CLOSE, the dropped children.
+    let expected = 6 * CONNECTIONS + 1 + dropped_children;
     let lost = v["lost_events"].as_u64().unwrap() as usize;
     assert!(seen <= expected, "{seen} transitions, at most {expected}");
     assert!(

@@ -126,12 +126,16 @@ fn pid_filter_keeps_only_that_process_and_learns_owners_of_older_sockets() {
     };
     let (ns, port) = (Netns::new(), port());
     // The connection exists (and the client has closed) before tracing starts.
-    let played = play("close-wait-leak", &ns, port, &["--hold-ms", "1500"]);
+    let played = play("close-wait-leak", &ns, port, &["--hold-ms", "60000"]);
     wait_for("a socket in CLOSE_WAIT", || {
         sockets_in(&ns, "close-wait") == 1
     });
     let tracer = Tracer::start(&["--json", "-p", &played.server.to_string()]);
-    let played = played.finish(); // the server exits, and its exit closes the socket
+    // Once tracing runs (seconds under emulation), the server exits: its exit closes the socket.
+    // SAFETY: signalling the lab's server, a process we started.
+    unsafe { libc::kill(played.server as i32, libc::SIGTERM) };
+    let mut lab = played.child;
+    lab.wait().ok();
     let timelines = tracer.json_until(|got| !got.is_empty());
     let (code, rest, _) = tracer.stop(libc::SIGINT);
     assert_eq!(code, 0);

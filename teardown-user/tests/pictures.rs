@@ -17,7 +17,9 @@ use common::*;
 
 /// `teardown-trace --json ARGS`, once it says it is tracing.
 fn start_tracer(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let args: Vec<&str> = std::iter::once("--json").chain(args.iter().copied()).collect();
+    let args: Vec<&str> = std::iter::once("--json")
+        .chain(args.iter().copied())
+        .collect();
     let tracer = Tracer::start(&args);
     (tracer.child, tracer.lines)
 }

@@ -4,11 +4,13 @@
 //! - `cargo xtask run -- ARGS`  builds and runs `teardown-trace ARGS`
 //! - `cargo xtask test`         runs every test (the kernel tests need root)
 //! - `cargo xtask bench`        measures the cost of tracing under connection churn
+//! - `cargo xtask vm-test`      runs the kernel tests on 5.10, 6.1, 6.12 and the newest kernel
 //! - `cargo xtask setup`        only installs the toolchain pieces
 
 mod bench;
 mod setup;
 mod snapshot_bench;
+mod vmtest;
 
 use std::process::{Command, ExitCode};
 
@@ -31,14 +33,22 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run every test: unit tests, and the kernel tests when root
+    /// Run every test: unit tests, and the kernel tests when root (here, then in VMs)
     Test {
+        /// Skip the kernel matrix (`vm-test`) after the tests on this kernel
+        #[arg(long)]
+        no_vm: bool,
         /// Extra arguments for `cargo test`
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Benchmark connection churn untraced, under teardown-trace and under tcpstates
     Bench(bench::Options),
+    /// Run the kernel tests on other kernels, each booted under QEMU
+    VmTest(vmtest::Options),
+    /// Inside a vm-test guest: probe the tracer and run the kernel tests
+    #[command(hide = true)]
+    VmGuest(vmtest::GuestOptions),
 }
 
 fn main() -> ExitCode {
@@ -52,9 +62,13 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // The guest has the host's tools, read-only: nothing to install there.
+    if let Cmd::VmGuest(options) = &cli.command {
+        return vmtest::guest(options);
+    }
     let env = setup::ensure()?;
     match cli.command {
-        Cmd::Setup => Ok(()),
+        Cmd::Setup | Cmd::VmGuest(_) => Ok(()),
         Cmd::Run { args } => {
             cargo(&env, &["build", "--release", "--bins"])?;
             let status = Command::new("target/release/teardown-trace")
@@ -63,15 +77,24 @@ fn run(cli: Cli) -> Result<()> {
                 .context("starting target/release/teardown-trace")?;
             std::process::exit(status.code().unwrap_or(1));
         }
-        Cmd::Test { args } => {
+        Cmd::Test { no_vm, args } => {
             let mut all = vec!["test", "--workspace"];
             all.extend(args.iter().map(String::as_str));
-            cargo(&env, &all)
+            cargo(&env, &all)?;
+            // SAFETY: geteuid has no preconditions.
+            let root = unsafe { libc::geteuid() } == 0;
+            // Arguments pick some tests: a quick run, not the whole matrix.
+            if no_vm || !args.is_empty() || !root {
+                eprintln!("xtask: not running the kernel matrix (cargo xtask vm-test)");
+                return Ok(());
+            }
+            vmtest::run(&env, &vmtest::Options::default())
         }
         Cmd::Bench(options) => {
             cargo(&env, &["build", "--release", "--bins"])?;
             bench::run(&options)
         }
+        Cmd::VmTest(options) => vmtest::run(&env, &options),
     }
 }
 

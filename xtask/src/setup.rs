@@ -88,6 +88,15 @@ fn not_installed<'a>(packages: &[&'a str]) -> Vec<&'a str> {
         .collect()
 }
 
+/// Installs those of the Debian `packages` that are not installed yet.
+pub fn install_missing(packages: &[&str]) -> Result<()> {
+    let missing = not_installed(packages);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Apt { updated: false }.install(&missing)
+}
+
 fn has(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))

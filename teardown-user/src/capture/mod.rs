@@ -208,6 +208,9 @@ impl Capture {
                 degraded.push(format!("{e}: resets are inferred from transitions only"));
             }
         }
+        if config.send_reset_nargs == 2 {
+            degraded.push(RESET_WITHOUT_REASON.into());
+        }
         let retransmits = if layout.skb_tcp_flags == SockLayout::NONE {
             Err(Error::KernelLayout(btf::BtfError::Missing(
                 "tcp_skb_cb.tcp_flags".into(),
@@ -362,6 +365,9 @@ fn check_privileges() -> Result<()> {
     }
 }
 
+/// Before Linux 6.10, `tcp_send_reset` has no reason argument (it has `sk` and `skb` only).
+const RESET_WITHOUT_REASON: &str =
+    "tcp_send_reset has no reason argument (Linux < 6.10): reset reasons are unavailable";
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ use teardown_common::{state, KernelNames};
 use crate::{
     clock::Clock,
     error::{Error, Result},
-    reconstruct::{Evidence, Role, Timeline, Wave},
+    reconstruct::{Evidence, Role, Timeline, Wave, WaveKind},
 };
 
 use super::{
@@ -45,11 +45,31 @@ struct Segment {
     seq: Option<u32>,
     ack: Option<u32>,
     ts_ns: Option<u64>,
+    /// When the time is not observed: the moments it certainly lies between.
+    earliest_ns: Option<u64>,
+    latest_ns: Option<u64>,
     evidence: Evidence,
     /// Where the time comes from, and on which end.
     basis: String,
-    /// What is special about it: a merged or delayed ACK.
-    remark: Option<String>,
+    /// What is special about it: a merged or delayed ACK, a retransmitted FIN.
+    remarks: Vec<Remark>,
+}
+
+impl Segment {
+    /// Where it goes in time: its time, else the earliest it can have happened.
+    fn at(&self) -> Option<u64> {
+        self.ts_ns.or(self.earliest_ns)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Remark {
+    /// A FIN that also acknowledges the FIN of side `of`; that ACK was seen at `seen_ns`.
+    CarriesAck { of: usize, seen_ns: Option<u64> },
+    /// An ACK sent this long after the FIN it acknowledges arrived.
+    Delayed { after_ns: u64 },
+    /// A FIN whose sender had to send it again before it was seen arriving.
+    Retransmitted,
 }
 
 /// `FIN=1, seq=..., ack=...`: the flags, then the numbers that are known.
@@ -88,28 +108,29 @@ fn since(ts_ns: u64, origin_ns: u64) -> String {
     }
 }
 
-fn wave(t: &Timeline, what: &str) -> Option<Wave> {
-    t.waves().into_iter().find(|w| w.what.name() == what)
+fn wave(t: &Timeline, what: WaveKind) -> Option<Wave> {
+    t.waves().into_iter().find(|w| w.what == what)
 }
 
-fn rank(evidence: Evidence) -> u8 {
-    match evidence {
-        Evidence::Observed => 2,
-        Evidence::Inferred => 1,
-        Evidence::NotObserved => 0,
+/// How much a wave tells of when its segment went: observed, inferred with a time,
+/// bounded, nothing.
+fn rank(w: &Wave) -> u8 {
+    match (w.evidence, w.ts_ns) {
+        (Evidence::Observed, Some(_)) => 3,
+        (Evidence::Inferred, Some(_)) => 2,
+        _ if w.earliest_ns.is_some() => 1,
+        _ => 0,
     }
 }
 
-/// The best-known of the ways one segment was seen (by its sender, by its receiver):
-/// observed beats inferred beats not seen; on a tie the first (the sender's) wins.
-fn best(candidates: [Option<(Wave, &Timeline)>; 2]) -> Option<(Wave, &Timeline)> {
-    candidates.into_iter().flatten().reduce(|a, b| {
-        if rank(b.0.evidence) > rank(a.0.evidence) {
-            b
-        } else {
-            a
-        }
-    })
+type Seen<'t> = Option<(Wave, &'t Timeline)>;
+
+/// The best-known of the ways one segment was seen; on a tie the first candidate wins.
+fn best<'t>(candidates: [Seen<'t>; 2]) -> Seen<'t> {
+    candidates
+        .into_iter()
+        .flatten()
+        .reduce(|a, b| if rank(&b.0) > rank(&a.0) { b } else { a })
 }
 
 fn segment(from: usize, flags: &'static str, (w, seen_by): (Wave, &Timeline)) -> Segment {
@@ -119,9 +140,11 @@ fn segment(from: usize, flags: &'static str, (w, seen_by): (Wave, &Timeline)) ->
         seq: None,
         ack: None,
         ts_ns: w.ts_ns,
+        earliest_ns: w.earliest_ns,
+        latest_ns: w.latest_ns,
         evidence: w.evidence,
         basis: format!("{} at {}", w.basis, endpoint(seen_by.laddr, seen_by.lport)),
-        remark: None,
+        remarks: Vec::new(),
     }
 }
 
@@ -129,42 +152,88 @@ fn segment(from: usize, flags: &'static str, (w, seen_by): (Wave, &Timeline)) ->
 /// saw. `ends[1]` is `None` when the remote end is not on this host: then everything about
 /// it comes from the local end's waves.
 fn segments(ends: [Option<&Timeline>; 2]) -> Vec<Segment> {
+    // What `side` saw of `what`, with whose view it is.
+    let seen = |side: usize, what: WaveKind| -> Seen<'_> {
+        let t = ends[side]?;
+        Some((wave(t, what)?, t))
+    };
     let mut fins: [Option<Segment>; 2] = [None, None];
     let mut acks: [Option<Segment>; 2] = [None, None];
     for s in 0..2 {
         let o = 1 - s;
-        // What `side` saw of `what`, as a candidate.
-        let seen = |side: usize, what: &str| {
-            let t = ends[side]?;
-            Some((wave(t, what)?, t))
+        let queued = seen(s, WaveKind::FinQueued);
+        let sent = seen(s, WaveKind::FinSent);
+        let arrived = seen(o, WaveKind::FinReceived);
+        let known = |c: &Seen, evidence: Evidence| {
+            c.is_some_and(|(w, _)| w.evidence == evidence && w.ts_ns.is_some())
         };
-        // Without a timeline for one end, its sending is what the other end received.
-        let (fin_sent, fin_received) = (seen(s, "fin_sent"), seen(o, "fin_received"));
-        let local_view = || {
-            let l = ends[0]?;
-            let (sent, received) = if s == 0 {
-                ("fin_sent", "ack_received")
-            } else {
-                ("fin_received", "ack_sent")
-            };
-            Some((wave(l, sent)?, wave(l, received)?, l))
+        let fin = if known(&sent, Evidence::Observed) && known(&arrived, Evidence::Observed) {
+            // The sender's "observed" is the receiver's arrival read off the peer socket:
+            // the same event, told where it happened.
+            arrived
+        } else if known(&sent, Evidence::Observed) || known(&sent, Evidence::Inferred) {
+            // On the wire as the sender knows it: seen at the peer, or deduced (nothing
+            // could hold it back at close).
+            sent
+        } else {
+            best([arrived, sent])
         };
-        if ends[1].is_none() {
-            if let Some((fin, ack, l)) = local_view() {
-                fins[s] = Some(segment(s, "FIN=1", (fin, l)));
-                acks[s] = Some(segment(o, "ACK=1", (ack, l)));
+        match fin {
+            Some(fin) => {
+                let mut seg = segment(s, "FIN=1", fin);
+                seg.seq = [Some(fin), sent, queued, arrived]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|(w, _)| w.seq);
+                let resent = ends[s].and_then(|t| t.retransmits.iter().find(|r| r.fin));
+                if let (Some(r), Evidence::Observed, Some(at)) = (resent, seg.evidence, seg.ts_ns) {
+                    if r.ts_ns <= at {
+                        seg.remarks.push(Remark::Retransmitted);
+                    }
+                }
+                fins[s] = Some(seg);
             }
-            continue;
+            None => {
+                // A socket left in CLOSE_WAIT: its application never closed, no FIN went.
+                if let Some(t) = ends[s].filter(|t| t.role() == Some(Role::Passive)) {
+                    fins[s] = Some(Segment {
+                        from: s,
+                        flags: "FIN=1",
+                        seq: None,
+                        ack: None,
+                        ts_ns: None,
+                        earliest_ns: None,
+                        latest_ns: None,
+                        evidence: Evidence::NotObserved,
+                        basis: format!(
+                            "no close() seen: the application had not closed at {}",
+                            endpoint(t.laddr, t.lport)
+                        ),
+                        remarks: Vec::new(),
+                    });
+                }
+                // Nothing went: nothing to acknowledge.
+                continue;
+            }
         }
-        if let Some(fin) = best([fin_sent, fin_received]) {
-            fins[s] = Some(segment(s, "FIN=1", fin));
-        }
-        if let Some(ack) = best([seen(o, "ack_sent"), seen(s, "ack_received")]) {
-            acks[s] = Some(segment(o, "ACK=1", ack));
+        // The ACK: best where it arrived (the FIN's sender), else where it left.
+        let (got, gave) = (seen(s, WaveKind::AckReceived), seen(o, WaveKind::AckSent));
+        if let Some(ack) = best([got, gave]) {
+            let mut seg = segment(o, "ACK=1", ack);
+            seg.ack = [Some(ack), got, gave]
+                .into_iter()
+                .flatten()
+                .find_map(|(w, _)| w.seq);
+            acks[s] = Some(seg);
         }
     }
     // Orient by who closed first: the ACK of the first FIN and the second FIN.
-    let first = match (fin_time(&fins[0]), fin_time(&fins[1])) {
+    let closed = |s: usize| {
+        seen(s, WaveKind::FinQueued)
+            .and_then(|(w, _)| w.ts_ns)
+            .or_else(|| fins[s].as_ref().and_then(Segment::at))
+    };
+    let first = match (closed(0), closed(1)) {
         (Some(a), Some(b)) if b < a => 1,
         (None, Some(_)) => 1,
         _ => 0,
@@ -176,42 +245,52 @@ fn segments(ends: [Option<&Timeline>; 2]) -> Vec<Segment> {
         .flatten()
         .any(|t| t.role() == Some(Role::Simultaneous));
     let merged = match (&acks[first], &fins[second]) {
-        (Some(ack), Some(fin)) if !simultaneous => match (ack.ts_ns, fin.ts_ns) {
-            (Some(ack_at), Some(fin_at)) => fin_at <= ack_at,
-            _ => false,
-        },
+        (Some(ack), Some(_)) if !simultaneous => {
+            let said = seen(second, WaveKind::AckSent);
+            let queued = seen(second, WaveKind::FinQueued);
+            if said.is_some_and(|(w, _)| w.basis.starts_with("merged")) {
+                // The sequence state at close said the ACK was still owed: FIN+ACK.
+                true
+            } else if queued.is_some_and(|(w, _)| w.seq.is_some()) {
+                // It was not owed at close: it had gone on its own.
+                false
+            } else {
+                // Without the sequence state: an ACK that arrived only once the other end
+                // had queued its FIN left with it.
+                match (ack.ts_ns, closed(second)) {
+                    (Some(ack_at), Some(fin_at)) => fin_at <= ack_at,
+                    _ => false,
+                }
+            }
+        }
         _ => false,
     };
-    let first_fin_at = fin_time(&fins[first]);
     if let Some(fin) = fins[first].take() {
         out.push(fin);
     }
     if let Some(mut ack) = acks[first].take() {
         if merged {
-            // The ACK arrived only once the other end's FIN had gone: it rode on it.
+            // The ACK rode on the other end's FIN.
             if let Some(fin) = fins[second].as_mut() {
                 fin.flags = "FIN=1, ACK=1";
-                fin.remark = Some(format!(
-                    "carries the ACK of {}'s FIN (seen at {})",
-                    SIDES[first],
-                    ack.ts_ns
-                        .zip(first_fin_at)
-                        .map_or("?".into(), |(a, f)| since(a, f))
-                ));
+                fin.ack = ack.ack;
+                fin.remarks.push(Remark::CarriesAck {
+                    of: first,
+                    seen_ns: ack.ts_ns,
+                });
             }
         } else {
             // Measured from the FIN's arrival, where the receiving end observed it: a FIN
             // lost on the way is late, not its ACK.
             let arrived = ends[second]
-                .and_then(|t| wave(t, "fin_received"))
+                .and_then(|t| wave(t, WaveKind::FinReceived))
                 .filter(|w| w.evidence == Evidence::Observed)
                 .and_then(|w| w.ts_ns);
             if let (Some(ack_at), Some(fin_at)) = (ack.ts_ns, arrived) {
                 if ack_at.saturating_sub(fin_at) >= DELAYED_ACK_NS {
-                    ack.remark = Some(format!(
-                        "delayed ACK: {} ms after the FIN arrived",
-                        ms(ack_at - fin_at)
-                    ));
+                    ack.remarks.push(Remark::Delayed {
+                        after_ns: ack_at - fin_at,
+                    });
                 }
             }
             out.push(ack);
@@ -220,10 +299,6 @@ fn segments(ends: [Option<&Timeline>; 2]) -> Vec<Segment> {
     out.extend(fins[second].take());
     out.extend(acks[second].take());
     out
-}
-
-fn fin_time(fin: &Option<Segment>) -> Option<u64> {
-    fin.as_ref().and_then(|f| f.ts_ns)
 }
 
 /// A participant's heading: its address and port, then its process and timeline id.

@@ -31,6 +31,9 @@ const RECENT_PEERS: usize = 16_384;
 /// The kernel moves an aborted socket to CLOSE *before* sending its RST
 /// (`tcp_disconnect()`, `__tcp_close()`): a reset-shaped close waits this long for it.
 const RESET_GRACE_NS: u64 = 1_000_000;
+/// The aborting task can be preempted between the two (for several ms under emulation): a
+/// reset-shaped close whose RST has not come yet waits for it, up to this long.
+const RESET_MAX_WAIT_NS: u64 = 1_000_000_000;
 /// How long an orphan's TIME_WAIT mini-socket waits in FIN_WAIT2 for the peer's FIN
 /// (`net.ipv4.tcp_fin_timeout`, 60 s by default).
 pub const FIN_TIMEOUT_NS: u64 = 60_000_000_000;
@@ -177,13 +180,17 @@ impl Reconstructor {
                 self.apply(&event, emit);
             }
         }
-        while self
-            .just_reset
-            .front()
-            .and_then(Timeline::closed_ns)
-            .is_some_and(|closed| closed.saturating_add(RESET_GRACE_NS) <= horizon)
-        {
-            if let Some(timeline) = self.just_reset.pop_front() {
+        let waited_enough = |t: &Timeline| {
+            let wait = if t.resets.is_empty() {
+                RESET_MAX_WAIT_NS
+            } else {
+                RESET_GRACE_NS
+            };
+            t.closed_ns()
+                .is_some_and(|closed| closed.saturating_add(wait) <= horizon)
+        };
+        while let Some(at) = self.just_reset.iter().position(waited_enough) {
+            if let Some(timeline) = self.just_reset.remove(at) {
                 self.report(timeline, emit);
             }
         }

@@ -364,12 +364,26 @@ fn an_abort_closes_first_and_sends_its_rst_just_after() {
         }]
     );
 
+    // The aborting task was preempted for 5 ms between the two: the close waits for its RST.
     let mut late = rst;
     late.ts_ns = 1_000 + 5 * MS;
     let mut r = Reconstructor::new(Filter::default());
     let mut out = Vec::new();
     r.push(&ev(1_000, SERVER, 80, 5000, ESTABLISHED, CLOSE));
     r.advance(1_000 + 2 * MS + REORDER_WINDOW_NS, &mut |t| out.push(t));
+    assert!(out.is_empty(), "still waiting for its RST");
+    r.push(&late);
+    r.advance(late.ts_ns + 1 + MS + REORDER_WINDOW_NS, &mut |t| {
+        out.push(t)
+    });
+    assert_eq!(out.len(), 1, "reported once its RST came");
+    assert_eq!(out[0].resets.len(), 1);
+
+    // No RST at all (its hook is missing): reported once the grace is over.
+    let mut r = Reconstructor::new(Filter::default());
+    let mut out = Vec::new();
+    r.push(&ev(1_000, SERVER, 80, 5000, ESTABLISHED, CLOSE));
+    r.advance(1_000 + 1_001 * MS + REORDER_WINDOW_NS, &mut |t| out.push(t));
     assert_eq!(out.len(), 1, "reported once the grace is over");
     r.push(&late);
     r.finish(end_of(&[late]), &mut |t| out.push(t));

@@ -18,8 +18,8 @@ use crate::{
     filter::Filter,
     options::{Mode, Options, Source},
     output::{
-        color, document, json, mermaid::MermaidFile, perfetto::PerfettoFile, text,
-        DocumentWriter, ExchangePrinter, RawPrinter, Summary, TimelineSink,
+        color, document, json, mermaid::MermaidFile, perfetto::PerfettoFile, text, DocumentWriter,
+        ExchangePrinter, RawPrinter, Summary, TimelineSink,
     },
     population::{metrics::Metrics, render::Health, sink::Sink, sink::Style, Grouping},
     reconstruct::{Reconstructor, Timeline, Tuple, MAX_OPEN, REORDER_WINDOW_NS},

@@ -2,8 +2,8 @@ use teardown_common::{kind, sock_flags, state::*, Event};
 
 use super::*;
 use crate::{
-    testing::ev,
     output::tests::{server_closes, timelines_of},
+    testing::ev,
 };
 
 const MS: u64 = 1_000_000;

@@ -2,8 +2,8 @@ use teardown_common::{kind, state::*};
 
 use super::*;
 use crate::{
-    testing::ev,
     output::tests::{server_closes, timelines_of},
+    testing::ev,
 };
 
 /// A field as read back: a number or bytes.
