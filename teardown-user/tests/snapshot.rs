@@ -270,8 +270,22 @@ fn time_wait_census_counts_per_port_with_timers_within_bounds() {
         .expect("the test's namespace");
     assert_eq!(namespace["tcp_fin_timeout_s"], 60);
     assert!(namespace["tcp_tw_reuse"].is_u64());
-    assert!(
-        namespace["ephemeral"]["in_use"].as_u64().unwrap() >= 1,
+    // The namespace's local ports within the ephemeral range, as `ss` lists them.
+    let (low, high) = (
+        namespace["ephemeral"]["low"].as_u64().unwrap(),
+        namespace["ephemeral"]["high"].as_u64().unwrap(),
+    );
+    let listed = run(Command::new("ip").args(["netns", "exec", &ns.0, "ss", "-Htan"]));
+    let mut ephemeral: Vec<u64> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3)?.rsplit(':').next()?.parse().ok())
+        .filter(|p| (low..=high).contains(p))
+        .collect();
+    ephemeral.sort_unstable();
+    ephemeral.dedup();
+    assert_eq!(
+        namespace["ephemeral"]["in_use"].as_u64().unwrap(),
+        ephemeral.len() as u64,
         "{namespace}"
     );
 }
