@@ -133,7 +133,10 @@ fn a_recording_replays_to_the_same_timelines_without_privileges() {
     let out = as_nobody(&["--replay", rec, "--json"]);
     assert_eq!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
-    let warning = err.lines().find(|l| l.contains("no end marker")).expect(&err);
+    let warning = err
+        .lines()
+        .find(|l| l.contains("no end marker"))
+        .expect(&err);
     assert!(warning.contains("at byte"), "{warning}");
     let cut: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -213,4 +216,165 @@ fn a_signal_leaves_a_complete_document_and_duration_stops_by_itself() {
     assert!(out.status.success());
     assert!(started.elapsed() < Duration::from_secs(15));
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 teardowns"));
+}
+
+#[test]
+fn hangup_and_a_signal_during_start_up_end_a_run_cleanly() {
+    let Some(_serial) = privileged("hangup_and_a_signal_during_start_up_end_a_run_cleanly") else {
+        return;
+    };
+    // SIGHUP (a closed terminal) is a stop like SIGINT: a complete document, exit 0.
+    let doc = std::env::temp_dir().join(format!("td-hup-{}.json", port()));
+    let tracer = Tracer::start(&["-o", doc.to_str().unwrap(), "-P", "1"]);
+    assert_eq!(tracer.stop(libc::SIGHUP).0, 0);
+    let v: Value = serde_json::from_slice(&std::fs::read(&doc).unwrap()).unwrap();
+    assert_eq!(v["timelines"], serde_json::json!([]));
+    // Signalled before it has even started tracing: the same.
+    std::fs::remove_file(&doc).ok();
+    let mut child = Command::new(TRACE)
+        .args(["-o", doc.to_str().unwrap(), "-P", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    assert!(child.wait().unwrap().success());
+    let v: Value = serde_json::from_slice(&std::fs::read(&doc).unwrap()).unwrap();
+    assert!(v["ended_unix_ns"].is_u64());
+    let dir = doc.parent().unwrap();
+    let name = doc.file_name().unwrap().to_string_lossy().into_owned();
+    let leftovers = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains(&format!(".{name}."))
+        })
+        .count();
+    assert_eq!(leftovers, 0, "no temporary file left");
+    std::fs::remove_file(&doc).ok();
+}
+
+#[test]
+fn a_closed_stdout_ends_even_a_quiet_trace_within_a_second() {
+    let Some(_serial) = privileged("a_closed_stdout_ends_even_a_quiet_trace") else {
+        return;
+    };
+    use std::io::BufRead as _;
+    let mut child = Command::new(TRACE)
+        .args(["-P", "9"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The header line comes; then the reader goes away, as `| head -1` does.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut header = String::new();
+    stdout.read_line(&mut header).unwrap();
+    assert!(header.starts_with("TIME"), "{header}");
+    drop(stdout);
+    let gone = Instant::now();
+    let deadline = gone + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after its reader left"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        gone.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        gone.elapsed()
+    );
+}
+
+#[test]
+fn a_previous_recording_survives_a_start_that_fails_and_pid_lists_have_no_limit() {
+    let Some(_serial) = privileged("a_previous_recording_survives_a_start_that_fails") else {
+        return;
+    };
+    let rec = std::env::temp_dir().join(format!("td-keep-{}.tdrec", port()));
+    std::fs::write(&rec, b"a previous recording").unwrap();
+    std::fs::set_permissions(&rec, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let out = as_nobody(&["--record", rec.to_str().unwrap(), "-d", "1"]);
+    assert_eq!(out.status.code(), Some(1), "not root");
+    assert_eq!(std::fs::read(&rec).unwrap(), b"a previous recording");
+    std::fs::remove_file(&rec).ok();
+    // 2,000 pids and 2,000 ports: the kernel's filter maps are sized from the lists.
+    let pids: Vec<String> = (1..=2000).map(|p| p.to_string()).collect();
+    let ports: Vec<String> = (20_001..=22_000).map(|p| p.to_string()).collect();
+    let out = Command::new(TRACE)
+        .args(["-d", "1", "-p", &pids.join(","), "-P", &ports.join(",")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn one_output_failing_on_a_full_disk_leaves_the_others_complete() {
+    let Some(_serial) = privileged("one_output_failing_on_a_full_disk") else {
+        return;
+    };
+    let (ns, port) = (Netns::new(), port());
+    // A tiny filesystem of the test's own, in a mount namespace, for the document.
+    let full = std::env::temp_dir().join(format!("td-full-{port}"));
+    std::fs::create_dir_all(&full).unwrap();
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8k", "tmpfs"])
+        .arg(&full));
+    let doc = full.join("doc.json");
+    let rec = std::env::temp_dir().join(format!("td-healthy-{port}.tdrec"));
+    let tracer = Tracer::start(&[
+        "-o",
+        doc.to_str().unwrap(),
+        "--record",
+        rec.to_str().unwrap(),
+        "-P",
+        &port.to_string(),
+    ]);
+    for _ in 0..10 {
+        play("server-closes", &ns, port, &["--delay-ms", "0"]).finish();
+    }
+    tracer.json_until(|_| true).len();
+    let (code, _, stderr) = tracer.stop(libc::SIGINT);
+    let umount = Command::new("umount").arg(&full).output();
+    std::fs::remove_dir_all(&full).ok();
+    assert!(umount.unwrap().status.success());
+    assert_eq!(code, 1, "{stderr:?}");
+    let failures: Vec<&String> = stderr.iter().filter(|l| l.contains("error:")).collect();
+    assert_eq!(failures.len(), 1, "{stderr:?}");
+    assert!(
+        failures[0].contains(&format!("cannot write {}", doc.display()))
+            && failures[0].contains("No space left on device")
+            && failures[0].matches("No space left").count() == 1,
+        "the path, and the cause once: {failures:?}"
+    );
+    // The recording, on a healthy disk, is complete: it replays without a warning.
+    let replayed = Command::new(TRACE)
+        .args(["--replay", rec.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&rec).ok();
+    assert!(replayed.status.success());
+    assert!(
+        !String::from_utf8_lossy(&replayed.stderr).contains("warning"),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&replayed.stdout).lines().count(),
+        20
+    );
 }

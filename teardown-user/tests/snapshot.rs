@@ -278,7 +278,14 @@ fn time_wait_census_counts_per_port_with_timers_within_bounds() {
     let listed = run(Command::new("ip").args(["netns", "exec", &ns.0, "ss", "-Htan"]));
     let mut ephemeral: Vec<u64> = String::from_utf8_lossy(&listed.stdout)
         .lines()
-        .filter_map(|l| l.split_whitespace().nth(3)?.rsplit(':').next()?.parse().ok())
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(3)?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()
+        })
         .filter(|p| (low..=high).contains(p))
         .collect();
     ephemeral.sort_unstable();

@@ -1,7 +1,13 @@
 //! `--mermaid FILE`: each connection's close as a Mermaid `sequenceDiagram`, in the form
 //! textbooks draw the four-way close: the two ends as participants, each segment an arrow
-//! with its flags, each state entered a note. Solid arrows were observed on a socket,
-//! dashed ones inferred, with the basis written under them. Times run from the first FIN.
+//! with its flags and, when known, its sequence numbers (`FIN=1, seq=u`, `ACK=1, ack=u+1`),
+//! each state entered a note. Each segment is drawn from the best evidence there is: a FIN
+//! from its sender when it was seen on the wire or deduced to have left at once, else from
+//! its arrival at the receiver; the application's close() (the FIN only queued) is a note
+//! of its own when the FIN left later. Solid arrows were observed on a socket, dashed ones
+//! inferred or only bounded (between two moments), with the basis written under them. An
+//! ACK still owed when the application closed rides on its FIN: one `FIN=1, ACK=1`
+//! segment. Times run from the first FIN, queued or sent.
 //!
 //! The file is Markdown, one fenced `mermaid` block per connection: GitHub and GitLab show
 //! it as pictures, and `mmdc -i FILE -o out.svg` renders every block (`out-1.svg`, ...).
@@ -65,7 +71,11 @@ impl Segment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Remark {
     /// A FIN that also acknowledges the FIN of side `of`; that ACK was seen at `seen_ns`.
-    CarriesAck { of: usize, seen_ns: Option<u64> },
+    CarriesAck {
+        of: usize,
+        seen_ns: Option<u64>,
+        observed: bool,
+    },
     /// An ACK sent this long after the FIN it acknowledges arrived.
     Delayed { after_ns: u64 },
     /// A FIN whose sender had to send it again before it was seen arriving.
@@ -277,6 +287,7 @@ fn segments(ends: [Option<&Timeline>; 2]) -> Vec<Segment> {
                 fin.remarks.push(Remark::CarriesAck {
                     of: first,
                     seen_ns: ack.ts_ns,
+                    observed: ack.evidence == Evidence::Observed,
                 });
             }
         } else {
@@ -351,10 +362,25 @@ pub fn connection(
         ends.swap(0, 1);
         segs = segments(ends);
     }
+    // The application's close(), where it differs from the FIN on the wire: the FIN was
+    // queued then, and left (or was seen arriving) later.
+    let closes: Vec<(usize, u64)> = ends
+        .iter()
+        .enumerate()
+        .filter_map(|(side, t)| {
+            let q = wave((*t)?, WaveKind::FinQueued)?;
+            let at = q.ts_ns?;
+            // Deduced to have left at once: the arrow is the close.
+            let same = wave((*t)?, WaveKind::FinSent)
+                .is_some_and(|w| w.ts_ns == Some(at) && w.evidence == Evidence::Inferred);
+            (!same).then_some((side, at))
+        })
+        .collect();
     let first_fin = segs
         .iter()
         .filter(|s| s.flags.starts_with("FIN"))
-        .filter_map(|s| s.ts_ns)
+        .filter_map(Segment::at)
+        .chain(closes.iter().map(|(_, at)| *at))
         .min();
     let origin = first_fin
         .or_else(|| {
@@ -374,21 +400,30 @@ pub fn connection(
     }
     let _ = writeln!(
         out,
-        "    Note over A,B: times from the first {} at {} UTC<br/>solid: observed, dashed: inferred",
-        if first_fin.is_some() { "FIN" } else { "event" },
+        "    Note over A,B: times from the first {} at {} UTC<br/>solid: observed, dashed: inferred or bounded",
+        if first_fin.is_some() { "FIN (queued or sent)" } else { "event" },
         clock.time_of_day(origin)
     );
 
     // Everything timed, in time order; at one instant, arrows before the states they cause.
     let mut timed: Vec<(u64, String)> = Vec::new();
     let mut untimed = Vec::new();
+    // A close() before the arrows it leads to.
+    for (side, at) in &closes {
+        let place = if *side == 0 { "left of" } else { "right of" };
+        timed.push((
+            *at,
+            format!(
+                "    Note {place} {}: {} {}",
+                SIDES[*side],
+                escape("close(): FIN queued"),
+                since(*at, origin)
+            ),
+        ));
+    }
     for s in &segs {
-        let (arrow, how) = match s.evidence {
-            Evidence::Observed => ("->>", "observed"),
-            _ => ("-->>", "inferred"),
-        };
         let label = segment_label(s.flags, s.seq, s.ack);
-        let Some(ts) = s.ts_ns else {
+        let Some(at) = s.at() else {
             untimed.push(format!(
                 "    Note over A,B: {} from {}: not seen ({})",
                 escape(&label),
@@ -397,17 +432,50 @@ pub fn connection(
             ));
             continue;
         };
-        let mut text = format!(
-            "{} {}<br/>{how}: {}",
-            escape(&label),
-            since(ts, origin),
-            escape(&s.basis)
-        );
-        if let Some(remark) = &s.remark {
-            let _ = write!(text, "<br/>{}", escape(remark));
+        let (arrow, how) = match (s.evidence, s.ts_ns) {
+            (Evidence::Observed, Some(_)) => ("->>", "observed"),
+            (Evidence::Inferred, Some(_)) => ("-->>", "inferred"),
+            _ => ("-->>", "bounded"),
+        };
+        let when = match (s.ts_ns, s.latest_ns) {
+            (Some(ts), _) => since(ts, origin),
+            (None, Some(latest)) => format!("{} to {}", since(at, origin), since(latest, origin)),
+            (None, None) => format!("after {}", since(at, origin)),
+        };
+        let mut text = format!("{} {when}<br/>{how}: {}", escape(&label), escape(&s.basis));
+        if s.ts_ns.is_some() && s.evidence != Evidence::Observed {
+            if let (Some(e), Some(l)) = (s.earliest_ns, s.latest_ns) {
+                if e != l {
+                    let _ = write!(
+                        text,
+                        "<br/>between {} and {}",
+                        since(e, origin),
+                        since(l, origin)
+                    );
+                }
+            }
+        }
+        for remark in &s.remarks {
+            let remark = match remark {
+                Remark::CarriesAck {
+                    of,
+                    seen_ns,
+                    observed,
+                } => format!(
+                    "carries the ACK of {}'s FIN ({} at {})",
+                    SIDES[*of],
+                    if *observed { "seen" } else { "inferred" },
+                    seen_ns.map_or("?".into(), |a| since(a, origin))
+                ),
+                Remark::Delayed { after_ns } => {
+                    format!("delayed ACK: {} ms after the FIN arrived", ms(*after_ns))
+                }
+                Remark::Retransmitted => "arrived after being sent again".into(),
+            };
+            let _ = write!(text, "<br/>{}", escape(&remark));
         }
         timed.push((
-            ts,
+            at,
             format!("    {}{arrow}{}: {text}", SIDES[s.from], SIDES[1 - s.from]),
         ));
     }

@@ -428,3 +428,53 @@ fn text_tells_the_drain_the_sequence_numbers_and_the_merged_ack() {
     );
     assert!(block.contains("[FIN 1100 behind 1000 B unsent]"), "{block}");
 }
+
+#[test]
+fn a_document_never_destroys_what_it_is_given() {
+    use std::os::unix::fs::{symlink, FileTypeExt};
+    let dir = std::env::temp_dir().join(format!("teardown-safe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let finish = |path: &std::path::Path| {
+        let mut doc = DocumentWriter::create(path, b"\"v\":1").unwrap();
+        doc.timeline(b"{}").unwrap();
+        doc.finish(b"\"lost_events\":0").unwrap();
+    };
+    // An existing file keeps its content until the document is complete.
+    let file = dir.join("old.json");
+    std::fs::write(&file, b"previous").unwrap();
+    let doc = DocumentWriter::create(&file, b"\"v\":1").unwrap();
+    assert_eq!(std::fs::read(&file).unwrap(), b"previous");
+    drop(doc);
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        b"previous",
+        "an unfinished document"
+    );
+    // A symlink's target is written; the link stays a link.
+    let link = dir.join("link.json");
+    symlink(&file, &link).unwrap();
+    finish(&link);
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(v["timelines"].as_array().unwrap().len(), 1);
+    // A device is written into, not replaced by a regular file.
+    finish(std::path::Path::new("/dev/null"));
+    assert!(!std::fs::metadata("/dev/null").unwrap().is_file());
+    // A FIFO is written into: what its reader gets is the whole document.
+    let fifo = dir.join("fifo");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    finish(&fifo);
+    let got: serde_json::Value = serde_json::from_slice(&reader.join().unwrap()).unwrap();
+    assert_eq!(got["lost_events"], 0);
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,4 +1,4 @@
-use teardown_common::{kind, sock_flags, state::*, Event};
+use teardown_common::{kind, seq_flags, sock_flags, state::*, Event};
 
 use super::*;
 use crate::{
@@ -58,15 +58,40 @@ fn both_ends_draw_the_four_way_close_with_states_as_notes() {
     );
     assert_eq!(
         arrows(&lines),
+        // B's FIN is dashed: CLOSE_WAIT->LAST_ACK only shows B's close() (the FIN queued),
+        // and A had handed over to its TIME_WAIT mini-socket before the FIN arrived, so it
+        // was not seen on the wire: the best left is A's inference from its peer socket.
         [
             "A->>B: FIN=1",
             "B->>A: ACK=1",
-            "B->>A: FIN=1",
+            "B-->>A: FIN=1",
             "A->>B: ACK=1"
         ],
         "{lines:#?}"
     );
     let text = lines.join("\n");
+    // A's FIN is drawn where it arrived (B's CLOSE_WAIT), after A's close() queued it.
+    assert!(
+        text.contains("Note left of A: close()#58; FIN queued +0.000 ms"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "A->>B: FIN=1 +0.030 ms<br/>observed: ESTABLISHED→CLOSE_WAIT at 127.0.0.1#58;5000"
+        ),
+        "{text}"
+    );
+    // B's FIN: its close() observed, the FIN itself inferred and bounded by its ACK.
+    assert!(
+        text.contains("Note right of B: close()#58; FIN queued +200.000 ms"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "B-->>A: FIN=1 +200.000 ms<br/>inferred: peer socket on this host sent its FIN at 127.0.0.1#58;80<br/>between +200.000 ms and +200.050 ms"
+        ),
+        "{text}"
+    );
     // Both ACKs were observed where they arrived, not where they left.
     assert!(
         text.contains(
@@ -89,12 +114,17 @@ fn both_ends_draw_the_four_way_close_with_states_as_notes() {
         "{text}"
     );
     assert!(
+        text.contains("A->>B: ACK=1 +200.050 ms<br/>observed: LAST_ACK→CLOSE at 127.0.0.1#58;5000"),
+        "{text}"
+    );
+    assert!(
         text.contains("Note right of B: CLOSE +200.050 ms"),
         "{text}"
     );
     // In time order: B's FIN comes 200 ms after A's hand-over.
     let at = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
-    assert!(at("handed to") < at("B->>A: FIN=1"));
+    assert!(at("handed to") < at("B-->>A: FIN=1"));
+    assert!(at("B: close()") < at("B-->>A: FIN=1"));
 }
 
 #[test]
@@ -117,17 +147,31 @@ fn one_end_alone_draws_the_remote_end_as_unknown_and_its_inferences_dashed() {
     );
     assert_eq!(
         arrows(&lines),
+        // A's own FIN is no longer taken as observed: FIN_WAIT1 is its close() (the FIN
+        // queued); with no seq state and the peer elsewhere, its leaving is only bounded,
+        // between the close and the ACK that came back.
         [
-            "A->>B: FIN=1",
+            "A-->>B: FIN=1",
             "B->>A: ACK=1",
             "B->>A: FIN=1",
             "A-->>B: ACK=1"
         ],
         "{lines:#?}"
     );
-    let last = lines.iter().find(|l| l.starts_with("A-->>B")).unwrap();
+    let first = lines
+        .iter()
+        .find(|l| l.starts_with("A-->>B: FIN=1"))
+        .unwrap();
     assert!(
-        last.contains("inferred: a FIN is acknowledged at once"),
+        first.contains("FIN=1 +0.000 ms to +0.060 ms<br/>bounded: not seen at 127.0.0.1#58;80"),
+        "{first}"
+    );
+    let last = lines
+        .iter()
+        .find(|l| l.starts_with("A-->>B: ACK=1"))
+        .unwrap();
+    assert!(
+        last.contains("inferred: tcp_fin() acknowledges a FIN in FIN_WAIT2 at once"),
         "{last}"
     );
     assert!(lines
@@ -143,13 +187,25 @@ fn an_orphan_alone_says_what_it_could_not_see() {
     let lines = draw(&ts, false);
     assert_eq!(
         arrows(&lines),
-        ["A->>B: FIN=1", "B->>A: ACK=1"],
+        // The FIN on the wire is bounded, not observed (FIN_WAIT1 is the close()).
+        ["A-->>B: FIN=1", "B->>A: ACK=1"],
+        "{lines:#?}"
+    );
+    assert!(
+        lines.contains(&"Note left of A: close()#58; FIN queued +0.000 ms".to_string()),
         "{lines:#?}"
     );
     assert!(
         lines
             .iter()
             .any(|l| l.starts_with("Note over A,B: FIN=1 from B: not seen (")
+                && l.contains("mini-socket")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Note over A,B: ACK=1 from A: not seen (")
                 && l.contains("mini-socket")),
         "{lines:#?}"
     );
@@ -175,9 +231,11 @@ fn an_ack_that_arrives_after_the_peers_fin_rode_on_it() {
     let lines = draw(&ts, true);
     assert_eq!(
         arrows(&lines),
+        // A's FIN is now drawn where it arrived (B's CLOSE_WAIT, +205.170 ms), which is
+        // after it was sent again: the close() that queued it is a note at +0.
         [
-            "A->>B: FIN=1",
             "A->>B: FIN=1 again",
+            "A->>B: FIN=1",
             "B->>A: FIN=1, ACK=1",
             "A->>B: ACK=1"
         ],
@@ -187,6 +245,19 @@ fn an_ack_that_arrives_after_the_peers_fin_rode_on_it() {
     assert!(
         merged.contains("carries the ACK of A#39;s FIN (seen at +205.224 ms)"),
         "{merged}"
+    );
+    let fin = lines
+        .iter()
+        .find(|l| l.starts_with("A->>B: FIN=1 +"))
+        .unwrap();
+    assert!(
+        fin.contains("+205.170 ms<br/>observed: ESTABLISHED→CLOSE_WAIT")
+            && fin.contains("arrived after being sent again"),
+        "{fin}"
+    );
+    assert!(
+        lines.contains(&"Note left of A: close()#58; FIN queued +0.000 ms".to_string()),
+        "{lines:#?}"
     );
 }
 
@@ -243,10 +314,141 @@ fn a_socket_still_closing_ends_with_how_long_it_has_been_there() {
         "{lines:#?}"
     );
     assert!(
+        // The application never closed: no FIN was queued, let alone sent (the old model
+        // named CLOSE_WAIT->LAST_ACK as the FIN's basis although it was never reached).
         lines.contains(
-            &"Note over A,B: FIN=1 from A: not seen (CLOSE_WAIT→LAST_ACK at 127.0.0.1#58;5000)"
+            &"Note over A,B: FIN=1 from A: not seen (no close() seen#58; the application had not closed at 127.0.0.1#58;5000)"
                 .to_string()
         ),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("close()#58; FIN queued")),
+        "{lines:#?}"
+    );
+}
+
+/// `e` with the socket's sequence state read: `(snd_una, snd_nxt, write_seq, rcv_nxt)`.
+fn with_seq(mut e: Event, (una, nxt, write, rcv): (u32, u32, u32, u32), flags: u8) -> Event {
+    e.snd_una = una;
+    e.snd_nxt = nxt;
+    e.write_seq = write;
+    e.rcv_nxt = rcv;
+    e.seq_flags = seq_flags::KNOWN | flags;
+    e
+}
+
+#[test]
+fn sequence_numbers_label_the_segments_as_in_the_textbook() {
+    // A's FIN is u = 1000, B's is w = 7000; each ACK acknowledges u+1 and w+1.
+    let mut events = vec![
+        with_seq(
+            ev(0, 1, 80, 5000, ESTABLISHED, FIN_WAIT1),
+            (1000, 1000, 1000, 7000),
+            0,
+        ),
+        with_seq(
+            ev(30_000, 2, 5000, 80, ESTABLISHED, CLOSE_WAIT),
+            (7000, 7000, 7000, 1001),
+            seq_flags::PINGPONG,
+        ),
+        with_seq(
+            ev(60_000, 1, 80, 5000, FIN_WAIT1, FIN_WAIT2),
+            (1001, 1001, 1001, 7000),
+            0,
+        ),
+        with_seq(
+            ev(MS, 2, 5000, 80, CLOSE_WAIT, LAST_ACK),
+            (7000, 7000, 7000, 1001),
+            0,
+        ),
+        with_seq(
+            ev(MS + 20_000, 1, 80, 5000, FIN_WAIT2, CLOSE),
+            (1001, 1001, 1001, 7001),
+            0,
+        ),
+        with_seq(
+            ev(MS + 40_000, 2, 5000, 80, LAST_ACK, CLOSE),
+            (7001, 7001, 7001, 1001),
+            0,
+        ),
+    ];
+    events[4].sock_flags = sock_flags::FIN_RECEIVED;
+    let ts = timelines_of(&events);
+    let lines = draw(&ts, true);
+    assert_eq!(
+        arrows(&lines),
+        [
+            "A->>B: FIN=1, seq=1000",
+            "B->>A: ACK=1, ack=1001",
+            "B->>A: FIN=1, seq=7000",
+            "A->>B: ACK=1, ack=7001"
+        ],
+        "{lines:#?}"
+    );
+    // Each FIN was seen arriving at the other end, after the close() that queued it.
+    let at = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
+    assert!(
+        at("Note left of A: close()") < at("A->>B: FIN=1"),
+        "{lines:#?}"
+    );
+    assert!(
+        at("Note right of B: close()") < at("B->>A: FIN=1"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.contains(
+            &"B->>A: FIN=1, seq=7000 +1.020 ms<br/>observed: FIN_WAIT2→CLOSE with SOCK_DONE set at 127.0.0.1#58;80"
+                .to_string()
+        ),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn an_ack_still_owed_at_close_goes_out_with_the_fin() {
+    // The passive end alone: its ACK of the peer's FIN was still owed when the application
+    // closed, and with nothing unsent the FIN left at once: one FIN+ACK segment.
+    let events = vec![
+        with_seq(
+            ev(0, 2, 5000, 80, ESTABLISHED, CLOSE_WAIT),
+            (9000, 9000, 9000, 501),
+            seq_flags::PINGPONG,
+        ),
+        with_seq(
+            ev(MS, 2, 5000, 80, CLOSE_WAIT, LAST_ACK),
+            (9000, 9000, 9000, 501),
+            seq_flags::ACK_SCHEDULED,
+        ),
+        with_seq(
+            ev(MS + 50_000, 2, 5000, 80, LAST_ACK, CLOSE),
+            (9001, 9001, 9001, 501),
+            0,
+        ),
+    ];
+    let ts = timelines_of(&events);
+    let lines = draw(&ts, false);
+    assert_eq!(
+        arrows(&lines),
+        [
+            "B->>A: FIN=1, seq=500",
+            "A-->>B: FIN=1, ACK=1, seq=9000, ack=501",
+            "B->>A: ACK=1, ack=9001"
+        ],
+        "{lines:#?}"
+    );
+    let merged = lines
+        .iter()
+        .find(|l| l.contains("ACK=1, seq=9000"))
+        .unwrap();
+    assert!(
+        merged.contains("+1.000 ms<br/>inferred: nothing unsent or in flight at close")
+            && merged.contains("carries the ACK of B#39;s FIN (inferred at +1.000 ms)"),
+        "{merged}"
+    );
+    // The FIN left as the application closed: no separate close() note.
+    assert!(
+        !lines.iter().any(|l| l.contains("close()#58; FIN queued")),
         "{lines:#?}"
     );
 }
