@@ -336,14 +336,7 @@ fn one_output_failing_on_a_full_disk_leaves_the_others_complete() {
         .arg(&full));
     let doc = full.join("doc.json");
     let rec = std::env::temp_dir().join(format!("td-healthy-{port}.tdrec"));
-    let tracer = Tracer::start(&[
-        "-o",
-        doc.to_str().unwrap(),
-        "--record",
-        rec.to_str().unwrap(),
-        "-P",
-        &port.to_string(),
-    ]);
+    let Traced { tracer, .. } = Traced::at(doc.clone(), rec.clone(), port);
     for _ in 0..10 {
         play("server-closes", &ns, port, &["--delay-ms", "0"]).finish();
     }

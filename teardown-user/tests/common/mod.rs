@@ -180,6 +180,11 @@ impl Traced {
     pub fn start(name: &str, port: u16) -> Traced {
         let doc = std::env::temp_dir().join(format!("td-{name}-{port}.json"));
         let rec = std::env::temp_dir().join(format!("td-{name}-{port}.tdrec"));
+        Traced::at(doc, rec, port)
+    }
+
+    /// The document and the recording at the paths given.
+    pub fn at(doc: PathBuf, rec: PathBuf, port: u16) -> Traced {
         let tracer = Tracer::start(&[
             "-o",
             doc.to_str().unwrap(),
