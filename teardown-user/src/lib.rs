@@ -7,7 +7,7 @@
 //! - [`record`]: the raw stream saved and replayed.
 //! - [`trace`]: one run, wiring a source to the reconstruction and the outputs.
 //! - [`options`]: what a run does, resolved once from the command line by the binary.
-pub mod capture;
+pub(crate) mod capture;
 pub mod cli;
 pub mod clock;
 pub mod docs;
@@ -17,9 +17,9 @@ pub mod filter;
 pub mod lab;
 pub mod options;
 pub mod output;
-pub mod population;
+pub(crate) mod population;
 pub mod reconstruct;
-pub mod record;
+pub(crate) mod record;
 pub mod signals;
 pub mod snapshot;
 pub mod trace;

@@ -71,10 +71,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Setup | Cmd::VmGuest(_) => Ok(()),
         Cmd::Run { args } => {
             cargo(&env, &["build", "--release", "--bins"])?;
-            let status = Command::new("target/release/teardown-trace")
+            let tracer = workspace_root().join("target/release/teardown-trace");
+            let status = Command::new(&tracer)
                 .args(args)
                 .status()
-                .context("starting target/release/teardown-trace")?;
+                .with_context(|| format!("starting {}", tracer.display()))?;
             std::process::exit(status.code().unwrap_or(1));
         }
         Cmd::Test { no_vm, args } => {

@@ -270,7 +270,8 @@ impl Metrics {
         }
     }
 
-    /// The exposition, as a scrape gets it.
+    /// The exposition, as a scrape gets it (what the tests read without a server).
+    #[cfg(test)]
     pub fn encode(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");

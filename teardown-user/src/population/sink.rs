@@ -55,10 +55,6 @@ impl Sink {
         }
     }
 
-    pub fn metrics(&self) -> Option<&Metrics> {
-        self.metrics.as_ref()
-    }
-
     pub fn timeline(&mut self, t: &Timeline, names: &KernelNames) {
         let group = self.population.add(t, names);
         if let Some(metrics) = &mut self.metrics {
