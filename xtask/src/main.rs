@@ -33,11 +33,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run every test: unit tests, and the kernel tests when root (here, then in VMs)
+    /// Run every test: unit tests, and the kernel tests when root
     Test {
-        /// Skip the kernel matrix (`vm-test`) after the tests on this kernel
+        /// Then also run the kernel tests on other kernels (`vm-test`). Not yet the default:
+        /// on 5.10 under emulation several timing-bound tests still fail (README)
         #[arg(long)]
-        no_vm: bool,
+        vm: bool,
         /// Extra arguments for `cargo test`
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -78,14 +79,14 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("starting {}", tracer.display()))?;
             std::process::exit(status.code().unwrap_or(1));
         }
-        Cmd::Test { no_vm, args } => {
+        Cmd::Test { vm, args } => {
             let mut all = vec!["test", "--workspace"];
             all.extend(args.iter().map(String::as_str));
             cargo(&env, &all)?;
             // SAFETY: geteuid has no preconditions.
             let root = unsafe { libc::geteuid() } == 0;
             // Arguments pick some tests: a quick run, not the whole matrix.
-            if no_vm || !args.is_empty() || !root {
+            if !vm || !args.is_empty() || !root {
                 eprintln!("xtask: not running the kernel matrix (cargo xtask vm-test)");
                 return Ok(());
             }
