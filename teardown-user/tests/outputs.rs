@@ -237,7 +237,18 @@ fn hangup_and_a_signal_during_start_up_end_a_run_cleanly() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(5));
+    // As soon as its handlers are in place (its first instructions), well before it has
+    // loaded anything.
+    let status = format!("/proc/{}/status", child.id());
+    wait_for("the tracer's signal handlers", || {
+        std::fs::read_to_string(&status)
+            .ok()
+            .and_then(|s| {
+                let caught = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+                u64::from_str_radix(caught.trim(), 16).ok()
+            })
+            .is_some_and(|caught| caught >> (libc::SIGHUP - 1) & 1 == 1)
+    });
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
     assert!(child.wait().unwrap().success());

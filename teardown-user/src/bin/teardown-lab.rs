@@ -364,9 +364,13 @@ fn storm_peer(role: Role, args: &Args, addr: SocketAddr) -> Result<()> {
                 held.push(io("accepting", listener.accept())?.0);
             }
             say("connected");
-            // The clients close all at once: every socket here goes to CLOSE_WAIT and
-            // stays there until this process exits, `--hold-ms` after that.
+            // The clients close all at once: every socket here goes to CLOSE_WAIT (its
+            // read sees the client's FIN) and stays there until this process exits,
+            // `--hold-ms` after the last FIN came.
             wait_for_go()?;
+            for s in &mut held {
+                until_eof(s)?;
+            }
             std::thread::sleep(Duration::from_millis(args.hold_ms));
         }
         Role::Client => {
