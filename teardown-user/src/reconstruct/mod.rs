@@ -108,6 +108,9 @@ pub struct Reconstructor {
     /// Sockets open before tracing started, by exact tuple (namespace always included):
     /// each is taken by the timeline it begins.
     before: FastMap<Tuple, BeforeTrace>,
+    /// A snapshot of every socket was taken when tracing started: a socket it did not
+    /// have was opened while traced, so its whole close should have been seen.
+    snapshot_at_start: bool,
     pub stats: Stats,
 }
 
@@ -139,6 +142,7 @@ impl Reconstructor {
             losses: VecDeque::new(),
             exit_check: None,
             before: FastMap::default(),
+            snapshot_at_start: false,
             stats: Stats::default(),
         }
     }
@@ -147,6 +151,7 @@ impl Reconstructor {
     /// say so, with what the snapshot measured.
     pub fn before_trace(&mut self, sockets: impl IntoIterator<Item = (Tuple, BeforeTrace)>) {
         self.before.extend(sockets);
+        self.snapshot_at_start = true;
     }
 
     /// Takes an event the user's filters let through.
@@ -500,6 +505,14 @@ impl Reconstructor {
     /// showed is not the user's to see.
     fn hand_out(&self, mut timeline: Timeline, emit: &mut impl FnMut(Timeline)) {
         if !timeline.whole() && self.may_have_lost(&timeline) {
+            timeline.gap = true;
+        }
+        // Opened while traced (the start snapshot did not have it), yet first seen
+        // mid-close: a transition went missing that the kernel did not even count.
+        if timeline.first_seen_mid_close
+            && timeline.before_trace.is_none()
+            && self.snapshot_at_start
+        {
             timeline.gap = true;
         }
         let owner_pid = timeline.owner.map(|o| o.task.pid);

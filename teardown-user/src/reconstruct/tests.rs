@@ -1029,3 +1029,34 @@ fn close_after_shutdown_is_the_release_of_the_socket() {
     assert_eq!(t.role(), Some(Role::Active));
     assert!(t.half_close());
 }
+
+#[test]
+fn a_socket_opened_while_traced_but_first_seen_mid_close_lost_a_transition() {
+    let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
+    let before = BeforeTrace {
+        state: CLOSE_WAIT,
+        snapshot_ns: 1,
+        since_fin_ms: None,
+    };
+    let mut r = Reconstructor::new(Filter::default());
+    // The start snapshot had the socket on port 80, not the one on port 81.
+    r.before_trace([((0, localhost, 80, localhost, 5000), before)]);
+    for e in [
+        ev(10, SERVER, 80, 5000, CLOSE_WAIT, LAST_ACK),
+        ev(20, SERVER, 80, 5000, LAST_ACK, CLOSE),
+        ev(30, CLIENT, 81, 5001, CLOSE_WAIT, LAST_ACK),
+        ev(40, CLIENT, 81, 5001, LAST_ACK, CLOSE),
+    ] {
+        r.push(&e);
+    }
+    let mut out = Vec::new();
+    r.finish(100, &mut |t| out.push(t));
+    assert!(
+        !by_port(&out, 80).gap,
+        "open before tracing: its start was never to be seen"
+    );
+    assert!(
+        by_port(&out, 81).gap,
+        "opened while traced: its start went missing"
+    );
+}
