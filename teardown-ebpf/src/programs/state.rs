@@ -37,8 +37,14 @@ pub fn inet_sock_set_state_nested(ctx: BtfTracePointContext) -> i32 {
     let (sk, old, new) = arguments(&ctx);
     let handled = HANDLED.get_ptr_mut(0).is_some_and(|handled| unsafe {
         write_volatile(&mut (*handled)[2], sk.addr());
-        read_volatile(&(*handled)[2]) == read_volatile(&(*handled)[0])
-            && read_volatile(&(*handled)[1]) == change(old, new)
+        let matched = read_volatile(&(*handled)[2]) == read_volatile(&(*handled)[0])
+            && read_volatile(&(*handled)[1]) == change(old, new);
+        // Consumed: a socket reallocated at the same address, making the same change
+        // later while the first program is skipped, must not find this mark.
+        if matched {
+            write_volatile(&mut (*handled)[1], 0);
+        }
+        matched
     });
     if !handled {
         count(counter::NESTED_RUNS);
