@@ -17,15 +17,31 @@ fn active_and_passive_close_with_200ms_in_close_wait() {
     assert_eq!(server["owner_source"], "accept");
     assert_eq!(transitions(server)[0], pair("ESTABLISHED", "FIN_WAIT1"));
     assert_eq!(server["complete"], true);
-    assert_eq!(
-        server["time_wait"], "FIN_WAIT2",
-        "orphan handed to the mini-socket"
-    );
-    assert_eq!(
-        server["waves"][3]["evidence"], "inferred",
-        "{}",
-        server["waves"]
-    );
+    // The closed server is an orphan. Usually the kernel hands it to a FIN_WAIT2 mini-socket
+    // as soon as its FIN is acknowledged, and the client's FIN 200 ms later reaches only the
+    // mini-socket; when timing keeps it a full socket (tcp_rcv_state_process arms the FIN
+    // timer instead, e.g. while the socket is still owned), that FIN is seen arriving.
+    let handed_over = last_ts(server, "FIN_WAIT2", "CLOSE");
+    let client_fin = last_ts(client, "CLOSE_WAIT", "LAST_ACK");
+    let fin_in = &server["waves"][3];
+    assert_eq!(fin_in["what"], "fin_received", "{}", server["waves"]);
+    match server["time_wait"].as_str() {
+        Some("FIN_WAIT2") => {
+            assert_eq!(fin_in["evidence"], "inferred", "{}", server["waves"]);
+            assert!(
+                handed_over + 100_000_000 < client_fin,
+                "handed over {handed_over} before the client's FIN {client_fin}"
+            );
+        }
+        Some("TIME_WAIT") => {
+            assert_eq!(fin_in["evidence"], "observed", "{}", server["waves"]);
+            assert!(
+                handed_over.abs_diff(client_fin) < 5_000_000,
+                "FIN_WAIT2 ends with the client's FIN: {handed_over} vs {client_fin}"
+            );
+        }
+        other => panic!("time_wait {other:?}: {server}"),
+    }
 
     assert_eq!(client["role"], "passive");
     assert_eq!(client["pid"], played.client);
@@ -63,17 +79,8 @@ fn half_close_waits_200ms_in_fin_wait2_for_the_real_fin() {
         "FIN_WAIT1 {fin_wait1} + FIN_WAIT2 {fin_wait2} ms"
     );
     assert!(fin_wait2 > 0.0);
-    let ts = |t: &Value, from: &str, to: &str| {
-        t["transitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|tr| tr["from"] == from && tr["to"] == to)
-            .and_then(|tr| tr["ts_ns"].as_u64())
-            .unwrap_or_else(|| panic!("{from} -> {to} in {t}"))
-    };
-    let client_fin = ts(client, "CLOSE_WAIT", "LAST_ACK");
-    let fin_wait2_end = ts(server, "FIN_WAIT2", "CLOSE");
+    let client_fin = last_ts(client, "CLOSE_WAIT", "LAST_ACK");
+    let fin_wait2_end = last_ts(server, "FIN_WAIT2", "CLOSE");
     assert!(
         fin_wait2_end.abs_diff(client_fin) < 5_000_000,
         "FIN_WAIT2 ends with the peer's FIN: {fin_wait2_end} vs {client_fin}"

@@ -319,6 +319,18 @@ pub fn transitions(t: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// When timeline `t` made the change `from` -> `to` (its last such change).
+pub fn last_ts(t: &Value, from: &str, to: &str) -> u64 {
+    t["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|tr| tr["from"] == from && tr["to"] == to)
+        .and_then(|tr| tr["ts_ns"].as_u64())
+        .unwrap_or_else(|| panic!("{from} -> {to} in {t}"))
+}
+
 pub fn pair(from: &str, to: &str) -> (String, String) {
     (from.into(), to.into())
 }
