@@ -72,8 +72,9 @@ pub struct Unseen {
     /// Namespaces found but not entered, and the first reason.
     pub namespaces: u64,
     pub namespace_error: Option<String>,
-    /// Processes whose namespace could not be looked up.
+    /// Processes whose namespace could not be looked up, and the first of them.
     pub processes_netns: u64,
+    pub first_process_netns: Option<String>,
     /// Processes whose file descriptors could not be read.
     pub processes_fds: u64,
     /// Sockets beyond `MAX_SOCKETS`.
@@ -93,8 +94,11 @@ impl Unseen {
         }
         if self.processes_netns > 0 {
             parts.push(format!(
-                "the namespaces of {} processes not readable",
-                self.processes_netns
+                "the network namespaces of {} processes not readable ({})",
+                self.processes_netns,
+                self.first_process_netns
+                    .as_deref()
+                    .unwrap_or("unknown reason")
             ));
         }
         if self.processes_fds > 0 {
@@ -135,6 +139,7 @@ impl Snapshot {
             ..Snapshot::default()
         };
         snapshot.unseen.processes_netns = found.unreadable;
+        snapshot.unseen.first_process_netns = found.first_unreadable;
         for (&inode, path) in &found.paths {
             let entered = netns::enter(inode, path, own).and_then(|entered| {
                 let before = snapshot.sockets.len() as u64;

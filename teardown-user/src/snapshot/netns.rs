@@ -43,6 +43,8 @@ pub struct Found {
     /// Processes whose namespace could not be looked at (another user's, without
     /// privileges): their namespaces may be missing from `paths`.
     pub unreadable: u64,
+    /// The first of them and why, so the warning names it.
+    pub first_unreadable: Option<String>,
 }
 
 /// Every network namespace visible from here, by inode.
@@ -66,7 +68,13 @@ pub fn find() -> Found {
             }
             // The process may have exited since /proc was listed: not a blind spot.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(_) => found.unreadable += 1,
+            Err(e) => {
+                found.unreadable += 1;
+                found.first_unreadable.get_or_insert_with(|| {
+                    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                    format!("pid {pid} {}: {e}", comm.trim())
+                });
+            }
         }
     }
     found
