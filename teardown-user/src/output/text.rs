@@ -7,7 +7,7 @@ use teardown_common::{kind, owner_source, sock_flags, state, Event, KernelNames}
 
 use crate::{
     clock::Clock,
-    reconstruct::{Owner, Role, Timeline, Transition, WaveKind},
+    reconstruct::{Owner, Role, Timeline, Transition, Wave, WaveKind},
 };
 
 use super::pairs::Pairs;
@@ -15,6 +15,11 @@ use super::pairs::Pairs;
 /// A task name for a terminal: printable ASCII as is, anything else escaped.
 pub fn comm(raw: &[u8; 16]) -> String {
     let mut out = String::new();
+    push_comm(&mut out, raw);
+    out
+}
+
+fn push_comm(out: &mut String, raw: &[u8; 16]) {
     for &b in teardown_common::comm(raw) {
         if b.is_ascii_graphic() || b == b' ' {
             out.push(b as char);
@@ -22,18 +27,43 @@ pub fn comm(raw: &[u8; 16]) -> String {
             let _ = write!(out, "\\x{b:02x}");
         }
     }
-    out
+}
+
+/// Milliseconds with three decimals, from integer nanoseconds rounded to the microsecond:
+/// written for every phase of every line, so without float formatting or allocation.
+#[derive(Clone, Copy)]
+pub(crate) struct Ms(pub u64);
+
+impl std::fmt::Display for Ms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let us = self.0.saturating_add(500) / 1000;
+        write!(f, "{}.{:03}", us / 1000, us % 1000)
+    }
 }
 
 pub(crate) fn ms(ns: u64) -> String {
-    format!("{:.3}", ns as f64 / 1e6)
+    Ms(ns).to_string()
 }
 
 pub(crate) fn endpoint(ip: std::net::IpAddr, port: u16) -> String {
-    match ip {
-        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-        v4 => format!("{v4}:{port}"),
-    }
+    let mut out = String::new();
+    push_endpoint(&mut out, ip, port);
+    out
+}
+
+fn push_endpoint(out: &mut String, ip: std::net::IpAddr, port: u16) {
+    let _ = match ip {
+        std::net::IpAddr::V6(v6) => write!(out, "[{v6}]:{port}"),
+        v4 => write!(out, "{v4}:{port}"),
+    };
+}
+
+/// Writes a column with `write`, then pads it with spaces to `width` (left-aligned).
+fn column(out: &mut String, width: usize, write: impl FnOnce(&mut String)) {
+    let start = out.len();
+    write(out);
+    let len = out[start..].chars().count();
+    out.extend(std::iter::repeat_n(' ', width.saturating_sub(len)));
 }
 
 fn owner_columns(owner: Option<Owner>) -> (String, String) {
@@ -48,107 +78,130 @@ pub const TIMELINE_HEADER: &str =
 
 /// One completed (or abandoned) teardown.
 pub fn timeline(t: &Timeline, clock: &Clock, names: &KernelNames) -> String {
+    let mut out = String::new();
+    write_timeline(&mut out, t, clock, names);
+    out
+}
+
+/// [`timeline`], appended to `out`: the live path reuses one buffer for every line.
+pub fn write_timeline(out: &mut String, t: &Timeline, clock: &Clock, names: &KernelNames) {
     let when = t.transitions.first().map(|tr| tr.ts_ns).unwrap_or(0);
-    let (pid, comm) = owner_columns(t.owner);
-    let role = t.role().map_or("unknown", Role::name);
-    let total = t.teardown_ns().map_or_else(|| "-".to_string(), ms);
-    let mut phases = String::new();
-    for (st, ns) in t.durations_ns() {
-        let _ = write!(phases, "{} {}", state::name(st), ms(ns));
-        if st == state::FIN_WAIT1 {
-            draining(&mut phases, t, ns);
+    let waves = t.waves();
+    column(out, 12, |out| out.push_str(&clock.time_of_day(when)));
+    out.push(' ');
+    column(out, 13, |out| {
+        out.push_str(t.role().map_or("unknown", Role::name))
+    });
+    out.push(' ');
+    match t.owner {
+        Some(o) => {
+            column(out, 7, |out| {
+                let _ = write!(out, "{}", o.task.pid);
+            });
+            out.push(' ');
+            column(out, 16, |out| push_comm(out, &o.task.comm));
         }
-        phases.push_str(" > ");
+        None => {
+            column(out, 7, |out| out.push('?'));
+            out.push(' ');
+            column(out, 16, |out| out.push('?'));
+        }
+    }
+    out.push(' ');
+    column(out, 22, |out| push_endpoint(out, t.laddr, t.lport));
+    out.push(' ');
+    column(out, 22, |out| push_endpoint(out, t.raddr, t.rport));
+    out.push(' ');
+    let total = t.teardown_ns();
+    let start = out.len();
+    match total {
+        Some(ns) => {
+            let _ = write!(out, "{}", Ms(ns));
+        }
+        None => out.push('-'),
+    }
+    // Right-aligned: the spaces go before the number.
+    let len = out.len() - start;
+    if len < 9 {
+        out.insert_str(start, &"         "[..9 - len]);
+    }
+    let _ = write!(out, "  #{} ", t.id);
+    for (st, ns) in t.durations_ns() {
+        let _ = write!(out, "{} {}", state::name(st), Ms(ns));
+        if st == state::FIN_WAIT1 {
+            draining(out, t, &waves, ns);
+        }
+        out.push_str(" > ");
     }
     if t.complete() {
         match t.time_wait() {
             Some(state::FIN_WAIT2) => {
-                phases.push_str("TIME_WAIT mini-socket in FIN_WAIT2");
-                let fin_in = t
-                    .waves()
-                    .into_iter()
-                    .find(|w| w.what == WaveKind::FinReceived);
+                out.push_str("TIME_WAIT mini-socket in FIN_WAIT2");
+                let fin_in = waves.iter().find(|w| w.what == WaveKind::FinReceived);
                 match (fin_in.and_then(|w| w.ts_ns), t.transitions.last()) {
                     (Some(fin), Some(last)) => {
                         let _ = write!(
-                            phases,
+                            out,
                             ", peer FIN {} later (from peer)",
-                            ms(fin.saturating_sub(last.ts_ns))
+                            Ms(fin.saturating_sub(last.ts_ns))
                         );
                     }
-                    _ => phases.push_str(", peer FIN not seen"),
+                    _ => out.push_str(", peer FIN not seen"),
                 }
             }
-            Some(_) => phases.push_str("TIME_WAIT"),
-            None => phases.push_str("CLOSE"),
+            Some(_) => out.push_str("TIME_WAIT"),
+            None => out.push_str("CLOSE"),
         }
     } else if let Some(still) = t.still() {
         let _ = write!(
-            phases,
+            out,
             "still {} for {}",
             state::name(still.state),
-            ms(still.for_ns)
+            Ms(still.for_ns)
         );
     } else {
-        let _ = write!(phases, "still {}", t.state().map_or("?", state::name));
+        let _ = write!(out, "still {}", t.state().map_or("?", state::name));
     }
     if t.half_close() {
-        phases.push_str(" [half-close]");
+        out.push_str(" [half-close]");
     }
     if let Some(before) = t.before_trace {
-        let _ = write!(
-            phases,
-            " [open before tracing: {}",
-            state::name(before.state)
-        );
+        let _ = write!(out, " [open before tracing: {}", state::name(before.state));
         if let Some((at_least, at_most)) = before.since_fin_ms {
-            let _ = write!(phases, " {at_least}-{at_most} ms");
+            let _ = write!(out, " {at_least}-{at_most} ms");
         }
-        phases.push(']');
+        out.push(']');
     }
     if t.released_ns().is_some() {
-        phases.push_str(" [released after shutdown: orphan]");
+        out.push_str(" [released after shutdown: orphan]");
     }
-    sequence(&mut phases, t);
+    sequence(out, t, &waves);
     if let Some(reset) = t.resets.first() {
         match (reset.sent, names.reset_reason(reset.reason)) {
             (true, Some(reason)) => {
-                let _ = write!(phases, " [RST sent: {reason}]");
+                let _ = write!(out, " [RST sent: {reason}]");
             }
-            (true, None) => phases.push_str(" [RST sent]"),
-            (false, _) => phases.push_str(" [RST received]"),
+            (true, None) => out.push_str(" [RST sent]"),
+            (false, _) => out.push_str(" [RST received]"),
         }
     }
     let fins = t.retransmits.iter().filter(|r| r.fin).count();
     if fins > 0 {
-        let _ = write!(phases, " [FIN retransmitted x{fins}]");
+        let _ = write!(out, " [FIN retransmitted x{fins}]");
     } else if !t.retransmits.is_empty() {
-        let _ = write!(phases, " [{} retransmissions]", t.retransmits.len());
+        let _ = write!(out, " [{} retransmissions]", t.retransmits.len());
     }
     if let Some(peer) = t.peer {
-        let _ = write!(phases, " [peer #{}]", peer.id);
+        let _ = write!(out, " [peer #{}]", peer.id);
     }
-    format!(
-        "{:<12} {:<13} {:<7} {:<16} {:<22} {:<22} {:>9}  #{} {}",
-        clock.time_of_day(when),
-        role,
-        pid,
-        comm,
-        endpoint(t.laddr, t.lport),
-        endpoint(t.raddr, t.rport),
-        total,
-        t.id,
-        phases
-    )
 }
 
 /// A FIN_WAIT1 that began with data still unsent: how long the data took to drain (until
 /// the FIN reached a peer on this host), apart from the wait for the ACK.
-fn draining(out: &mut String, t: &Timeline, fin_wait1_ns: u64) {
+fn draining(out: &mut String, t: &Timeline, waves: &[Wave], fin_wait1_ns: u64) {
     let Some(close) = t.at_close().filter(|c| c.unsent > 0) else {
         return;
     };
-    let waves = t.waves();
     let on_wire = waves
         .iter()
         .find(|w| w.what == WaveKind::FinSent)
@@ -160,8 +213,8 @@ fn draining(out: &mut String, t: &Timeline, fin_wait1_ns: u64) {
                 out,
                 " (draining {} B {}, then the ACK {})",
                 close.unsent,
-                ms(drained),
-                ms(fin_wait1_ns.saturating_sub(drained))
+                Ms(drained),
+                Ms(fin_wait1_ns.saturating_sub(drained))
             );
         }
         None => {
@@ -172,8 +225,7 @@ fn draining(out: &mut String, t: &Timeline, fin_wait1_ns: u64) {
 
 /// The sequence numbers of the close (the seed article's u and w), what the application
 /// left unsent when it closed, and how the passive side's ACK went.
-fn sequence(out: &mut String, t: &Timeline) {
-    let waves = t.waves();
+fn sequence(out: &mut String, t: &Timeline, waves: &[Wave]) {
     let wave = |what| waves.iter().find(|w| w.what == what);
     let seq = |what| wave(what).and_then(|w| w.seq);
     if let Some(u) = seq(WaveKind::FinQueued) {
@@ -206,7 +258,7 @@ fn sequence(out: &mut String, t: &Timeline) {
                 let _ = write!(
                     out,
                     " [ACK {} after FIN]",
-                    ms(ack_ns.saturating_sub(fin_ns))
+                    Ms(ack_ns.saturating_sub(fin_ns))
                 );
             }
         }

@@ -75,6 +75,8 @@ struct Outputs {
     /// the document alike.
     line: Vec<u8>,
     json: Vec<u8>,
+    /// The text line before it is copied into `line` (reused, like the others).
+    text: String,
     failures: Vec<Error>,
 }
 
@@ -131,6 +133,7 @@ impl Pipeline {
             },
             line: Vec::new(),
             json: Vec::new(),
+            text: String::new(),
             failures: Vec::new(),
         };
         Ok(Pipeline {
@@ -431,13 +434,12 @@ impl Outputs {
         match self.mode {
             Mode::Ndjson => self.line.extend_from_slice(&self.json),
             Mode::Text => {
-                let line = text::timeline(&t, &self.clock, &self.names);
-                let line = if self.color {
-                    color::timeline(line, &t)
-                } else {
-                    line
-                };
-                json::push(&mut self.line, &line)
+                self.text.clear();
+                text::write_timeline(&mut self.text, &t, &self.clock, &self.names);
+                if self.color {
+                    self.text = color::timeline(std::mem::take(&mut self.text), &t);
+                }
+                json::push(&mut self.line, &self.text)
             }
             Mode::RawText | Mode::RawJson | Mode::Summary => return,
         }
