@@ -597,9 +597,10 @@ fn print_churn(churn: &Churn, options: &Options) {
             cpu[1],
             cpu[2]
         );
-        if row == Row::Metrics {
-            eprintln!("bench: {} good scrapes of the metrics endpoint", r.scrapes);
-        }
+    }
+    if churn.rows.contains(&Row::Metrics) {
+        let scrapes = churn.result(Row::Metrics, options.count).scrapes;
+        println!("\nThe metrics endpoint answered {scrapes} scrapes (one every 0.5 s) during these rounds.");
     }
 }
 
@@ -739,8 +740,10 @@ pub fn run(options: &Options) -> Result<()> {
         print_churn(churn, options);
     }
     println!(
-        "\nBPF ns/conn: run time of all the tracer's programs (kernel.bpf_stats, in {} rounds \
-         of {} connections of their own); tracer process: CPU of its threads during the churn",
+        "\nBPF ns/conn: run time of all the tracer's programs, from the kernel's statistics (in \
+         {} rounds of {} connections of their own, as they slow every program down); the \
+         floor's value is what the statistics measure around programs that do nothing. Tracer \
+         process: CPU of all its threads (user and system) during the churn and its drain.",
         options.bpf_rounds,
         options.count / 2
     );
