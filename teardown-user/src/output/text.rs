@@ -7,7 +7,7 @@ use teardown_common::{kind, owner_source, sock_flags, state, Event, KernelNames}
 
 use crate::{
     clock::Clock,
-    reconstruct::{Owner, Role, Timeline, Transition, WaveKind},
+    reconstruct::{Owner, Role, Timeline, Transition, Wave, WaveKind},
 };
 
 use super::pairs::Pairs;
@@ -25,8 +25,11 @@ pub fn comm(raw: &[u8; 16]) -> String {
     out
 }
 
+/// Milliseconds with three decimals, to the nearest microsecond. In integers: formatting
+/// an `f64` cost more than the rest of a text line's numbers together.
 pub(crate) fn ms(ns: u64) -> String {
-    format!("{:.3}", ns as f64 / 1e6)
+    let us = ns.saturating_add(500) / 1000;
+    format!("{}.{:03}", us / 1000, us % 1000)
 }
 
 pub(crate) fn endpoint(ip: std::net::IpAddr, port: u16) -> String {
@@ -52,11 +55,12 @@ pub fn timeline(t: &Timeline, clock: &Clock, names: &KernelNames) -> String {
     let (pid, comm) = owner_columns(t.owner);
     let role = t.role().map_or("unknown", Role::name);
     let total = t.teardown_ns().map_or_else(|| "-".to_string(), ms);
+    let waves = t.waves();
     let mut phases = String::new();
     for (st, ns) in t.durations_ns() {
         let _ = write!(phases, "{} {}", state::name(st), ms(ns));
         if st == state::FIN_WAIT1 {
-            draining(&mut phases, t, ns);
+            draining(&mut phases, t, &waves, ns);
         }
         phases.push_str(" > ");
     }
@@ -64,10 +68,7 @@ pub fn timeline(t: &Timeline, clock: &Clock, names: &KernelNames) -> String {
         match t.time_wait() {
             Some(state::FIN_WAIT2) => {
                 phases.push_str("TIME_WAIT mini-socket in FIN_WAIT2");
-                let fin_in = t
-                    .waves()
-                    .into_iter()
-                    .find(|w| w.what == WaveKind::FinReceived);
+                let fin_in = waves.iter().find(|w| w.what == WaveKind::FinReceived);
                 match (fin_in.and_then(|w| w.ts_ns), t.transitions.last()) {
                     (Some(fin), Some(last)) => {
                         let _ = write!(
@@ -109,7 +110,7 @@ pub fn timeline(t: &Timeline, clock: &Clock, names: &KernelNames) -> String {
     if t.released_ns().is_some() {
         phases.push_str(" [released after shutdown: orphan]");
     }
-    sequence(&mut phases, t);
+    sequence(&mut phases, t, &waves);
     if let Some(reset) = t.resets.first() {
         match (reset.sent, names.reset_reason(reset.reason)) {
             (true, Some(reason)) => {
@@ -144,11 +145,10 @@ pub fn timeline(t: &Timeline, clock: &Clock, names: &KernelNames) -> String {
 
 /// A FIN_WAIT1 that began with data still unsent: how long the data took to drain (until
 /// the FIN reached a peer on this host), apart from the wait for the ACK.
-fn draining(out: &mut String, t: &Timeline, fin_wait1_ns: u64) {
+fn draining(out: &mut String, t: &Timeline, waves: &[Wave], fin_wait1_ns: u64) {
     let Some(close) = t.at_close().filter(|c| c.unsent > 0) else {
         return;
     };
-    let waves = t.waves();
     let on_wire = waves
         .iter()
         .find(|w| w.what == WaveKind::FinSent)
@@ -172,8 +172,7 @@ fn draining(out: &mut String, t: &Timeline, fin_wait1_ns: u64) {
 
 /// The sequence numbers of the close (the seed article's u and w), what the application
 /// left unsent when it closed, and how the passive side's ACK went.
-fn sequence(out: &mut String, t: &Timeline) {
-    let waves = t.waves();
+fn sequence(out: &mut String, t: &Timeline, waves: &[Wave]) {
     let wave = |what| waves.iter().find(|w| w.what == what);
     let seq = |what| wave(what).and_then(|w| w.seq);
     if let Some(u) = seq(WaveKind::FinQueued) {
