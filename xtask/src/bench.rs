@@ -17,7 +17,7 @@ use std::{
     process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc, Arc,
+        mpsc, Arc, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -41,6 +41,10 @@ pub struct Options {
     /// Rounds with the kernel's BPF statistics on, for the programs' run time
     #[arg(long, default_value_t = 3)]
     bpf_rounds: usize,
+    /// Also run the text and --json rows with this other build of teardown-trace (the one
+    /// before a change, say), interleaved with the others
+    #[arg(long, value_name = "TEARDOWN_TRACE")]
+    compare: Option<PathBuf>,
     /// Connections for the memory run (0 skips it)
     #[arg(long, default_value_t = 1_000_000)]
     memory_count: u64,
@@ -60,7 +64,13 @@ enum Row {
     Summary,
     Metrics,
     Tcpstates,
+    /// The text and --json rows with the `--compare` build.
+    TextCompared,
+    JsonCompared,
 }
+
+/// The `--compare` build.
+static COMPARED: OnceLock<PathBuf> = OnceLock::new();
 
 impl Row {
     const TEARDOWN: [Row; 4] = [Row::Text, Row::Json, Row::Summary, Row::Metrics];
@@ -74,6 +84,8 @@ impl Row {
             Row::Summary => "teardown-trace --summary",
             Row::Metrics => "teardown-trace --metrics ADDR --summary 60",
             Row::Tcpstates => "tcpstates",
+            Row::TextCompared => "teardown-trace (text), --compare build",
+            Row::JsonCompared => "teardown-trace --json, --compare build",
         }
     }
 
@@ -125,10 +137,15 @@ fn start(row: Row, extra: &[&str], stdout: Stdio) -> Result<Option<Running>> {
         Row::Untraced => return Ok(None),
         Row::Tcpstates => Command::new(tcpstates().context("tcpstates is not installed")?),
         _ => {
-            let mut cmd = Command::new(bin("teardown-trace"));
+            let mut cmd = match row {
+                Row::TextCompared | Row::JsonCompared => {
+                    Command::new(COMPARED.get().context("no --compare build")?)
+                }
+                _ => Command::new(bin("teardown-trace")),
+            };
             match row {
                 Row::Floor => cmd.arg("--bench-floor"),
-                Row::Json => cmd.arg("--json"),
+                Row::Json | Row::JsonCompared => cmd.arg("--json"),
                 Row::Summary => cmd.arg("--summary"),
                 Row::Metrics => {
                     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
@@ -713,6 +730,10 @@ pub fn run(options: &Options) -> Result<()> {
         rows.push(Row::Tcpstates);
     } else {
         eprintln!("bench: tcpstates not installed (apt-get install libbpf-tools): skipping it");
+    }
+    if let Some(path) = &options.compare {
+        COMPARED.get_or_init(|| path.clone());
+        rows.extend([Row::TextCompared, Row::JsonCompared]);
     }
     let load_before = load_average();
     let mut churns = Vec::new();
