@@ -6,7 +6,7 @@ use std::{fmt::Write as _, io::Write as _};
 use teardown_common::state;
 
 use super::{Group, Now, Population, Stats, NOW_STATES, PHASES, ROLES};
-use crate::output::json;
+use crate::output::{json, text::ms};
 
 /// What the run has seen so far, for the table's first line and the JSON's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -16,10 +16,6 @@ pub struct Health {
     pub lost_owners: u64,
     /// Optional hooks this kernel lacks.
     pub degraded: usize,
-}
-
-fn ms(ns: u64) -> String {
-    format!("{:.3}", ns as f64 / 1e6)
 }
 
 /// Every group with closes or sockets now, in order.
