@@ -303,6 +303,9 @@ pub struct Config {
     pub wakeup_bytes: u32,
     /// Arguments of the `tcp_send_reset` tracepoint (3 since Linux 6.10: with the reason).
     pub send_reset_nargs: u32,
+    /// Nonzero: every program returns at once. The bench's floor, what attaching the hooks
+    /// alone costs; users are not offered it.
+    pub floor: u32,
 }
 
 #[cfg(test)]
@@ -332,8 +335,9 @@ mod tests {
     #[test]
     fn config_and_owner_layouts_are_pinned() {
         assert_eq!(size_of::<SockLayout>(), 144);
-        assert_eq!(size_of::<Config>(), 156);
+        assert_eq!(size_of::<Config>(), 160);
         assert_eq!(offset_of!(Config, wakeup_bytes), 148);
+        assert_eq!(offset_of!(Config, floor), 156);
         assert_eq!(size_of::<Owner>(), 24);
         // The kernel side moves `comm` as two 8-byte words.
         assert_eq!(align_of::<Owner>(), 8);

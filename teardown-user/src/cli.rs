@@ -174,6 +174,11 @@ pub struct Cli {
     #[arg(long, conflicts_with_all = ["replay", "raw", "record", "output", "duration", "exchange",
           "pids", "ports", "lports", "rports", "ipv4", "ipv6"])]
     pub leaks: bool,
+
+    /// For `cargo xtask bench` only: attach every hook with programs that return at once,
+    /// to measure what the hooks alone cost (the floor). Traces nothing
+    #[arg(long = "bench-floor", hide = true, conflicts_with = "replay")]
+    pub bench_floor: bool,
 }
 
 fn ring_mb(s: &str) -> Result<u32, String> {
@@ -197,6 +202,7 @@ impl Cli {
                 ring_bytes: self.ring_mb << 20,
                 max_sockets: self.max_sockets,
                 record: self.record.clone(),
+                floor: self.bench_floor,
             }),
         };
         let mode = match (self.raw, self.json) {
@@ -376,5 +382,17 @@ mod tests {
         assert!(help.contains("Usage: teardown-trace [OPTIONS]"));
         assert!(help.contains("EXAMPLES:"));
         assert!(help.contains("--replay"));
+    }
+
+    #[test]
+    fn the_bench_floor_is_not_offered_but_understood() {
+        let help = parse(&["--help"]).unwrap_err().to_string();
+        assert!(!help.contains("--bench-floor"), "{help}");
+        let floor = |args: &[&str]| match parse(args).unwrap().options().unwrap().source {
+            Source::Live(live) => live.floor,
+            Source::Replay(_) => panic!("not live"),
+        };
+        assert!(floor(&["--bench-floor", "--json"]));
+        assert!(!floor(&["--json"]));
     }
 }

@@ -51,6 +51,8 @@ pub struct Live {
     pub max_sockets: u32,
     /// `--record`: the raw events saved for `--replay`.
     pub record: Option<PathBuf>,
+    /// `--bench-floor` (hidden): the hooks attached, the programs returning at once.
+    pub floor: bool,
 }
 
 /// What stdout shows: reconstructed timelines, or every raw event; as text or NDJSON.

@@ -127,3 +127,44 @@ fn a_storm_of_100000_close_waits_loses_nothing_with_default_settings() {
         "every server socket went through CLOSE_WAIT"
     );
 }
+
+/// The bench's floor (`--bench-floor`, not offered to users): the same hooks attached with
+/// every program returning at once. It starts, runs and stops like the tracer, and traces
+/// nothing.
+#[test]
+fn the_bench_floor_runs_every_hook_and_traces_nothing() {
+    let Some(_serial) = privileged("the_bench_floor_runs_every_hook_and_traces_nothing") else {
+        return;
+    };
+    const CONNECTIONS: u64 = 100;
+    let (ns, port) = (Netns::new(), port());
+    let _stats = BpfStats::enable();
+    let tracer = Tracer::start(&["--bench-floor", "--json", "-P", &port.to_string()]);
+    let pid = tracer.child.id();
+    let before = program_runs(pid);
+    play("churn", &ns, port, &["--count", &CONNECTIONS.to_string()]).finish();
+    // Ten transitions per connection, each running the state program and its nested twin.
+    wait_for("the floor's programs to run on every transition", || {
+        program_runs(pid) - before >= 2 * 10 * CONNECTIONS
+    });
+    let (status, lines, stderr) = tracer.stop(libc::SIGINT);
+    assert_eq!(status, 0, "{stderr:?}");
+    assert!(lines.is_empty(), "the floor traced: {lines:?}");
+    assert!(
+        stderr.iter().any(|l| l.contains(" 0 events seen")),
+        "{stderr:?}"
+    );
+}
+
+/// Runs of the BPF programs process `pid` holds, from their /proc/PID/fdinfo.
+fn program_runs(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .filter_map(|f| std::fs::read_to_string(f.ok()?.path()).ok())
+        .filter(|info| info.contains("prog_id:"))
+        .filter_map(|info| {
+            let line = info.lines().find(|l| l.starts_with("run_cnt:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}

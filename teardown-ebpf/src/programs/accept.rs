@@ -5,6 +5,7 @@ use aya_ebpf::{helpers::bpf_get_current_task, macros::tracepoint, programs::Trac
 use teardown_common::{kind, owner_source, sock_flags, state};
 
 use crate::{
+    config::floor,
     emit::emit,
     owner,
     sock::{self, read, Sock, Untyped},
@@ -12,6 +13,9 @@ use crate::{
 
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    if floor() {
+        return 0;
+    }
     let offset = config!(layout.accept_ret) as usize;
     let Ok(ret) = (unsafe { ctx.read_at::<i64>(offset) }) else {
         return 0;

@@ -5,6 +5,7 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use teardown_common::{kind, state};
 
 use crate::{
+    config::floor,
     emit::note,
     sock::{Sock, Typed},
 };
@@ -12,6 +13,9 @@ use crate::{
 /// `tcp_receive_reset(struct sock *sk)`
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
     let sk: *const u8 = ctx.arg(0);
     reset_event(Typed(sk), kind::RESET_RECEIVED, 0);
     0
@@ -21,6 +25,9 @@ pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
 /// `sk` is NULL for resets that answer a segment no socket owns.
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
     let sk: *const u8 = ctx.arg(0);
     // The reason argument exists since Linux 6.10; the verifier drops the untaken branch.
     let reason: u32 = if config!(send_reset_nargs) >= 3 {

@@ -5,6 +5,7 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use teardown_common::{kind, state};
 
 use crate::{
+    config::floor,
     emit::note,
     sock::{Sock, Typed},
 };
@@ -13,6 +14,9 @@ use crate::{
 /// while closing.
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
     let sk = Typed(ctx.arg(0));
     let skb = Typed(ctx.arg(1));
     let Some(current) = sk.field::<u8>(config!(layout.state)) else {

@@ -7,6 +7,7 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use teardown_common::{counter, filter, kind, owner_source, state};
 
 use crate::{
+    config::floor,
     emit::emit,
     maps::{count, HANDLED, OWNERS},
     owner::{self, NO_OWNER},
@@ -15,6 +16,9 @@ use crate::{
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
     let (sk, old, new) = arguments(&ctx);
     try_transition(&ctx, sk, old, new);
     if let Some(handled) = HANDLED.get_ptr_mut(0) {
@@ -34,6 +38,9 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
 /// drops the repeat.)
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state_nested(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
     let (sk, old, new) = arguments(&ctx);
     let handled = HANDLED.get_ptr_mut(0).is_some_and(|handled| unsafe {
         write_volatile(&mut (*handled)[2], sk.addr());

@@ -53,6 +53,8 @@ pub struct CaptureOptions {
     pub ring_bytes: u32,
     /// Live sockets whose owner the kernel can hold at once.
     pub max_sockets: u32,
+    /// The bench's floor: the same hooks attached, every program returning at once.
+    pub floor: bool,
 }
 
 impl Default for CaptureOptions {
@@ -62,6 +64,7 @@ impl Default for CaptureOptions {
             closing_only: false,
             ring_bytes: 4 << 20,
             max_sockets: 1 << 18,
+            floor: false,
         }
     }
 }
@@ -170,7 +173,11 @@ impl Capture {
             // Wake the reader when an eighth of the ring is used; below that it polls.
             wakeup_bytes: options.ring_bytes / 8,
             send_reset_nargs,
+            floor: options.floor.into(),
         };
+        if options.floor {
+            degraded.push("--bench-floor: every program returns at once, nothing is traced".into());
+        }
         // aya's loader parses the kernel's BTF as it is made: let go of that copy and
         // give it ours, parsed once for the loader and every BTF tracepoint.
         let mut loader = EbpfLoader::new();

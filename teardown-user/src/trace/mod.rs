@@ -62,6 +62,7 @@ async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Re
         closing_only: !options.mode.raw(),
         ring_bytes: live.ring_bytes,
         max_sockets: live.max_sockets,
+        floor: live.floor,
     })?;
     // Taken once the programs are attached, so that no socket falls between the two:
     // sockets already open get their owner in the kernel and say so in their timelines.
