@@ -17,6 +17,7 @@ pub mod filter;
 pub mod lab;
 pub mod options;
 pub mod output;
+pub mod pidns;
 pub(crate) mod population;
 pub mod reconstruct;
 pub(crate) mod record;

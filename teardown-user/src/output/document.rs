@@ -22,6 +22,7 @@ use crate::{
     clock::{unix_ns, Clock},
     error::{Error, Result},
     options::{Options, Source},
+    pidns::PidNamespace,
     reconstruct::Role,
 };
 
@@ -128,6 +129,14 @@ impl Drop for DocumentWriter {
     }
 }
 
+/// The pid namespace a trace's pids are in: the tracer's own when live.
+pub fn pid_namespace(source: &Source) -> Option<PidNamespace> {
+    match source {
+        Source::Live(_) => PidNamespace::own().ok(),
+        Source::Replay(_) => None,
+    }
+}
+
 /// The document's leading members: what was traced, with which filters, and the clock.
 pub fn header(options: &Options, clock: &Clock) -> Vec<u8> {
     let mut out = Vec::new();
@@ -145,6 +154,15 @@ pub fn header(options: &Options, clock: &Clock) -> Vec<u8> {
         ",\"clock\":\"CLOCK_MONOTONIC\",\"monotonic_to_unix_ns\":",
     );
     push(&mut out, &clock.realtime_offset_ns.to_string());
+    // The namespace whose numbers the pids are: unknown for a replay.
+    push(&mut out, ",\"pid_namespace\":");
+    or_null(&mut out, pid_namespace(&options.source), |out, ns| {
+        push(out, "{\"inode\":");
+        num(out, ns.inode);
+        push(out, ",\"initial\":");
+        push(out, if ns.is_initial() { "true" } else { "false" });
+        out.push(b'}');
+    });
     let f = &options.filter;
     push(&mut out, ",\"filters\":{\"pids\":[");
     separated(&mut out, &f.pids, |out, &pid| num(out, pid.into()));
