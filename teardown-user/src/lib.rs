@@ -15,6 +15,7 @@ pub mod error;
 pub mod filter;
 #[doc(hidden)]
 pub mod lab;
+pub mod limits;
 pub mod options;
 pub mod output;
 pub mod pidns;

@@ -190,6 +190,72 @@ fn bad_input_gets_one_line_and_a_non_zero_exit() {
 }
 
 #[test]
+fn limits_are_said_in_one_line_with_their_cause() {
+    let Some(_serial) = privileged("limits_are_said_in_one_line_with_their_cause") else {
+        return;
+    };
+    // The limits as a shell sets them (soft and hard), then teardown-trace in its place.
+    let limited = |limits: &str, run: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("{limits}; exec {run}")])
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap()
+    };
+    let trace = format!("{TRACE} -d 1");
+    let nobody = format!("setpriv --reuid=65534 --regid=65534 --clear-groups {trace}");
+    // Address-space limits from too small to load the program up to enough (where depends
+    // on the build): each runs out at another allocation (BTF, the maps, the ring's
+    // mapping, a thread's stack), some once tracing has started.
+    let mut out_of_memory = 0;
+    for kib in (15_000..=60_000).step_by(1_000) {
+        let out = limited(&format!("ulimit -v {kib}"), &trace);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            break; // enough from here on
+        }
+        out_of_memory += 1;
+        assert_eq!(out.status.code(), Some(1), "{kib} KiB: {err}");
+        // Also when it runs out once tracing has started: the error is one line.
+        let errors: Vec<_> = err.lines().filter(|l| l.contains("error:")).collect();
+        assert_eq!(errors.len(), 1, "{kib} KiB: {err}");
+        assert!(errors[0].contains("out of memory"), "{kib} KiB: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+    }
+    assert!(out_of_memory >= 3, "{out_of_memory}");
+    for (out, needle) in [
+        (limited("ulimit -n 8", &trace), "out of file descriptors"),
+        (limited("ulimit -n 40", &trace), "out of file descriptors"),
+        (
+            limited(
+                "ulimit -n 8",
+                &format!("{TRACE} --replay /nonexistent.tdrec"),
+            ),
+            "out of file descriptors",
+        ),
+        (limited("ulimit -n 8", &nobody), "out of file descriptors"),
+        (limited("ulimit -v 200000", &nobody), "permission denied"),
+    ] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(needle), "{needle}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+    }
+    // Only the soft limit low: raised to what tracing needs, and it traces.
+    let out = limited("ulimit -Sn 10", &trace);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("Tracing"), "{err}");
+}
+
+#[test]
 fn a_signal_leaves_a_complete_document_and_duration_stops_by_itself() {
     let Some(_serial) = privileged("a_signal_leaves_a_complete_document") else {
         return;

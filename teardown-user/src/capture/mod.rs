@@ -33,6 +33,7 @@ use layout::{kernel_names, numbers_pids, sock_layout};
 use crate::{
     error::{Error, Result},
     filter::Filter,
+    limits::thread_not_started,
     pidns::PidNamespace,
     snapshot::Snapshot,
 };
@@ -248,7 +249,8 @@ impl Capture {
             .ring
             .take()
             .ok_or_else(|| Error::Bpf("the ring buffer is drained already".into()))?;
-        Drain::start(ring, max_waiting).map_err(|e| Error::Bpf(format!("starting the drain: {e}")))
+        Drain::start(ring, max_waiting)
+            .map_err(|e| Error::Bpf(format!("starting the drain: {}", thread_not_started(&e))))
     }
 
     /// Tells the kernel who held each socket in `snapshot`, by inode, so that the later
