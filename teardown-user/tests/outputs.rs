@@ -448,3 +448,100 @@ fn one_output_failing_on_a_full_disk_leaves_the_others_complete() {
         20
     );
 }
+
+#[test]
+fn pictures_never_destroy_what_they_are_given() {
+    let Some(_serial) = privileged("pictures_never_destroy_what_they_are_given") else {
+        return;
+    };
+    use std::os::unix::fs::{symlink, FileTypeExt};
+    let (ns, port) = (Netns::new(), port());
+    let dir = std::env::temp_dir().join(format!("td-pictures-{port}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (fifo, trace, link, rec) = (
+        dir.join("closes.fifo"),
+        dir.join("trace.pftrace"),
+        dir.join("link.pftrace"),
+        dir.join("run.tdrec"),
+    );
+    let c_fifo = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+    std::fs::write(&trace, b"previous").unwrap();
+    symlink(&trace, &link).unwrap();
+    // A FIFO's reader gets the diagrams; a symlink's target gets the trace, the link stays.
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    let tracer = Tracer::start(&[
+        "-P",
+        &port.to_string(),
+        "--record",
+        rec.to_str().unwrap(),
+        "--mermaid",
+        fifo.to_str().unwrap(),
+        "--perfetto",
+        link.to_str().unwrap(),
+    ]);
+    play("server-closes", &ns, port, &["--delay-ms", "0"]).finish();
+    tracer.lines_until(|got| got.iter().filter(|l| l.contains("teardown-lab")).count() == 2);
+    assert_eq!(
+        std::fs::read(&trace).unwrap(),
+        b"previous",
+        "the old file stays until the trace is complete"
+    );
+    let (code, _, stderr) = tracer.stop(libc::SIGINT);
+    assert_eq!(code, 0, "{stderr:?}");
+    let diagrams = reader.join().unwrap();
+    assert!(
+        diagrams.contains("```mermaid\nsequenceDiagram"),
+        "{diagrams}"
+    );
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let written = std::fs::read(&trace).unwrap();
+    assert_ne!(written, b"previous");
+    assert!(written.len() > 100, "a trace: {} bytes", written.len());
+
+    // A run that fails (a damaged recording, found once the outputs are open) leaves
+    // existing files as they were, and no temporary file.
+    let mut damaged = std::fs::read(&rec).unwrap();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    std::fs::write(&rec, &damaged).unwrap();
+    let (markdown, old_trace) = (dir.join("old.md"), dir.join("old.pftrace"));
+    std::fs::write(&markdown, b"previous").unwrap();
+    std::fs::write(&old_trace, b"previous").unwrap();
+    let out = Command::new(TRACE)
+        .args(["--replay", rec.to_str().unwrap(), "--mermaid"])
+        .arg(&markdown)
+        .arg("--perfetto")
+        .arg(&old_trace)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at byte"));
+    assert_eq!(std::fs::read(&markdown).unwrap(), b"previous");
+    assert_eq!(std::fs::read(&old_trace).unwrap(), b"previous");
+    let mut left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "closes.fifo",
+            "link.pftrace",
+            "old.md",
+            "old.pftrace",
+            "run.tdrec",
+            "trace.pftrace"
+        ]
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
