@@ -282,6 +282,18 @@ pub struct SockLayout {
     pub ack_pingpong: u32,
     pub ack_sched_bit: u32,
     pub ack_timer_bit: u32,
+    /// A task's process id as a given pid namespace numbers it (the kernel's
+    /// `task_tgid_nr_ns`): `task_struct.group_leader`, `.thread_pid`, `pid.level`,
+    /// `pid.numbers` (one `struct upid` per level, `upid_size` bytes each), `upid.nr`,
+    /// `upid.ns` and `pid_namespace.ns.inum`.
+    pub task_group_leader: u32,
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_nr: u32,
+    pub upid_ns: u32,
+    pub pidns_inum: u32,
 }
 
 impl SockLayout {
@@ -303,6 +315,10 @@ pub struct Config {
     pub wakeup_bytes: u32,
     /// Arguments of the `tcp_send_reset` tracepoint (3 since Linux 6.10: with the reason).
     pub send_reset_nargs: u32,
+    /// The inode of the tracer's pid namespace when it is not the initial one: pids are then
+    /// numbered as that namespace numbers them (0 for a process it cannot see). 0: the
+    /// initial namespace's pids, as `bpf_get_current_pid_tgid` gives them.
+    pub pid_namespace: u32,
     /// Nonzero: every program returns at once. The bench's floor, what attaching the hooks
     /// alone costs; users are not offered it.
     pub floor: u32,
@@ -334,10 +350,11 @@ mod tests {
 
     #[test]
     fn config_and_owner_layouts_are_pinned() {
-        assert_eq!(size_of::<SockLayout>(), 144);
-        assert_eq!(size_of::<Config>(), 160);
-        assert_eq!(offset_of!(Config, wakeup_bytes), 148);
-        assert_eq!(offset_of!(Config, floor), 156);
+        assert_eq!(size_of::<SockLayout>(), 176);
+        assert_eq!(size_of::<Config>(), 196);
+        assert_eq!(offset_of!(Config, wakeup_bytes), 180);
+        assert_eq!(offset_of!(Config, pid_namespace), 188);
+        assert_eq!(offset_of!(Config, floor), 192);
         assert_eq!(size_of::<Owner>(), 24);
         // The kernel side moves `comm` as two 8-byte words.
         assert_eq!(align_of::<Owner>(), 8);

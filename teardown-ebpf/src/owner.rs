@@ -6,7 +6,7 @@
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, generated},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
@@ -15,7 +15,7 @@ use teardown_common::{counter, owner_source, Owner, SockLayout, COMM_LEN};
 use crate::{
     emit::zero,
     maps::{atomic_increment, count, FENCE, OWNERS, SEEDED},
-    sock::Sock,
+    sock::{read, Sock},
 };
 
 /// The owner of a socket not in `OWNERS` (pid 0 is never a process that owns a socket).
@@ -97,10 +97,45 @@ pub fn full_barrier() {
     }
 }
 
-/// The process (tgid) running now.
+/// The process (tgid) running now, as the tracer's pid namespace numbers it: what `-p`
+/// takes and the output shows.
 #[inline(always)]
 pub fn current_pid() -> u32 {
-    (bpf_get_current_pid_tgid() >> 32) as u32
+    if config!(pid_namespace) == 0 {
+        // The initial namespace: the helper's pids are already its own.
+        return (bpf_get_current_pid_tgid() >> 32) as u32;
+    }
+    pid_in_tracer_namespace().unwrap_or(0)
+}
+
+/// Pid namespaces nest at most this deep (the kernel's `MAX_PID_NS_LEVEL`).
+const MAX_PID_NS_LEVEL: u32 = 32;
+
+/// The kernel's `task_tgid_nr_ns(current, tracer's namespace)`, read at BTF offsets: the
+/// process's `struct pid` has one number per namespace level from the initial one down to
+/// its own; the one whose namespace is the tracer's is the pid there. None when the process
+/// is outside it (the host's or a sibling container's: no pid there). Searched from the
+/// process's own level up, so a process in the tracer's namespace is found at once.
+/// (`bpf_get_ns_current_pid_tgid` gives a pid only for tasks whose own namespace is the one
+/// asked about, none for a process in a container nested inside the tracer's.)
+fn pid_in_tracer_namespace() -> Option<u32> {
+    let task = unsafe { bpf_get_current_task() };
+    let leader: u64 = read(task, config!(layout.task_group_leader))?;
+    let pid: u64 = read(leader, config!(layout.task_thread_pid))?;
+    let level: u32 = read(pid, config!(layout.pid_level))?;
+    let numbers = pid + config!(layout.pid_numbers) as u64;
+    let wanted = config!(pid_namespace);
+    for above in 0..=MAX_PID_NS_LEVEL {
+        if above > level {
+            break;
+        }
+        let upid = numbers + (level - above) as u64 * config!(layout.upid_size) as u64;
+        let namespace: u64 = read(upid, config!(layout.upid_ns))?;
+        if read::<u32>(namespace, config!(layout.pidns_inum))? == wanted {
+            return read::<i32>(upid, config!(layout.upid_nr)).map(|nr| nr as u32);
+        }
+    }
+    None
 }
 
 /// The current task's name, written in place (the helper pads with zeros).

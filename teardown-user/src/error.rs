@@ -45,7 +45,11 @@ pub enum Error {
         addr: std::net::SocketAddr,
         error: io::Error,
     },
-    #[error(transparent)]
+    #[error(
+        "out of file descriptors: the limit (ulimit -n) is {limit}, and at least {needed} are needed"
+    )]
+    Descriptors { limit: u64, needed: u64 },
+    #[error("{}", crate::limits::diagnosed(.0))]
     Io(#[from] io::Error),
 }
 

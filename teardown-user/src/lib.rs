@@ -15,8 +15,10 @@ pub mod error;
 pub mod filter;
 #[doc(hidden)]
 pub mod lab;
+pub mod limits;
 pub mod options;
 pub mod output;
+pub mod pidns;
 pub(crate) mod population;
 pub mod reconstruct;
 pub(crate) mod record;

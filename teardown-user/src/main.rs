@@ -7,10 +7,14 @@ use std::{io::Write as _, process::ExitCode};
 use clap::Parser as _;
 use teardown_user::{
     cli::Cli,
+    limits::OneLineOutOfMemory,
     options::{Mode, Source},
     signals::StopSignals,
     snapshot, trace,
 };
+
+#[global_allocator]
+static ALLOCATOR: OneLineOutOfMemory = OneLineOutOfMemory;
 
 fn main() -> ExitCode {
     // Before anything else: a signal during start-up still ends the run cleanly.
@@ -23,7 +27,8 @@ fn main() -> ExitCode {
     };
     // A bug still ends in one line, never a backtrace.
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("teardown-trace: internal error: {info}")
+        let message = info.to_string().replace('\n', " ");
+        eprintln!("teardown-trace: internal error: {message}")
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

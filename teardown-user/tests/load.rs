@@ -117,9 +117,10 @@ fn a_storm_of_100000_close_waits_loses_nothing_with_default_settings() {
     for t in &damaged {
         assert_eq!(t["gap"], true, "a damaged timeline says so: {t}");
     }
-    // How many: from 1 to 404 of 200,000 in debug-build runs here, each a transition the
-    // kernel neither handed over nor counted (the cause is open); what matters here is
-    // that every one of them says so.
+    // How many: from 1 to 404 of 200,000 in debug-build runs here, 230 to 475 with the host
+    // loaded by other builds, each a transition the kernel neither handed over nor counted.
+    // The cause is open (not the nested-run twin: as many with a "running" flag in its
+    // place); what matters here is that every one of them says so.
     eprintln!("{} damaged timelines, all marked gap", damaged.len());
     let passive = timelines.iter().filter(|t| t["role"] == "passive").count();
     assert_eq!(

@@ -190,6 +190,72 @@ fn bad_input_gets_one_line_and_a_non_zero_exit() {
 }
 
 #[test]
+fn limits_are_said_in_one_line_with_their_cause() {
+    let Some(_serial) = privileged("limits_are_said_in_one_line_with_their_cause") else {
+        return;
+    };
+    // The limits as a shell sets them (soft and hard), then teardown-trace in its place.
+    let limited = |limits: &str, run: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("{limits}; exec {run}")])
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap()
+    };
+    let trace = format!("{TRACE} -d 1");
+    let nobody = format!("setpriv --reuid=65534 --regid=65534 --clear-groups {trace}");
+    // Address-space limits from too small to load the program up to enough (where depends
+    // on the build): each runs out at another allocation (BTF, the maps, the ring's
+    // mapping, a thread's stack), some once tracing has started.
+    let mut out_of_memory = 0;
+    for kib in (15_000..=60_000).step_by(1_000) {
+        let out = limited(&format!("ulimit -v {kib}"), &trace);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            break; // enough from here on
+        }
+        out_of_memory += 1;
+        assert_eq!(out.status.code(), Some(1), "{kib} KiB: {err}");
+        // Also when it runs out once tracing has started: the error is one line.
+        let errors: Vec<_> = err.lines().filter(|l| l.contains("error:")).collect();
+        assert_eq!(errors.len(), 1, "{kib} KiB: {err}");
+        assert!(errors[0].contains("out of memory"), "{kib} KiB: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+    }
+    assert!(out_of_memory >= 3, "{out_of_memory}");
+    for (out, needle) in [
+        (limited("ulimit -n 8", &trace), "out of file descriptors"),
+        (limited("ulimit -n 40", &trace), "out of file descriptors"),
+        (
+            limited(
+                "ulimit -n 8",
+                &format!("{TRACE} --replay /nonexistent.tdrec"),
+            ),
+            "out of file descriptors",
+        ),
+        (limited("ulimit -n 8", &nobody), "out of file descriptors"),
+        (limited("ulimit -v 200000", &nobody), "permission denied"),
+    ] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(needle), "{needle}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+    }
+    // Only the soft limit low: raised to what tracing needs, and it traces.
+    let out = limited("ulimit -Sn 10", &trace);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("Tracing"), "{err}");
+}
+
+#[test]
 fn a_signal_leaves_a_complete_document_and_duration_stops_by_itself() {
     let Some(_serial) = privileged("a_signal_leaves_a_complete_document") else {
         return;
@@ -381,4 +447,101 @@ fn one_output_failing_on_a_full_disk_leaves_the_others_complete() {
         String::from_utf8_lossy(&replayed.stdout).lines().count(),
         20
     );
+}
+
+#[test]
+fn pictures_never_destroy_what_they_are_given() {
+    let Some(_serial) = privileged("pictures_never_destroy_what_they_are_given") else {
+        return;
+    };
+    use std::os::unix::fs::{symlink, FileTypeExt};
+    let (ns, port) = (Netns::new(), port());
+    let dir = std::env::temp_dir().join(format!("td-pictures-{port}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (fifo, trace, link, rec) = (
+        dir.join("closes.fifo"),
+        dir.join("trace.pftrace"),
+        dir.join("link.pftrace"),
+        dir.join("run.tdrec"),
+    );
+    let c_fifo = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+    std::fs::write(&trace, b"previous").unwrap();
+    symlink(&trace, &link).unwrap();
+    // A FIFO's reader gets the diagrams; a symlink's target gets the trace, the link stays.
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    let tracer = Tracer::start(&[
+        "-P",
+        &port.to_string(),
+        "--record",
+        rec.to_str().unwrap(),
+        "--mermaid",
+        fifo.to_str().unwrap(),
+        "--perfetto",
+        link.to_str().unwrap(),
+    ]);
+    play("server-closes", &ns, port, &["--delay-ms", "0"]).finish();
+    tracer.lines_until(|got| got.iter().filter(|l| l.contains("teardown-lab")).count() == 2);
+    assert_eq!(
+        std::fs::read(&trace).unwrap(),
+        b"previous",
+        "the old file stays until the trace is complete"
+    );
+    let (code, _, stderr) = tracer.stop(libc::SIGINT);
+    assert_eq!(code, 0, "{stderr:?}");
+    let diagrams = reader.join().unwrap();
+    assert!(
+        diagrams.contains("```mermaid\nsequenceDiagram"),
+        "{diagrams}"
+    );
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let written = std::fs::read(&trace).unwrap();
+    assert_ne!(written, b"previous");
+    assert!(written.len() > 100, "a trace: {} bytes", written.len());
+
+    // A run that fails (a damaged recording, found once the outputs are open) leaves
+    // existing files as they were, and no temporary file.
+    let mut damaged = std::fs::read(&rec).unwrap();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    std::fs::write(&rec, &damaged).unwrap();
+    let (markdown, old_trace) = (dir.join("old.md"), dir.join("old.pftrace"));
+    std::fs::write(&markdown, b"previous").unwrap();
+    std::fs::write(&old_trace, b"previous").unwrap();
+    let out = Command::new(TRACE)
+        .args(["--replay", rec.to_str().unwrap(), "--mermaid"])
+        .arg(&markdown)
+        .arg("--perfetto")
+        .arg(&old_trace)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at byte"));
+    assert_eq!(std::fs::read(&markdown).unwrap(), b"previous");
+    assert_eq!(std::fs::read(&old_trace).unwrap(), b"previous");
+    let mut left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "closes.fifo",
+            "link.pftrace",
+            "old.md",
+            "old.pftrace",
+            "run.tdrec",
+            "trace.pftrace"
+        ]
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -173,3 +173,98 @@ fn a_full_owner_table_is_said_once_and_counted() {
         "{stderr:?}"
     );
 }
+
+#[test]
+fn in_a_pid_namespace_pids_are_that_namespaces_and_the_output_says_which() {
+    let Some(_serial) = privileged("in_a_pid_namespace_pids_are_that_namespaces") else {
+        return;
+    };
+    let (ns, port) = (Netns::new(), port());
+    let doc = std::env::temp_dir().join(format!("td-pidns-{port}.json"));
+    let lab_out = std::env::temp_dir().join(format!("td-pidns-{port}.lab"));
+    // In a new pid namespace with its own /proc, as in a container: a server left in
+    // CLOSE_WAIT, then the tracer (pid 1 there) with -p of the server's pid as seen there.
+    let script = format!(
+        "{LAB} close-wait-leak --netns {} --port {port} --hold-ms 60000 > {lab} &
+         until grep -q server_pid {lab}; do sleep 0.01; done
+         exec {TRACE} -o {doc} -p $(sed 's/.*\"server_pid\":\\([0-9]*\\).*/\\1/' {lab})",
+        ns.0,
+        lab = lab_out.display(),
+        doc = doc.display(),
+    );
+    let tracer = Tracer::spawn(
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "sh", "-c"])
+            .arg(&script),
+    );
+    let inner: u64 = {
+        let first = std::fs::read_to_string(&lab_out).unwrap();
+        let v: Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+        v["server_pid"].as_u64().unwrap()
+    };
+    // Seen from here, the host: the tracer is unshare's child, the server is the process
+    // numbered `inner` in the tracer's pid namespace.
+    let tracer_pid: u32 =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", tracer.child.id()))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    let pid_ns = |pid: u32| {
+        let link = std::fs::metadata(format!("/proc/{pid}/ns/pid")).ok()?;
+        Some(std::os::unix::fs::MetadataExt::ino(&link))
+    };
+    let namespace = pid_ns(tracer_pid).unwrap();
+    let host_pid = host_pid_of(namespace, inner, pid_ns).expect("the server, seen from the host");
+    assert_ne!(u64::from(host_pid), inner);
+    // SAFETY: signalling the lab's server, a process this test started.
+    unsafe { libc::kill(host_pid as i32, libc::SIGTERM) };
+    let lines = tracer.lines_until(|got| got.iter().any(|l| l.contains("teardown-lab")));
+    // SAFETY: the tracer, started by this test.
+    unsafe { libc::kill(tracer_pid as i32, libc::SIGINT) };
+    let (code, _, stderr) = tracer.stop(0);
+    assert_eq!(code, 0, "{stderr:?}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "pids as pid namespace {namespace} numbers them (not the initial one; processes \
+             outside it show none)"
+        )
+    );
+    let document: Value = serde_json::from_slice(&std::fs::read(&doc).unwrap()).unwrap();
+    std::fs::remove_file(&doc).ok();
+    std::fs::remove_file(&lab_out).ok();
+    assert_eq!(
+        document["pid_namespace"],
+        serde_json::json!({"inode": namespace, "initial": false})
+    );
+    let timelines = document["timelines"].as_array().unwrap();
+    assert_eq!(
+        timelines.len(),
+        1,
+        "only the server's socket: {timelines:?}"
+    );
+    let t = &timelines[0];
+    assert_eq!(t["pid"], inner, "{t}");
+    // The kernel numbered the task that closed it (the server exiting) the same way.
+    assert_eq!(t["transitions"][0]["task_pid"], inner, "{t}");
+    assert_eq!(
+        transitions(t),
+        vec![pair("CLOSE_WAIT", "LAST_ACK"), pair("LAST_ACK", "CLOSE")]
+    );
+}
+
+/// The host's pid of the process numbered `inner` in pid namespace `namespace`, from the
+/// last two numbers of its `NSpid` (the host's, then each nested namespace's).
+fn host_pid_of(namespace: u64, inner: u64, pid_ns: impl Fn(u32) -> Option<u64>) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let nspid = status.lines().find(|l| l.starts_with("NSpid:"))?;
+            let last: u64 = nspid.split_whitespace().last()?.parse().ok()?;
+            (last == inner && pid_ns(pid) == Some(namespace)).then_some(pid)
+        })
+}

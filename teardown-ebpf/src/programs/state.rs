@@ -20,8 +20,14 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let (sk, old, new) = arguments(&ctx);
+    let handled = HANDLED.get_ptr_mut(0);
+    // A mark left by a run whose twin was skipped is no one's: gone before this run can
+    // be skipped for a transition that would match it.
+    if let Some(handled) = handled {
+        unsafe { write_volatile(&mut (*handled)[1], 0) };
+    }
     try_transition(&ctx, sk, old, new);
-    if let Some(handled) = HANDLED.get_ptr_mut(0) {
+    if let Some(handled) = handled {
         unsafe {
             write_volatile(&mut (*handled)[0], sk.addr());
             write_volatile(&mut (*handled)[1], change(old, new));
@@ -36,6 +42,14 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
 /// handled, the first was skipped, and this one does its work. (If a transition lands
 /// just as this one starts, it may do a transition the first did handle; user space
 /// drops the repeat.)
+///
+/// The mark is consumed whether it matches or not, and cleared when the first program
+/// starts: a mark this program does not match was left by a run that interrupted it, whose
+/// own twin the kernel skipped (this one was running). Kept, it outlived its transition
+/// and could hide a later skip on a socket reallocated at the same address making the same
+/// change: a transition neither handed over nor counted. (Looking for a "running" flag
+/// instead misses the instructions the kernel runs around the program, where it is skipped
+/// but has not set its flag yet.)
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state_nested(ctx: BtfTracePointContext) -> i32 {
     if floor() {
@@ -46,11 +60,7 @@ pub fn inet_sock_set_state_nested(ctx: BtfTracePointContext) -> i32 {
         write_volatile(&mut (*handled)[2], sk.addr());
         let matched = read_volatile(&(*handled)[2]) == read_volatile(&(*handled)[0])
             && read_volatile(&(*handled)[1]) == change(old, new);
-        // Consumed: a socket reallocated at the same address, making the same change
-        // later while the first program is skipped, must not find this mark.
-        if matched {
-            write_volatile(&mut (*handled)[1], 0);
-        }
+        write_volatile(&mut (*handled)[1], 0);
         matched
     });
     if !handled {

@@ -10,10 +10,12 @@ use aya::{
 use crate::{
     error::{Error, Result},
     filter::Filter,
+    limits::diagnosed,
 };
 
 pub fn fill_filter_maps(ebpf: &mut Ebpf, filter: &Filter) -> Result<()> {
-    let bpf_err = |e: aya::maps::MapError| Error::Bpf(format!("setting up filters: {e}"));
+    let bpf_err =
+        |e: aya::maps::MapError| Error::Bpf(format!("setting up filters: {}", first_line(e)));
     let mut ports: HashMap<_, u16, u32> = map_mut(ebpf, "PORTS")?;
     for (port, roles) in filter.port_roles() {
         ports.insert(port, roles, 0).map_err(bpf_err)?;
@@ -32,7 +34,7 @@ where
     let map = ebpf
         .map_mut(name)
         .ok_or_else(|| Error::Bpf(format!("kernel program has no map {name}")))?;
-    M::try_from(map).map_err(|e| Error::Bpf(format!("map {name}: {e}")))
+    M::try_from(map).map_err(|e| Error::Bpf(format!("map {name}: {}", first_line(e))))
 }
 
 pub fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M>
@@ -42,17 +44,32 @@ where
     let map = ebpf
         .take_map(name)
         .ok_or_else(|| Error::Bpf(format!("kernel program has no map {name}")))?;
-    M::try_from(map).map_err(|e| Error::Bpf(format!("map {name}: {e}")))
+    M::try_from(map).map_err(|e| Error::Bpf(format!("map {name}: {}", first_line(e))))
 }
 
-/// The first line of an aya error: a verifier log would not fit on one line.
-pub fn first_line(e: impl std::fmt::Display) -> String {
-    e.to_string()
+/// The first line of an aya error (a verifier log would not fit on one line), with the
+/// causes it does not say itself ("failed to create map" hides its errno in a source).
+pub fn first_line(e: impl std::error::Error) -> String {
+    let mut line = e
+        .to_string()
         .lines()
         .next()
         .unwrap_or_default()
         .trim_end_matches(". Verifier output:")
-        .to_string()
+        .to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !line.contains(&said) {
+            let said = match c.downcast_ref::<std::io::Error>() {
+                Some(os) => diagnosed(os),
+                None => said.lines().next().unwrap_or_default().to_string(),
+            };
+            line = format!("{line}: {said}");
+        }
+        cause = c.source();
+    }
+    line
 }
 
 /// Attaches the program `name` to the tracepoint of the same name.

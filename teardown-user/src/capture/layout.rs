@@ -44,8 +44,37 @@ pub fn sock_layout(kernel: &btf::Btf) -> Result<SockLayout> {
         socket_file: field("socket", "file", 8).unwrap_or(SockLayout::NONE),
         file_inode: field("file", "f_inode", 8).unwrap_or(SockLayout::NONE),
         inode_ino: field("inode", "i_ino", 8).unwrap_or(SockLayout::NONE),
+        // Needed only by a tracer outside the initial pid namespace (see `numbers_pids`).
+        task_group_leader: field("task_struct", "group_leader", 8).unwrap_or(SockLayout::NONE),
+        task_thread_pid: field("task_struct", "thread_pid", 8).unwrap_or(SockLayout::NONE),
+        pid_level: field("pid", "level", 4).unwrap_or(SockLayout::NONE),
+        // A flexible array (`numbers[1]` on older kernels): only its offset matters.
+        pid_numbers: kernel
+            .field("pid", "numbers")
+            .map_or(SockLayout::NONE, |f| f.offset),
+        upid_size: kernel.struct_size("upid").unwrap_or(SockLayout::NONE),
+        upid_nr: field("upid", "nr", 4).unwrap_or(SockLayout::NONE),
+        upid_ns: field("upid", "ns", 8).unwrap_or(SockLayout::NONE),
+        pidns_inum: field("pid_namespace", "ns.inum", 4).unwrap_or(SockLayout::NONE),
         ..tcp_seq_layout(kernel).unwrap_or(NO_TCP_SEQ)
     })
+}
+
+/// Whether the kernel program can number processes as a pid namespace other than the
+/// initial one does.
+pub fn numbers_pids(layout: &SockLayout) -> bool {
+    [
+        layout.task_group_leader,
+        layout.task_thread_pid,
+        layout.pid_level,
+        layout.pid_numbers,
+        layout.upid_size,
+        layout.upid_nr,
+        layout.upid_ns,
+        layout.pidns_inum,
+    ]
+    .iter()
+    .all(|&offset| offset != SockLayout::NONE)
 }
 
 /// The offset of `strukt.path`, which must be `size` bytes.

@@ -28,11 +28,13 @@ use attach::{
     map_mut, take_map,
 };
 pub use drain::Drain;
-use layout::{kernel_names, sock_layout};
+use layout::{kernel_names, numbers_pids, sock_layout};
 
 use crate::{
     error::{Error, Result},
     filter::Filter,
+    limits::thread_not_started,
+    pidns::PidNamespace,
     snapshot::Snapshot,
 };
 
@@ -173,6 +175,7 @@ impl Capture {
             // Wake the reader when an eighth of the ring is used; below that it polls.
             wakeup_bytes: options.ring_bytes / 8,
             send_reset_nargs,
+            pid_namespace: pid_namespace(&layout)?,
             floor: options.floor.into(),
         };
         if options.floor {
@@ -253,7 +256,8 @@ impl Capture {
             .ring
             .take()
             .ok_or_else(|| Error::Bpf("the ring buffer is drained already".into()))?;
-        Drain::start(ring, max_waiting).map_err(|e| Error::Bpf(format!("starting the drain: {e}")))
+        Drain::start(ring, max_waiting)
+            .map_err(|e| Error::Bpf(format!("starting the drain: {}", thread_not_started(&e))))
     }
 
     /// Tells the kernel who held each socket in `snapshot`, by inode, so that the later
@@ -351,6 +355,24 @@ fn raise_memlock_limit() {
     };
     // SAFETY: setrlimit reads the struct we own.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+/// `Config::pid_namespace`: the tracer's pid namespace, 0 for the initial one.
+fn pid_namespace(layout: &SockLayout) -> Result<u32> {
+    let own = PidNamespace::own().map_err(|error| Error::Input {
+        path: "/proc/self/ns/pid".into(),
+        error,
+    })?;
+    if own.is_initial() {
+        return Ok(0);
+    }
+    if !numbers_pids(layout) {
+        return Err(Error::KernelLayout(btf::BtfError::Missing(
+            "struct pid and upid (to number pids as this pid namespace does)".into(),
+        )));
+    }
+    // Namespace inodes are 32-bit (`ns_common.inum`).
+    Ok(own.inode as u32)
 }
 
 /// Tracing needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN on older kernels).

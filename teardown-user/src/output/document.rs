@@ -1,130 +1,62 @@
 //! `-o FILE`: one JSON document, `{..., "timelines": [...], "lost_events": N, ...}`.
 //!
 //! Timelines are streamed out as they complete, so memory does not grow with the number of
-//! connections. Nothing is destroyed on the way:
-//! - a regular file (or a symlink to one) is written beside its real location and renamed
-//!   over it by `finish`, so it only ever holds a complete document, and the link stays;
-//! - anything else that exists (a device such as /dev/null, a FIFO, `/dev/stdout`, a pipe
-//!   given as `>(cmd)`) is written into directly.
+//! connections. Nothing is destroyed on the way (see `SafeFile`).
 
-use std::{
-    fs::{self, File, OpenOptions},
-    io::{self, BufWriter, Write},
-    os::unix::fs::OpenOptionsExt,
-    path::{Path, PathBuf},
-};
+use std::path::Path;
 
 use super::{
     json::{num, or_null, push, separated, string},
+    safe_file::SafeFile,
     Summary,
 };
 use crate::{
     clock::{unix_ns, Clock},
-    error::{Error, Result},
+    error::Result,
     options::{Options, Source},
+    pidns::PidNamespace,
     reconstruct::Role,
 };
 
 pub struct DocumentWriter {
-    /// As the user gave it, for messages.
-    path: PathBuf,
-    /// Where a regular file's document is written until it is renamed into place.
-    staging: Option<Staging>,
-    file: Option<BufWriter<File>>,
+    file: SafeFile,
     count: u64,
-}
-
-struct Staging {
-    tmp: PathBuf,
-    dest: PathBuf,
 }
 
 impl DocumentWriter {
     /// Opens the output now, so an unwritable path fails before tracing starts.
     /// `header` is the document's leading members, without braces.
     pub fn create(path: &Path, header: &[u8]) -> Result<Self> {
-        let fail = |error: io::Error| Error::output(path, error);
-        let (file, staging) = match fs::metadata(path) {
-            Ok(meta) if meta.is_dir() => {
-                return Err(fail(io::Error::other("it is a directory")));
-            }
-            Ok(meta) if !meta.is_file() => {
-                let file = OpenOptions::new().write(true).open(path).map_err(fail)?;
-                (file, None)
-            }
-            Ok(_) => staged(&fs::canonicalize(path).map_err(fail)?).map_err(fail)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => staged(path).map_err(fail)?,
-            Err(e) => return Err(fail(e)),
-        };
-        let mut file = BufWriter::new(file);
-        file.write_all(b"{")
-            .and_then(|()| file.write_all(header))
-            .and_then(|()| file.write_all(b",\"timelines\":["))
-            .map_err(fail)?;
-        Ok(DocumentWriter {
-            path: path.to_path_buf(),
-            staging,
-            file: Some(file),
-            count: 0,
-        })
+        let mut file = SafeFile::create(path)?;
+        file.write_all(b"{")?;
+        file.write_all(header)?;
+        file.write_all(b",\"timelines\":[")?;
+        Ok(DocumentWriter { file, count: 0 })
     }
 
     /// Appends one timeline, already rendered as JSON.
     pub fn timeline(&mut self, json: &[u8]) -> Result<()> {
-        let file = self.file.as_mut().expect("written before finish");
         let separator: &[u8] = if self.count > 0 { b",\n" } else { b"\n" };
         self.count += 1;
-        file.write_all(separator)
-            .and_then(|()| file.write_all(json))
-            .map_err(|error| Error::output(&self.path, error))
+        self.file.write_all(separator)?;
+        self.file.write_all(json)
     }
 
     /// Closes the document with `trailer` (members after the timelines) and, for a regular
     /// file, moves it into place.
     pub fn finish(mut self, trailer: &[u8]) -> Result<()> {
-        let fail = |error| Error::output(&self.path, error);
-        let mut file = self.file.take().expect("finished once");
-        file.write_all(b"\n],")
-            .and_then(|()| file.write_all(trailer))
-            .and_then(|()| file.write_all(b"}\n"))
-            .map_err(fail)?;
-        let file = file.into_inner().map_err(|e| fail(e.into_error()))?;
-        if let Some(staging) = self.staging.take() {
-            file.sync_all().map_err(fail)?;
-            fs::rename(&staging.tmp, &staging.dest).map_err(fail)?;
-        }
-        Ok(())
+        self.file.write_all(b"\n],")?;
+        self.file.write_all(trailer)?;
+        self.file.write_all(b"}\n")?;
+        self.file.finish()
     }
 }
 
-/// A new temporary file beside `dest`, never one that exists.
-fn staged(dest: &Path) -> io::Result<(File, Option<Staging>)> {
-    let name = dest
-        .file_name()
-        .ok_or_else(|| io::Error::other("not a file name"))?;
-    let tmp = dest.with_file_name(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp)?;
-    let staging = Staging {
-        tmp,
-        dest: dest.to_path_buf(),
-    };
-    Ok((file, Some(staging)))
-}
-
-impl Drop for DocumentWriter {
-    /// An unfinished document is never left behind half-written.
-    fn drop(&mut self) {
-        if let Some(staging) = &self.staging {
-            let _ = fs::remove_file(&staging.tmp);
-        }
+/// The pid namespace a trace's pids are in: the tracer's own when live.
+pub fn pid_namespace(source: &Source) -> Option<PidNamespace> {
+    match source {
+        Source::Live(_) => PidNamespace::own().ok(),
+        Source::Replay(_) => None,
     }
 }
 
@@ -145,6 +77,15 @@ pub fn header(options: &Options, clock: &Clock) -> Vec<u8> {
         ",\"clock\":\"CLOCK_MONOTONIC\",\"monotonic_to_unix_ns\":",
     );
     push(&mut out, &clock.realtime_offset_ns.to_string());
+    // The namespace whose numbers the pids are: unknown for a replay.
+    push(&mut out, ",\"pid_namespace\":");
+    or_null(&mut out, pid_namespace(&options.source), |out, ns| {
+        push(out, "{\"inode\":");
+        num(out, ns.inode);
+        push(out, ",\"initial\":");
+        push(out, if ns.is_initial() { "true" } else { "false" });
+        out.push(b'}');
+    });
     let f = &options.filter;
     push(&mut out, ",\"filters\":{\"pids\":[");
     separated(&mut out, &f.pids, |out, &pid| num(out, pid.into()));

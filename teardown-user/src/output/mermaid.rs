@@ -12,23 +12,19 @@
 //! The file is Markdown, one fenced `mermaid` block per connection: GitHub and GitLab show
 //! it as pictures, and `mmdc -i FILE -o out.svg` renders every block (`out-1.svg`, ...).
 
-use std::{
-    fmt::Write as _,
-    fs::File,
-    io::{BufWriter, Write as _},
-    path::{Path, PathBuf},
-};
+use std::{fmt::Write as _, path::Path};
 
 use teardown_common::{state, KernelNames};
 
 use crate::{
     clock::Clock,
-    error::{Error, Result},
+    error::Result,
     reconstruct::{Evidence, Role, Timeline, Wave, WaveKind},
 };
 
 use super::{
     pairs::Pairs,
+    safe_file::SafeFile,
     text::{comm, endpoint, ms},
     TimelineSink,
 };
@@ -556,22 +552,16 @@ pub fn connection(
 /// `--mermaid FILE`: a Markdown file that grows by one diagram per connection, as soon as
 /// both ends (or the only end on this host) have closed.
 pub struct MermaidFile {
-    path: PathBuf,
-    file: BufWriter<File>,
+    file: SafeFile,
     pairs: Pairs,
 }
 
 impl MermaidFile {
     /// Creates the file now, so an unwritable path fails before tracing starts.
     pub fn create(path: &Path) -> Result<Self> {
-        let fail = |error| Error::Output {
-            path: path.to_path_buf(),
-            error,
-        };
-        let mut file = BufWriter::new(File::create(path).map_err(fail)?);
-        writeln!(file, "# TCP closes seen by teardown-trace").map_err(fail)?;
+        let mut file = SafeFile::create(path)?;
+        file.write_all(b"# TCP closes seen by teardown-trace\n")?;
         Ok(MermaidFile {
-            path: path.to_path_buf(),
             file,
             pairs: Pairs::default(),
         })
@@ -594,13 +584,10 @@ impl MermaidFile {
             }
         }
         let diagram = connection(a, b, clock, names);
-        // Flushed at once: whoever watches the file live sees each close as it completes.
-        writeln!(self.file, "\n## {title}\n\n```mermaid\n{diagram}```")
-            .and_then(|()| self.file.flush())
-            .map_err(|error| Error::Output {
-                path: self.path.clone(),
-                error,
-            })
+        // Flushed at once: a FIFO's reader sees each close as it completes.
+        let block = format!("\n## {title}\n\n```mermaid\n{diagram}```\n");
+        self.file.write_all(block.as_bytes())?;
+        self.file.flush()
     }
 }
 
@@ -625,10 +612,7 @@ impl TimelineSink for MermaidFile {
         for t in std::mem::take(&mut self.pairs).into_waiting() {
             self.write(&t, None, clock, names)?;
         }
-        self.file.flush().map_err(|error| Error::Output {
-            path: self.path.clone(),
-            error,
-        })
+        self.file.finish()
     }
 }
 

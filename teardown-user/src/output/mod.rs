@@ -7,6 +7,7 @@ pub mod json;
 pub mod mermaid;
 pub mod pairs;
 pub mod perfetto;
+pub mod safe_file;
 pub mod summary;
 pub mod text;
 

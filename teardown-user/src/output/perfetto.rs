@@ -10,23 +10,19 @@
 //! packets, so each timeline is written as it completes and memory does not grow.
 //! Timestamps are the kernel's CLOCK_MONOTONIC nanoseconds, as in the JSON output.
 
-use std::{
-    collections::HashSet,
-    fs::File,
-    io::{BufWriter, Write as _},
-    path::{Path, PathBuf},
-};
+use std::{collections::HashSet, path::Path};
 
 use teardown_common::{sock_flags, state, KernelNames};
 
 use crate::{
     clock::Clock,
-    error::{Error, Result},
+    error::Result,
     reconstruct::{Role, Timeline, Transition},
 };
 
 use super::{
     mermaid::entered,
+    safe_file::SafeFile,
     text::{comm, endpoint},
     TimelineSink,
 };
@@ -298,8 +294,7 @@ fn socket(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames, described: &mut 
 
 /// The file `--perfetto` writes, a socket at a time.
 pub struct PerfettoFile {
-    path: PathBuf,
-    file: BufWriter<File>,
+    file: SafeFile,
     described: HashSet<u64>,
     buf: Vec<u8>,
 }
@@ -312,11 +307,7 @@ impl PerfettoFile {
             p.uint(field::PACKET_SEQUENCE_FLAGS, SEQ_INCREMENTAL_STATE_CLEARED);
         });
         let mut file = PerfettoFile {
-            path: path.to_path_buf(),
-            file: BufWriter::new(File::create(path).map_err(|error| Error::Output {
-                path: path.to_path_buf(),
-                error,
-            })?),
+            file: SafeFile::create(path)?,
             described: HashSet::new(),
             buf,
         };
@@ -327,10 +318,7 @@ impl PerfettoFile {
     fn write_buf(&mut self) -> Result<()> {
         let written = self.file.write_all(&self.buf);
         self.buf.clear();
-        written.map_err(|error| Error::Output {
-            path: self.path.clone(),
-            error,
-        })
+        written
     }
 }
 
@@ -340,11 +328,8 @@ impl TimelineSink for PerfettoFile {
         self.write_buf()
     }
 
-    fn finish(mut self: Box<Self>, _: &Clock, _: &KernelNames) -> Result<()> {
-        self.file.flush().map_err(|error| Error::Output {
-            path: self.path.clone(),
-            error,
-        })
+    fn finish(self: Box<Self>, _: &Clock, _: &KernelNames) -> Result<()> {
+        self.file.finish()
     }
 }
 

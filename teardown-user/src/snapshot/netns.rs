@@ -97,8 +97,10 @@ pub fn enter(inode: u64, path: &PathBuf, own: Option<u64>) -> io::Result<Entered
     }
     let file = File::open(path)?;
     std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
+        // Builder: a thread that cannot be made (no memory for its stack) is an error,
+        // not a panic.
+        std::thread::Builder::new()
+            .spawn_scoped(scope, || {
                 // SAFETY: setns on a namespace fd we hold; it moves this thread only, which
                 // ends right after.
                 if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -109,7 +111,7 @@ pub fn enter(inode: u64, path: &PathBuf, own: Option<u64>) -> io::Result<Entered
                     diag: diag::open()?,
                     settings: settings(),
                 })
-            })
+            })?
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("namespace thread failed")))
     })

@@ -20,6 +20,7 @@ use crate::{
     capture::{Capture, CaptureOptions, Drain, Lost},
     clock::{monotonic_ns, Clock},
     error::{Error, Result},
+    limits::{ensure_descriptors, LIVE_DESCRIPTORS, REPLAY_DESCRIPTORS},
     options::{Live, Options, Source},
     record::Replay,
     signals::StopSignals,
@@ -31,6 +32,10 @@ use crate::{
 const POLL_INTERVAL: Duration = Duration::from_millis(40);
 
 pub fn run(options: &Options, signals: StopSignals) -> Result<Report> {
+    ensure_descriptors(match options.source {
+        Source::Live(_) => LIVE_DESCRIPTORS,
+        Source::Replay(_) => REPLAY_DESCRIPTORS,
+    })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

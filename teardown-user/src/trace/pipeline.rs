@@ -21,6 +21,7 @@ use crate::{
         color, document, json, mermaid::MermaidFile, perfetto::PerfettoFile, text, DocumentWriter,
         ExchangePrinter, RawPrinter, Summary, TimelineSink,
     },
+    pidns::PidNamespace,
     population::{metrics::Metrics, render::Health, sink::Sink, sink::Style, Grouping},
     reconstruct::{Reconstructor, Timeline, Tuple, MAX_OPEN, REORDER_WINDOW_NS},
     record::Recorder,
@@ -55,6 +56,8 @@ enum RecordingState {
 
 struct Outputs {
     mode: Mode,
+    /// Said above the text header where pids are not the initial namespace's.
+    pid_namespace: Option<PidNamespace>,
     stdout: BufWriter<Stdout>,
     /// Set when stdout's reader went away (`| head`): stop quietly.
     stdout_closed: bool,
@@ -117,6 +120,7 @@ impl Pipeline {
         let population = wants_population.then(|| population(options)).transpose()?;
         let outputs = Outputs {
             mode: options.mode,
+            pid_namespace: document::pid_namespace(&options.source),
             stdout: BufWriter::with_capacity(64 << 10, io::stdout()),
             stdout_closed: false,
             document,
@@ -382,6 +386,11 @@ impl Outputs {
             Mode::RawText => text::RAW_HEADER,
             Mode::Ndjson | Mode::RawJson | Mode::Summary => return,
         };
+        if let Some(line) = self.pid_namespace.and_then(PidNamespace::text_line) {
+            self.line.clear();
+            json::push(&mut self.line, &line);
+            self.print_line();
+        }
         self.line.clear();
         json::push(&mut self.line, header);
         self.print_line();

@@ -96,8 +96,12 @@ pub fn reader(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Str
 
 impl Tracer {
     pub fn start(args: &[&str]) -> Tracer {
-        let mut child = Command::new(TRACE)
-            .args(args)
+        Tracer::spawn(Command::new(TRACE).args(args))
+    }
+
+    /// A command that ends in `teardown-trace` (through `unshare`, say), once it is tracing.
+    pub fn spawn(command: &mut Command) -> Tracer {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -242,6 +242,15 @@ impl Btf {
         })
     }
 
+    /// The size of `struct strukt` in bytes.
+    pub fn struct_size(&self, strukt: &str) -> Result<u32, BtfError> {
+        let &id = self
+            .by_name
+            .get(&(KIND_STRUCT, strukt.into()))
+            .ok_or_else(|| BtfError::Missing(format!("struct {strukt}")))?;
+        self.size_of(id)
+    }
+
     /// The variants of `enum name` with their values.
     pub fn enum_variants(&self, name: &str) -> Result<Vec<(&str, u32)>, BtfError> {
         let &id = self

@@ -1,0 +1,120 @@
+//! Running short of memory or file descriptors ends the run with one line that says so,
+//! never a backtrace or a message about whatever happened to fail first.
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    io,
+};
+
+use crate::error::{Error, Result};
+
+/// Descriptors a live trace holds (its maps, programs, links, ring buffer, runtime and
+/// outputs: 39 seen here), with room for the snapshot entering network namespaces.
+pub const LIVE_DESCRIPTORS: u64 = 64;
+/// Descriptors a replay holds (13 to 16 seen here), with room.
+pub const REPLAY_DESCRIPTORS: u64 = 32;
+
+/// Makes sure `needed` descriptors can be open at once: raises the soft limit up to the hard
+/// one if it must, else says the limit is too low, before anything fails half-way (tokio's
+/// signal set-up panics when it cannot get its pipe).
+pub fn ensure_descriptors(needed: u64) -> Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    if limit.rlim_cur >= needed {
+        return Ok(());
+    }
+    if limit.rlim_max < needed {
+        return Err(Error::Descriptors {
+            limit: limit.rlim_max,
+            needed,
+        });
+    }
+    limit.rlim_cur = needed;
+    // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard one
+    // needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+/// An OS error, diagnosed where running short of something is its cause.
+pub fn diagnosed(error: &io::Error) -> String {
+    match error.raw_os_error() {
+        Some(libc::ENOMEM) => format!("out of memory ({error})"),
+        Some(libc::EMFILE | libc::ENFILE) => format!("out of file descriptors ({error})"),
+        _ => error.to_string(),
+    }
+}
+
+/// The error of a thread that could not be started: EAGAIN there means no memory for its
+/// stack, or the limit on threads reached.
+pub fn thread_not_started(error: &io::Error) -> String {
+    match error.raw_os_error() {
+        Some(libc::EAGAIN) => format!("out of memory or threads ({error})"),
+        _ => diagnosed(error),
+    }
+}
+
+/// The system allocator, except that a failed allocation ends the process with one line
+/// (Rust's default aborts with a backtrace, exit 134). Installed by the binary.
+pub struct OneLineOutOfMemory;
+
+// SAFETY: every call is passed to `System` unchanged; only a null result is acted on.
+unsafe impl GlobalAlloc for OneLineOutOfMemory {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        or_exit(unsafe { System.alloc(layout) }, layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        or_exit(unsafe { System.alloc_zeroed(layout) }, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        or_exit(unsafe { System.realloc(ptr, layout, new_size) }, new)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+fn or_exit(ptr: *mut u8, layout: Layout) -> *mut u8 {
+    if ptr.is_null() {
+        out_of_memory(layout.size());
+    }
+    ptr
+}
+
+/// Says so and exits; allocates nothing (the message is built on the stack).
+fn out_of_memory(size: usize) -> ! {
+    let mut line = [0u8; 128];
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| {
+        line[len..len + bytes.len()].copy_from_slice(bytes);
+        len += bytes.len();
+    };
+    put(b"teardown-trace: error: out of memory: ");
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = size;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    put(&digits[at..]);
+    put(b" bytes could not be allocated (see ulimit -v)\n");
+    // SAFETY: write(2) of a buffer we own, then _exit(2): no destructor, no allocation.
+    unsafe {
+        libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), len);
+        libc::_exit(1)
+    }
+}
