@@ -799,10 +799,13 @@ pub fn guest(options: &GuestOptions) -> Result<()> {
     Ok(())
 }
 
-/// Starts the tracer, lists the BPF programs it loaded and the warnings it printed, stops it.
+/// Starts the tracer, lists the BPF programs it loaded, stops it, and reads what its
+/// start-up probe degraded on this kernel from the document's `degraded`.
 fn probe_tracer(tracer: &Path, out: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    let doc = out.join("tracer.json");
     let mut child = Command::new(tracer)
-        .args(["--json", "-P", "9"])
+        .args(["-P", "9", "-o"])
+        .arg(&doc)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -833,14 +836,20 @@ fn probe_tracer(tracer: &Path, out: &Path) -> Result<(Vec<String>, Vec<String>)>
         .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "name").nth(1))
         .map(str::to_string)
         .collect();
-    let degraded = said
-        .iter()
-        .filter_map(|l| l.strip_prefix("teardown-trace: warning: "))
-        .map(|w| {
-            w.rsplit_once(": ")
-                .map_or(w, |(_, consequence)| consequence)
-                .to_string()
+    let document: serde_json::Value = serde_json::from_slice(
+        &fs::read(&doc).with_context(|| format!("reading {}", doc.display()))?,
+    )?;
+    // Each entry is "cause: consequence"; the line keeps the consequence.
+    let degraded = document["degraded"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str())
+        .map(|d| {
+            d.rsplit_once(": ")
+                .map_or(d, |(_, consequence)| consequence)
         })
+        .map(str::to_string)
         .collect();
     Ok((programs, degraded))
 }
