@@ -50,13 +50,32 @@ fn every_transition_of_a_churn_is_seen_or_counted_lost() {
     // Three closing transitions per end, the listener's LISTEN -> CLOSE, the dropped children.
     let expected = 6 * CONNECTIONS + 1 + dropped_children;
     let lost = v["lost_events"].as_u64().unwrap() as usize;
-    assert!(seen <= expected, "{seen} transitions, at most {expected}");
+    assert!(
+        seen <= expected,
+        "{seen} transitions, at most {expected}; by kind: {:?}",
+        transitions_by_kind(&replayed)
+    );
     assert!(
         seen + lost + unaccounted_by_kernel >= expected,
         "{} transitions neither seen nor counted lost ({seen} seen, {lost} lost, \
          {unaccounted_by_kernel} never run by the kernel)",
         expected - seen - lost - unaccounted_by_kernel
     );
+}
+
+/// How many transitions of each `from -> to` a replay holds (to tell which one is extra).
+fn transitions_by_kind(replayed: &[String]) -> std::collections::BTreeMap<String, usize> {
+    let mut kinds = std::collections::BTreeMap::new();
+    for line in replayed
+        .iter()
+        .filter(|l| l.contains("\"event\":\"state\""))
+    {
+        let v: Value = serde_json::from_str(line).unwrap_or_default();
+        *kinds
+            .entry(format!("{} -> {}", v["from"], v["to"]))
+            .or_default() += 1;
+    }
+    kinds
 }
 
 /// The moment this tool exists for: 8 processes each leave 12,500 loopback connections in
