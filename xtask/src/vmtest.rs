@@ -44,6 +44,14 @@ pub struct Options {
     /// Kernels to test: 5.10, 6.1, 6.12, newest, or a Debian kernel package with its
     /// suite (PACKAGE/SUITE, generic -amd64 flavour) [default: 5.10 6.1 6.12 newest]
     pub kernels: Vec<String>,
+    /// Kernels booted at once [default: the host's CPUs; each TCG guest runs on one
+    /// host thread]
+    #[arg(long)]
+    pub jobs: Option<usize>,
+}
+
+fn host_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The Debian suite-named package that stands for `kernel`.
@@ -100,21 +108,43 @@ pub fn run(env: &BuildEnv, options: &Options) -> Result<()> {
         runs.display()
     );
 
-    let mut lines = Vec::new();
-    let mut all_passed = true;
-    for (kernel, package) in kernels.iter().zip(&packages) {
-        let started = Instant::now();
-        let dir = runs.join(kernel.replace('/', "@"));
-        let outcome = apt
-            .kernel(package)
-            .and_then(|k| boot(&k, &accel, &dir, &tests))
-            .unwrap_or_else(|e| Outcome::failed(format!("{e:#}")));
-        let line = outcome.line(kernel, started.elapsed());
-        all_passed &= outcome.passed();
-        // Printed as each kernel finishes, and all together at the end.
-        println!("{line}");
-        lines.push(line);
-    }
+    // Downloads one after the other (one private apt state), then boots `jobs` at once.
+    let unpacked: Vec<Result<Kernel>> = packages.iter().map(|p| apt.kernel(p)).collect();
+    let jobs = options
+        .jobs
+        .unwrap_or_else(host_cpus)
+        .clamp(1, kernels.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let outcomes = std::sync::Mutex::new(vec![None; kernels.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (Some(kernel), Some(unpacked)) = (kernels.get(i), unpacked.get(i)) else {
+                    break;
+                };
+                let started = Instant::now();
+                let dir = runs.join(kernel.replace('/', "@"));
+                let outcome = match unpacked {
+                    Ok(k) => boot(k, &accel, &dir, &tests),
+                    Err(e) => Err(anyhow::anyhow!("{e:#}")),
+                }
+                .unwrap_or_else(|e| Outcome::failed(format!("{e:#}")));
+                let line = outcome.line(kernel, started.elapsed());
+                // Printed as each kernel finishes, and all together at the end.
+                println!("{line}");
+                outcomes.lock().unwrap()[i] = Some((line, outcome.passed()));
+            });
+        }
+    });
+    let outcomes: Vec<(String, bool)> = outcomes
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .collect();
+    let all_passed = outcomes.iter().all(|(_, passed)| *passed);
+    let lines: Vec<String> = outcomes.into_iter().map(|(line, _)| line).collect();
     println!("\nvm-test ({}):", runs.display());
     for line in &lines {
         println!("  {line}");
