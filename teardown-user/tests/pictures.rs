@@ -141,7 +141,7 @@ fn a_real_half_close_draws_a_sequence_diagram_and_a_perfetto_trace_that_render()
     )
     .unwrap();
     let (server, client) = (&played["server_pid"], &played["client_pid"]);
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + *WAIT;
     let mut closed = 0;
     while closed < 2 {
         let line = stdout

@@ -45,7 +45,7 @@ fn start_until(
         .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let lines = reader(child.stdout.take().unwrap());
     let stderr = reader(child.stderr.take().unwrap());
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + *WAIT;
     loop {
         match stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) if line.contains(ready) => break,
@@ -196,7 +196,7 @@ fn captured(pattern: &str, extra: &[&str]) -> Capture {
     )
     .finish();
     let mut timelines: Vec<Value> = Vec::new();
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + *WAIT;
     while timelines.len() < 2 {
         let line = lines
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -213,7 +213,7 @@ fn captured(pattern: &str, extra: &[&str]) -> Capture {
     // check_counts then holds the file to exactly these.
     let (fins, rsts) = segments_reported(&timelines);
     let read = || parse_pcap(&std::fs::read(&pcap).unwrap_or_default());
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + *WAIT;
     while {
         let packets = read();
         packets.iter().filter(|p| p.fin).count() < fins

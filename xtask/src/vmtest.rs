@@ -811,6 +811,9 @@ pub fn guest(options: &GuestOptions) -> Result<()> {
             // Emulated, a storm of 100,000 sockets takes many minutes; 8 x 1,000 keeps
             // every assertion of the test.
             .env("TEARDOWN_STORM_SOCKETS", "8000")
+            // Waits for conditions give up after 20 s natively; emulated, processes start
+            // and run about 100 times slower.
+            .env("TEARDOWN_TEST_WAIT_SECS", "300")
             .stdout(fs::File::create(&log)?)
             .stderr(fs::File::create(
                 options.out.join(format!("{name}.stderr")),
