@@ -188,25 +188,30 @@ fn build_tests(env: &BuildEnv) -> Result<Tests> {
         bail!("building the kernel tests failed ({})", out.status);
     }
     let mut executables = Vec::new();
+    // Where cargo put it (CARGO_TARGET_DIR may move it out of the checkout).
+    let mut tracer = None;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
         let target = &message["target"];
-        let integration_test = target["kind"] == serde_json::json!(["test"]);
-        if message["reason"] == "compiler-artifact" && integration_test {
-            if let Some(exe) = message["executable"].as_str() {
-                executables.push(PathBuf::from(exe));
-            }
+        let Some(exe) = message["executable"].as_str() else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        if target["kind"] == serde_json::json!(["test"]) {
+            executables.push(PathBuf::from(exe));
+        } else if target["name"] == "teardown-trace" && message["profile"]["test"] == false {
+            // The binary, not its unit-test harness.
+            tracer = Some(PathBuf::from(exe));
         }
     }
     if executables.is_empty() {
         bail!("cargo built no integration test of teardown-user");
     }
-    let tracer = crate::workspace_root().join("target/release/teardown-trace");
-    if !tracer.is_file() {
-        bail!("{} was not built", tracer.display());
-    }
+    let tracer = tracer.context("cargo built no teardown-trace")?;
     Ok(Tests {
         tracer,
         executables,
