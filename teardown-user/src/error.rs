@@ -18,6 +18,8 @@ pub enum Error {
     NoBtf(PathBuf),
     #[error("this kernel has no BPF ring buffer (Linux 5.8 or later is needed)")]
     NoRingBuf,
+    #[error("this kernel has no BTF tracepoint {0} (Linux 5.8 or later is needed)")]
+    NoBtfTracepoint(&'static str),
     #[error("cannot read the kernel's layout from BTF: {0}")]
     KernelLayout(#[from] BtfError),
     #[error("cannot {action} `{hook}`: {reason}")]

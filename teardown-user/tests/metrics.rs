@@ -45,7 +45,7 @@ fn play_to_end(pattern: &str, netns: &Netns, port: u16, extra: &[&str]) {
 /// `GET path` over HTTP/1.0; the body of a 200 response.
 fn http_get(addr: &str, path: &str) -> Result<String, String> {
     let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_read_timeout(Some(*WAIT)).unwrap();
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
     let mut response = String::new();
     stream
@@ -108,7 +108,7 @@ impl Prometheus {
             .spawn()
             .expect("start prometheus (cargo xtask setup installs it)");
         let prometheus = Prometheus { child, addr, dir };
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + *WAIT;
         while http_get(&prometheus.addr, "/-/ready").is_err() {
             assert!(
                 Instant::now() < deadline,

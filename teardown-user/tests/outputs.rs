@@ -545,3 +545,73 @@ fn pictures_never_destroy_what_they_are_given() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The start-up probe: below the minimum the tracer refuses in one line with a non-zero
+/// exit; an optional hook missing costs one warning line and an entry in the document's
+/// `degraded`. This kernel has everything, so a debug build's probe is made to see a
+/// feature missing (`TEARDOWN_PROBE_HIDE`); a release build ignores that variable.
+#[test]
+fn the_start_up_probe_refuses_a_kernel_below_the_minimum_and_says_what_it_degrades() {
+    let Some(_serial) = privileged("the_start_up_probe_refuses_a_kernel_below_the_minimum") else {
+        return;
+    };
+    let hiding = |hidden: &str, args: &[&str]| {
+        let mut cmd = Command::new(TRACE);
+        cmd.args(["-d", "1"]).args(args);
+        let out = cmd
+            .env("TEARDOWN_PROBE_HIDE", hidden)
+            .output()
+            .expect("teardown-trace");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (hidden, says) in [
+        (
+            "ring_buf",
+            "no BPF ring buffer (Linux 5.8 or later is needed)",
+        ),
+        ("btf", "has no BTF"),
+        (
+            "inet_sock_set_state",
+            "no BTF tracepoint inet_sock_set_state",
+        ),
+    ] {
+        let (code, said) = hiding(hidden, &["--json"]);
+        if cfg!(debug_assertions) {
+            assert_eq!(code, Some(1), "{hidden}: {said}");
+            assert_eq!(said.lines().count(), 1, "{hidden}: {said}");
+            assert!(said.contains(says), "{hidden}: {said}");
+        } else {
+            assert_eq!(
+                code,
+                Some(0),
+                "a release build ignores the variable: {said}"
+            );
+        }
+    }
+    let doc = std::env::temp_dir().join(format!("td-probe-{}.json", port()));
+    let (code, said) = hiding("tcp_retransmit_skb", &["-o", doc.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{said}");
+    let v: Value = serde_json::from_slice(&std::fs::read(&doc).unwrap()).unwrap();
+    std::fs::remove_file(&doc).ok();
+    let degraded: Vec<&str> = v["degraded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    // Everything degraded, whatever the cause, is said in one line.
+    let warnings: Vec<&str> = said.lines().filter(|l| l.contains("degraded")).collect();
+    assert!(warnings.len() <= 1, "{said}");
+    let missing = "retransmitted FINs are not observed";
+    assert_eq!(
+        degraded.iter().any(|d| d.contains(missing)),
+        cfg!(debug_assertions),
+        "{degraded:?}"
+    );
+    for d in &degraded {
+        assert!(warnings[0].contains(d), "{d} not in {warnings:?}");
+    }
+}

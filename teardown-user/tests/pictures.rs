@@ -43,9 +43,13 @@ fn tool(relative: &str) -> PathBuf {
 /// message if it rejects one. Returns the SVGs.
 fn render_mermaid(markdown: &Path, dir: &Path) -> Vec<String> {
     let config = dir.join("puppeteer.json");
+    // Puppeteer waits for Chromium's endpoint, then for each page, for at most 30 s and
+    // 180 s: guesses at native speed. Under emulation (vm-test's TCG guests) Chromium alone
+    // takes longer than 30 s to start, so the waits end on the condition, with 10 minutes
+    // left only to catch a hang.
     std::fs::write(
         &config,
-        r#"{"executablePath":"/usr/bin/chromium","args":["--no-sandbox","--headless=new"]}"#,
+        r#"{"executablePath":"/usr/bin/chromium","args":["--no-sandbox","--headless=new"],"timeout":600000,"protocolTimeout":600000}"#,
     )
     .unwrap();
     run(Command::new(tool("mermaid/node_modules/.bin/mmdc"))
@@ -137,7 +141,7 @@ fn a_real_half_close_draws_a_sequence_diagram_and_a_perfetto_trace_that_render()
     )
     .unwrap();
     let (server, client) = (&played["server_pid"], &played["client_pid"]);
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + *WAIT;
     let mut closed = 0;
     while closed < 2 {
         let line = stdout

@@ -40,7 +40,7 @@ impl Leaking {
             .spawn()
             .expect("start teardown-lab");
         let replies = reader(child.stdout.take().unwrap());
-        let first = replies.recv_timeout(WAIT).expect("teardown-lab ready");
+        let first = replies.recv_timeout(*WAIT).expect("teardown-lab ready");
         let v: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
         let server_pids = v["server_pids"]
             .as_array()
@@ -60,7 +60,7 @@ impl Leaking {
     /// Server `server` closes `n` of its sockets.
     fn close(&mut self, server: usize, n: u64) {
         writeln!(self.child.stdin.as_mut().unwrap(), "close {server} {n}").unwrap();
-        assert_eq!(self.replies.recv_timeout(WAIT).as_deref(), Ok("closed"));
+        assert_eq!(self.replies.recv_timeout(*WAIT).as_deref(), Ok("closed"));
     }
 }
 

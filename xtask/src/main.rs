@@ -36,7 +36,7 @@ enum Cmd {
     /// Run every test: unit tests, and the kernel tests when root
     Test {
         /// Then also run the kernel tests on other kernels (`vm-test`). Not yet the default:
-        /// on 5.10 under emulation several timing-bound tests still fail (README)
+        /// under emulation the wire, picture and churn tests still fail (README)
         #[arg(long)]
         vm: bool,
         /// Extra arguments for `cargo test`

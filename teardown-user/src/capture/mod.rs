@@ -7,6 +7,7 @@ mod attach;
 pub mod btf;
 mod drain;
 mod layout;
+mod probe;
 mod tracefs;
 
 use std::{
@@ -29,6 +30,7 @@ use attach::{
 };
 pub use drain::Drain;
 use layout::{kernel_names, numbers_pids, sock_layout};
+use probe::Probe;
 
 use crate::{
     error::{Error, Result},
@@ -132,24 +134,32 @@ impl Capture {
     pub fn start(options: &CaptureOptions) -> Result<Capture> {
         check_privileges()?;
         raise_memlock_limit();
-        if !is_map_supported(MapType::RingBuf).unwrap_or(false) {
-            return Err(Error::NoRingBuf);
-        }
-        let btf_bytes = fs::read(VMLINUX_BTF).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NoBtf(VMLINUX_BTF.into()),
-            _ => Error::Input {
-                path: VMLINUX_BTF.into(),
-                error: e,
-            },
-        })?;
-        let mut degraded = Vec::new();
+        let ring_buf = is_map_supported(MapType::RingBuf).unwrap_or(false);
+        let btf_bytes = match fs::read(VMLINUX_BTF) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => {
+                return Err(Error::Input {
+                    path: VMLINUX_BTF.into(),
+                    error,
+                })
+            }
+        };
         // Our reader gives member offsets (aya keeps them private); it is dropped before
         // aya parses the same bytes, so the two are never in memory at once.
-        let (mut layout, names, send_reset_nargs) = {
-            let kernel = btf::Btf::parse(&btf_bytes)?;
-            let nargs = kernel.tracepoint_arg_count("tcp_send_reset").unwrap_or(0);
-            (sock_layout(&kernel)?, kernel_names(&kernel), nargs)
+        let (probe, mut degraded, mut layout, names) = {
+            let kernel = btf_bytes.as_deref().map(btf::Btf::parse).transpose()?;
+            let probe = Probe::read(ring_buf, kernel.as_ref());
+            let degraded = probe.verdict()?;
+            let kernel = kernel.expect("the verdict refuses a kernel without BTF");
+            (
+                probe,
+                degraded,
+                sock_layout(&kernel)?,
+                kernel_names(&kernel),
+            )
         };
+        let btf_bytes = btf_bytes.expect("the verdict refuses a kernel without BTF");
         if layout.snd_una == SockLayout::NONE {
             degraded.push(
                 "BTF has no tcp_sock sequence numbers or delayed-ACK state: sequence numbers \
@@ -174,7 +184,7 @@ impl Capture {
             filters,
             // Wake the reader when an eighth of the ring is used; below that it polls.
             wakeup_bytes: options.ring_bytes / 8,
-            send_reset_nargs,
+            send_reset_nargs: probe.args("tcp_send_reset").unwrap_or(0),
             pid_namespace: pid_namespace(&layout)?,
             floor: options.floor.into(),
         };
@@ -213,15 +223,18 @@ impl Capture {
         {
             degraded.push(format!("{e}: {NESTED_LOSES}"));
         }
+        // The probe said which of these this kernel lacks (already in `degraded`).
         for name in ["tcp_send_reset", "tcp_receive_reset"] {
+            if probe.args(name).is_none() {
+                continue;
+            }
             if let Err(e) = attach_btf_tracepoint(&mut ebpf, &kernel_btf, name) {
                 degraded.push(format!("{e}: resets are inferred from transitions only"));
             }
         }
-        if config.send_reset_nargs == 2 {
-            degraded.push(RESET_WITHOUT_REASON.into());
-        }
-        let retransmits = if layout.skb_tcp_flags == SockLayout::NONE {
+        let retransmits = if probe.args("tcp_retransmit_skb").is_none() {
+            Ok(())
+        } else if layout.skb_tcp_flags == SockLayout::NONE {
             Err(Error::KernelLayout(btf::BtfError::Missing(
                 "tcp_skb_cb.tcp_flags".into(),
             )))
@@ -394,9 +407,6 @@ fn check_privileges() -> Result<()> {
     }
 }
 
-/// Before Linux 6.10, `tcp_send_reset` has no reason argument (it has `sk` and `skb` only).
-const RESET_WITHOUT_REASON: &str =
-    "tcp_send_reset has no reason argument (Linux < 6.10): reset reasons are unavailable";
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,6 +99,9 @@ pub struct Reconstructor {
     parked_order: VecDeque<(u64, Tuple)>,
     /// Reset-shaped closes waiting `RESET_GRACE_NS` for their RST, oldest first.
     just_reset: VecDeque<Timeline>,
+    /// The last closes, as `(sock, tuple, (from, to), ts_ns)`: the nested-run twin may
+    /// repeat a transition to CLOSE after its timeline is gone (see `is_repeated_close`).
+    just_closed: VecDeque<(u64, Tuple, (u8, u8), u64)>,
     next_id: u64,
     /// When the kernel lost events, as `(after_ns, until_ns]` spans, oldest first: every
     /// timeline that may have had an event in one is marked `gap`.
@@ -120,6 +123,13 @@ pub type ExistsInKernel = Box<dyn Fn(&Timeline) -> bool>;
 /// Loss spans remembered; older ones are merged into the oldest kept.
 const MAX_LOSS_SPANS: usize = 1024;
 
+/// Closes remembered to recognise the nested-run twin's repeat of one (it comes at once).
+const JUST_CLOSED: usize = 64;
+/// How soon a repeat follows the transition it repeats: the same firing of the tracepoint,
+/// µs natively, stretched by an emulated guest's stalls (up to 113 ms were seen under
+/// QEMU on a loaded host).
+const REPEAT_WINDOW_NS: u64 = 1_000_000_000;
+
 impl Reconstructor {
     pub fn new(filter: Filter) -> Self {
         Self::with_limits(filter, REORDER_WINDOW_NS, MAX_OPEN)
@@ -138,6 +148,7 @@ impl Reconstructor {
             parked: FastMap::default(),
             parked_order: VecDeque::new(),
             just_reset: VecDeque::new(),
+            just_closed: VecDeque::new(),
             next_id: 1,
             losses: VecDeque::new(),
             exit_check: None,
@@ -312,6 +323,9 @@ impl Reconstructor {
             }
         }
         if !self.open.contains_key(&sock) {
+            if self.is_repeated_close(sock, key, event) {
+                return;
+            }
             self.begin(sock, key, event, emit);
         }
         let Some(timeline) = self.open.get_mut(&sock) else {
@@ -360,6 +374,11 @@ impl Reconstructor {
                     seq: Seq::of(event),
                 });
                 if event.newstate == state::CLOSE {
+                    if self.just_closed.len() >= JUST_CLOSED {
+                        self.just_closed.pop_front();
+                    }
+                    let change = (event.oldstate, event.newstate);
+                    self.just_closed.push_back((sock, key, change, event.ts_ns));
                     if let Some(done) = self.close(sock) {
                         self.remember(&done);
                         if done.role() == Some(Role::Reset) {
@@ -467,6 +486,23 @@ impl Reconstructor {
     /// Keeps a finished socket's summary for a peer that finishes later. Even a peer not
     /// seen yet may come: the receiver of an RST has its first event after the sender's
     /// CLOSE. The peer consumes the entry; entries nobody reads age out.
+    /// Whether `event` repeats the transition to CLOSE that just ended this socket's
+    /// timeline: the nested-run twin sends a transition again when another transition ran
+    /// the main program on that CPU in between (seen under QEMU on 5.10 and 7.2), and the
+    /// repeat of a CLOSE would otherwise begin a timeline of its own. Both come from one
+    /// firing of the tracepoint, so the repeat follows within `REPEAT_WINDOW_NS`; a new
+    /// socket at the same address and tuple could not close the same way that soon.
+    fn is_repeated_close(&self, sock: u64, key: Tuple, event: &Event) -> bool {
+        event.kind == kind::STATE
+            && event.newstate == state::CLOSE
+            && self.just_closed.iter().rev().any(|&(s, k, change, ts)| {
+                s == sock
+                    && k == key
+                    && change == (event.oldstate, event.newstate)
+                    && event.ts_ns.abs_diff(ts) <= REPEAT_WINDOW_NS
+            })
+    }
+
     fn remember(&mut self, timeline: &Timeline) {
         if self.recent_order.len() >= RECENT_PEERS {
             if let Some(old) = self.recent_order.pop_front() {

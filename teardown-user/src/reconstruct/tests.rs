@@ -826,6 +826,23 @@ fn a_transition_repeated_by_the_nested_run_twin_is_dropped() {
     assert_eq!(t.transitions[0].ts_ns, 0, "the first one is kept");
 }
 
+/// Seen under QEMU on 7.2: the repeat of a transition to CLOSE came after the timeline
+/// had closed, and began a timeline of its own.
+#[test]
+fn a_close_repeated_by_the_nested_run_twin_begins_no_timeline() {
+    let events = [
+        ev(0, 1, 80, 9000, CLOSE_WAIT, LAST_ACK),
+        ev(10, 1, 80, 9000, LAST_ACK, CLOSE),
+        ev(15, 1, 80, 9000, LAST_ACK, CLOSE),
+        // Later, a new socket at the same address and tuple closing the same way is one.
+        ev(10_000 * MS, 1, 80, 9000, CLOSE_WAIT, LAST_ACK),
+        ev(10_000 * MS + 10, 1, 80, 9000, LAST_ACK, CLOSE),
+    ];
+    let out = run(&events);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert!(out.iter().all(|t| t.transitions.len() == 2 && !t.gap));
+}
+
 #[test]
 fn a_socket_open_before_tracing_says_what_the_snapshot_saw() {
     let localhost = std::net::IpAddr::from([127, 0, 0, 1]);

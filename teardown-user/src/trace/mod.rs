@@ -90,8 +90,9 @@ async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Re
             "cannot run the drain at real-time priority ({e}): on a busy host events may be lost"
         ));
     }
-    for warning in &degraded {
-        eprintln!("teardown-trace: warning: {warning}");
+    // One line for everything this kernel and this host take away (the document lists each).
+    if !degraded.is_empty() {
+        eprintln!("teardown-trace: warning: degraded: {}", degraded.join("; "));
     }
     pipeline.start(&capture.names);
     // SAFETY: the wake-up pipes belong to `drain` and `signals`, which the AsyncFds own.

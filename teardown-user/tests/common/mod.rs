@@ -25,7 +25,17 @@ pub use serde_json::Value;
 
 pub const TRACE: &str = env!("CARGO_BIN_EXE_teardown-trace");
 pub const LAB: &str = env!("CARGO_BIN_EXE_teardown-lab");
-pub const WAIT: Duration = Duration::from_secs(20);
+/// How long a wait for a condition may take before the test gives up: a guard against a
+/// hang, not a bound on timing. 20 s at native speed; an emulated kernel (vm-test's TCG
+/// guests, where a process runs 100 times slower and Prometheus was seen taking more than
+/// 20 s to be ready) sets `TEARDOWN_TEST_WAIT_SECS`.
+pub static WAIT: std::sync::LazyLock<Duration> = std::sync::LazyLock::new(|| {
+    let secs = std::env::var("TEARDOWN_TEST_WAIT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    Duration::from_secs(secs)
+});
 
 /// One test at a time: timing assertions should not fight over the two cores.
 pub static SERIAL: Mutex<()> = Mutex::new(());
@@ -108,7 +118,7 @@ impl Tracer {
             .expect("start teardown-trace");
         let lines = reader(child.stdout.take().unwrap());
         let stderr = reader(child.stderr.take().unwrap());
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + *WAIT;
         loop {
             match stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) if line.starts_with("Tracing") => break,
@@ -130,7 +140,7 @@ impl Tracer {
         parse: impl Fn(String) -> T,
         mut done: impl FnMut(&[T]) -> bool,
     ) -> Vec<T> {
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + *WAIT;
         let mut got = Vec::new();
         while !done(&got) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -351,7 +361,7 @@ pub fn monotonic_ns() -> u64 {
 }
 
 pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + *WAIT;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));

@@ -1,0 +1,176 @@
+//! What this kernel offers, read before anything is loaded: below the minimum (a BPF ring
+//! buffer, Linux 5.8; BTF; a BTF tracepoint on `inet_sock_set_state`) the tracer refuses
+//! with one line, above it the probe names what the output loses on this kernel.
+//!
+//! The decision ([`Probe::verdict`]) is pure, so it is tested on recorded probe results.
+
+use super::btf::Btf;
+use crate::error::{Error, Result};
+
+/// The BTF tracepoints the programs attach to. `inet_sock_set_state` is the minimum.
+const TRACEPOINTS: [&str; 4] = [
+    "inet_sock_set_state",
+    "tcp_send_reset",
+    "tcp_receive_reset",
+    "tcp_retransmit_skb",
+];
+
+/// Before Linux 6.10, `tcp_send_reset` has no reason argument (it has `sk` and `skb` only).
+const RESET_WITHOUT_REASON: &str =
+    "tcp_send_reset has no reason argument (Linux < 6.10): reset reasons are unavailable";
+
+/// A debug build hides the features named here (comma-separated: `ring_buf`, `btf`, or a
+/// tracepoint's name) from the probe, so that a test on a full kernel sees the refusal or
+/// the degradation a poorer kernel gets. Release builds ignore it.
+pub const HIDE_VAR: &str = "TEARDOWN_PROBE_HIDE";
+
+/// What the probe found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub ring_buf: bool,
+    pub btf: bool,
+    /// Each tracepoint's argument count as BTF gives it (`btf_trace_NAME`), `None` where
+    /// this kernel has no such BTF tracepoint.
+    pub tracepoints: Vec<(&'static str, Option<u32>)>,
+}
+
+impl Probe {
+    /// Reads the kernel: `ring_buf` as the caller tested it, the tracepoints from `btf`
+    /// (`None`: the kernel has no BTF). A debug build then hides what [`HIDE_VAR`] names.
+    pub fn read(ring_buf: bool, btf: Option<&Btf>) -> Probe {
+        let probe = Probe {
+            ring_buf,
+            btf: btf.is_some(),
+            tracepoints: TRACEPOINTS
+                .iter()
+                .map(|&name| (name, btf.and_then(|b| b.tracepoint_arg_count(name).ok())))
+                .collect(),
+        };
+        match std::env::var(HIDE_VAR) {
+            Ok(hidden) if cfg!(debug_assertions) => probe.hiding(&hidden),
+            _ => probe,
+        }
+    }
+
+    /// The same findings with the features in `list` (comma-separated) missing.
+    fn hiding(mut self, list: &str) -> Probe {
+        for feature in list.split(',').map(str::trim) {
+            match feature {
+                "ring_buf" => self.ring_buf = false,
+                "btf" => self.btf = false,
+                name => {
+                    for (tracepoint, args) in &mut self.tracepoints {
+                        if *tracepoint == name {
+                            *args = None;
+                        }
+                    }
+                }
+            }
+        }
+        self
+    }
+
+    /// The argument count of `tracepoint`, `None` where the kernel lacks it.
+    pub fn args(&self, tracepoint: &str) -> Option<u32> {
+        self.tracepoints
+            .iter()
+            .find(|(name, _)| *name == tracepoint)
+            .and_then(|&(_, args)| args)
+    }
+
+    /// Refuses a kernel below the minimum; otherwise what the output loses on it.
+    pub fn verdict(&self) -> Result<Vec<String>> {
+        if !self.ring_buf {
+            return Err(Error::NoRingBuf);
+        }
+        if !self.btf {
+            return Err(Error::NoBtf(super::VMLINUX_BTF.into()));
+        }
+        if self.args("inet_sock_set_state").is_none() {
+            return Err(Error::NoBtfTracepoint("inet_sock_set_state"));
+        }
+        let mut degraded = Vec::new();
+        for name in ["tcp_send_reset", "tcp_receive_reset"] {
+            if self.args(name).is_none() {
+                degraded.push(format!(
+                    "no BTF tracepoint {name}: resets are inferred from transitions only"
+                ));
+            }
+        }
+        if self.args("tcp_send_reset") == Some(2) {
+            degraded.push(RESET_WITHOUT_REASON.into());
+        }
+        if self.args("tcp_retransmit_skb").is_none() {
+            degraded.push(
+                "no BTF tracepoint tcp_retransmit_skb: retransmitted FINs are not observed".into(),
+            );
+        }
+        Ok(degraded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the probe read on Debian's 5.10 and on 6.12 (vm-test guests).
+    fn linux_5_10() -> Probe {
+        Probe {
+            ring_buf: true,
+            btf: true,
+            tracepoints: vec![
+                ("inet_sock_set_state", Some(3)),
+                ("tcp_send_reset", Some(2)),
+                ("tcp_receive_reset", Some(1)),
+                ("tcp_retransmit_skb", Some(2)),
+            ],
+        }
+    }
+
+    fn linux_6_12() -> Probe {
+        let mut probe = linux_5_10();
+        probe.tracepoints[1].1 = Some(3);
+        probe
+    }
+
+    #[test]
+    fn a_kernel_with_everything_degrades_nothing() {
+        assert_eq!(linux_6_12().verdict().unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn before_6_10_the_reset_reason_is_degraded() {
+        assert_eq!(
+            linux_5_10().verdict().unwrap(),
+            vec![RESET_WITHOUT_REASON.to_string()]
+        );
+    }
+
+    #[test]
+    fn below_the_minimum_the_tracer_refuses_in_one_line() {
+        for (hidden, says) in [
+            ("ring_buf", "Linux 5.8 or later is needed"),
+            ("btf", "CONFIG_DEBUG_INFO_BTF=y"),
+            ("inet_sock_set_state", "BTF tracepoint inet_sock_set_state"),
+        ] {
+            let error = linux_6_12()
+                .hiding(hidden)
+                .verdict()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(says), "{hidden}: {error}");
+            assert!(!error.contains('\n'), "{error}");
+        }
+    }
+
+    #[test]
+    fn missing_optional_tracepoints_are_degraded_not_refused() {
+        let degraded = linux_6_12()
+            .hiding("tcp_send_reset, tcp_retransmit_skb")
+            .verdict()
+            .unwrap();
+        assert_eq!(degraded.len(), 2, "{degraded:?}");
+        assert!(degraded[0].contains("resets are inferred"), "{degraded:?}");
+        assert!(degraded[1].contains("retransmitted FINs"), "{degraded:?}");
+    }
+}
