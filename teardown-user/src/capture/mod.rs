@@ -24,11 +24,11 @@ use teardown_common::{
 };
 
 use attach::{
-    attach_accept, attach_btf_tracepoint, attach_btf_tracepoint_to, fill_filter_maps, first_line,
-    map_mut, take_map,
+    attach_accept, attach_btf_tracepoint, attach_btf_tracepoint_to, attach_traced_function,
+    fill_filter_maps, first_line, map_mut, take_map,
 };
 pub use drain::Drain;
-use layout::{kernel_names, sock_layout};
+use layout::{kernel_names, sock_layout, time_wait_layout};
 
 use crate::{
     error::{Error, Result},
@@ -81,13 +81,29 @@ impl log::Log for KernelLog {
 
 /// The programs whose runs are events, and the one whose runs are owners. (The runs
 /// `inet_sock_set_state_nested` misses are ones where the main program ran.)
-const EVENT_PROGRAMS: [&str; 4] = [
+const EVENT_PROGRAMS: [&str; 9] = [
     "inet_sock_set_state",
     "tcp_send_reset",
     "tcp_receive_reset",
     "tcp_retransmit_skb",
+    "tcp_time_wait",
+    "tcp_timewait_state_process",
+    "tcp_twsk_unique",
+    "inet_twsk_deschedule_put",
+    "tw_timer_handler",
 ];
 const OWNER_PROGRAMS: [&str; 1] = ["sys_exit_accept"];
+/// The TIME_WAIT mini-socket's hooks (fentry/fexit), all or none: the hand-over, the
+/// segments it takes in, its reuse and its kill.
+const TIME_WAIT_PROGRAMS: [&str; 4] = [
+    "tcp_time_wait",
+    "tcp_timewait_state_process",
+    "tcp_twsk_unique",
+    "inet_twsk_deschedule_put",
+];
+const TIME_WAIT_LOSES: &str = "TIME_WAIT mini-sockets are not observed: the peer's FIN \
+     after an orphan's hand-over is inferred, TIME_WAIT's reuse and end are not shown";
+const EXPIRY_LOSES: &str = "a TIME_WAIT mini-socket's expiry is not observed, only its kill";
 const NESTED_LOSES: &str =
     "transitions the kernel skips while the program runs on that CPU are counted, not recovered";
 
@@ -140,10 +156,16 @@ impl Capture {
         let mut degraded = Vec::new();
         // Our reader gives member offsets (aya keeps them private); it is dropped before
         // aya parses the same bytes, so the two are never in memory at once.
-        let (mut layout, names, send_reset_nargs) = {
+        let (mut layout, names, send_reset_nargs, time_wait) = {
             let kernel = btf::Btf::parse(&btf_bytes)?;
             let nargs = kernel.tracepoint_arg_count("tcp_send_reset").unwrap_or(0);
-            (sock_layout(&kernel)?, kernel_names(&kernel), nargs)
+            let time_wait = time_wait_layout(&kernel);
+            (
+                sock_layout(&kernel)?,
+                kernel_names(&kernel),
+                nargs,
+                time_wait,
+            )
         };
         if layout.snd_una == SockLayout::NONE {
             degraded.push(
@@ -170,6 +192,7 @@ impl Capture {
             // Wake the reader when an eighth of the ring is used; below that it polls.
             wakeup_bytes: options.ring_bytes / 8,
             send_reset_nargs,
+            time_wait: time_wait.as_ref().copied().unwrap_or_default(),
         };
         // aya's loader parses the kernel's BTF as it is made: let go of that copy and
         // give it ours, parsed once for the loader and every BTF tracepoint.
@@ -220,6 +243,16 @@ impl Capture {
         };
         if let Err(e) = retransmits {
             degraded.push(format!("{e}: retransmitted FINs are not observed"));
+        }
+        let time_wait_hooks =
+            time_wait.and_then(|_| attach_all(&mut ebpf, &kernel_btf, &TIME_WAIT_PROGRAMS));
+        match time_wait_hooks {
+            Err(e) => degraded.push(format!("{e}: {TIME_WAIT_LOSES}")),
+            Ok(()) => {
+                if let Err(e) = attach_traced_function(&mut ebpf, &kernel_btf, "tw_timer_handler") {
+                    degraded.push(format!("{e}: {EXPIRY_LOSES}"));
+                }
+            }
         }
         if layout.accept_ret != 0 {
             if let Err(e) = attach_accept(&mut ebpf) {
@@ -307,6 +340,14 @@ impl Capture {
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0)
     }
+}
+
+/// Attaches every fentry/fexit program in `names`, stopping at the first the kernel refuses
+/// (all of them, where fentry is refused).
+fn attach_all(ebpf: &mut Ebpf, btf: &aya::Btf, names: &[&'static str]) -> Result<()> {
+    names
+        .iter()
+        .try_for_each(|&name| attach_traced_function(ebpf, btf, name))
 }
 
 /// How often the kernel skipped the program because it was already running on that CPU

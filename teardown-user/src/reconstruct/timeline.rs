@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use teardown_common::{seq_flags, sock_flags, state, Family, COMM_LEN};
+use teardown_common::{seq_flags, sock_flags, state, time_wait_end, Family, COMM_LEN};
 
 /// Who closed first, as this socket lived it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,6 +244,63 @@ pub struct Retransmit {
     pub fin: bool,
 }
 
+/// The TIME_WAIT mini-socket the kernel handed this socket's end to, as its fentry/fexit
+/// hooks saw it (absent where the kernel refuses them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MiniSocket {
+    pub entered_ns: u64,
+    /// Its substate at the hand-over: TIME_WAIT, or FIN_WAIT2 for an orphan still waiting
+    /// for the peer's FIN.
+    pub substate: u8,
+    /// The peer's FIN reaching it in FIN_WAIT2 substate (it then enters TIME_WAIT).
+    pub fin_received_ns: Option<u64>,
+    /// A new connection took over its 4-tuple (`tcp_tw_reuse`).
+    pub reused_ns: Option<u64>,
+    pub end: Option<MiniSocketEnd>,
+}
+
+impl MiniSocket {
+    pub fn entered(ts_ns: u64, substate: u8) -> MiniSocket {
+        MiniSocket {
+            entered_ns: ts_ns,
+            substate,
+            fin_received_ns: None,
+            reused_ns: None,
+            end: None,
+        }
+    }
+
+    /// Still waiting for the peer's FIN, with nothing else to tell its end yet.
+    pub fn awaits_fin(&self) -> bool {
+        self.substate == state::FIN_WAIT2 && self.fin_received_ns.is_none() && self.end.is_none()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MiniSocketEnd {
+    pub ts_ns: u64,
+    /// Its timer ran out; otherwise it was killed (reused, reset, its namespace gone).
+    pub expired: bool,
+}
+
+impl MiniSocketEnd {
+    /// From a `TIME_WAIT_END` event's reason.
+    pub fn of(ts_ns: u64, reason: u8) -> MiniSocketEnd {
+        MiniSocketEnd {
+            ts_ns,
+            expired: reason == time_wait_end::EXPIRED,
+        }
+    }
+
+    pub fn how(&self) -> &'static str {
+        if self.expired {
+            "expired"
+        } else {
+            "killed"
+        }
+    }
+}
+
 /// The other end of the connection, when it is a socket on this host too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer {
@@ -293,6 +350,8 @@ pub struct Timeline {
     pub followed_until_ns: Option<u64>,
     /// The socket was already open when tracing started: what the snapshot saw then.
     pub before_trace: Option<BeforeTrace>,
+    /// Its TIME_WAIT mini-socket, where the kernel lets it be observed.
+    pub mini: Option<MiniSocket>,
 }
 
 /// A socket as the snapshot taken when tracing started found it.
@@ -494,6 +553,22 @@ impl Timeline {
                         .seq(fin_in_seq(fin_in)),
                     );
                     waves.push(self.ack_at_once(fin_in, "FIN_WAIT2"));
+                } else if let Some(fin_in) = self.mini.and_then(|m| m.fin_received_ns) {
+                    // The mini-socket takes in a FIN only at the number the socket expected
+                    // next when it handed over (any other segment is reset or dropped).
+                    let fin_seq = seq(self.transitions.last(), |s| s.rcv_nxt);
+                    waves.push(
+                        observed(
+                            WaveKind::FinReceived,
+                            Some(fin_in),
+                            "reached the TIME_WAIT mini-socket in FIN_WAIT2 substate",
+                        )
+                        .seq(fin_seq),
+                    );
+                    waves.push(
+                        self.mini_socket_ack(fin_in)
+                            .seq(fin_seq.map(|w| w.wrapping_add(1))),
+                    );
                 } else if let Some(p) = peer.filter(|p| p.fin_sent_ns.is_some()) {
                     waves.push(
                         inferred(
@@ -635,6 +710,27 @@ impl Timeline {
             .within(ts, ts)
     }
 
+    /// The mini-socket's ACK of the peer's FIN, which reached it at `fin_in`:
+    /// `tcp_timewait_state_process()` answers TCP_TW_ACK and the ACK leaves at once; the
+    /// peer on this host sees it arrive.
+    fn mini_socket_ack(&self, fin_in: u64) -> Wave {
+        if let Some(arrived) = self.peer.and_then(|p| p.ack_received_ns) {
+            return Wave::known_as(
+                Evidence::Observed,
+                WaveKind::AckSent,
+                Some(arrived),
+                "peer socket on this host received it",
+            );
+        }
+        Wave::known_as(
+            Evidence::Inferred,
+            WaveKind::AckSent,
+            Some(fin_in),
+            "the TIME_WAIT mini-socket acknowledges a FIN at once (TCP_TW_ACK)",
+        )
+        .within(Some(fin_in), Some(fin_in))
+    }
+
     /// The passive side's ACK of the peer's FIN. A FIN puts the socket in delayed-ACK
     /// (pingpong) mode, so it is not sent at once: seen arriving at a peer on this host, or
     /// told from whether the ACK was still owed when the application closed.
@@ -714,6 +810,7 @@ impl Timeline {
                 _ => false,
             })
             .map(|t| t.ts_ns)
+            .or(self.mini.and_then(|m| m.fin_received_ns))
     }
 
     /// When this side took in the ACK of its own FIN.
