@@ -125,6 +125,17 @@ pub struct Reconstructor {
     pub stats: Stats,
 }
 
+/// An event's connection end, as timelines are matched.
+fn tuple_of(event: &Event) -> Tuple {
+    link_tuple(
+        event.netns,
+        event.local_ip(),
+        event.sport,
+        event.remote_ip(),
+        event.dport,
+    )
+}
+
 /// Tells whether a timeline's socket exists in the kernel.
 pub type ExistsInKernel = Box<dyn Fn(&Timeline) -> bool>;
 
@@ -333,13 +344,7 @@ impl Reconstructor {
             }
             return;
         }
-        let key = link_tuple(
-            event.netns,
-            event.local_ip(),
-            event.sport,
-            event.remote_ip(),
-            event.dport,
-        );
+        let key = tuple_of(event);
         // The kernel reuses a socket's address after CLOSE; an open timeline with another
         // tuple means that CLOSE was lost.
         if self.open.get(&sock).is_some_and(|t| t.tuple() != key) {
@@ -431,13 +436,7 @@ impl Reconstructor {
     /// An event of a TIME_WAIT mini-socket, joined to its socket's timeline by the 4-tuple:
     /// held since the socket closed, or still open when the event raced the socket's CLOSE.
     fn apply_mini_socket(&mut self, event: &Event, emit: &mut impl FnMut(Timeline)) {
-        let key = link_tuple(
-            event.netns,
-            event.local_ip(),
-            event.sport,
-            event.remote_ip(),
-            event.dport,
-        );
+        let key = tuple_of(event);
         let timeline = if self.in_mini.contains_key(&key) {
             self.in_mini.get_mut(&key)
         } else {

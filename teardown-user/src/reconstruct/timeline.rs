@@ -565,10 +565,11 @@ impl Timeline {
                         )
                         .seq(fin_seq),
                     );
-                    waves.push(
-                        self.mini_socket_ack(fin_in)
-                            .seq(fin_seq.map(|w| w.wrapping_add(1))),
-                    );
+                    waves.push(self.acked_at_once(
+                        Some(fin_in),
+                        fin_seq.map(|w| w.wrapping_add(1)),
+                        "the TIME_WAIT mini-socket acknowledges a FIN at once (TCP_TW_ACK)",
+                    ));
                 } else if let Some(p) = peer.filter(|p| p.fin_sent_ns.is_some()) {
                     waves.push(
                         inferred(
@@ -690,7 +691,22 @@ impl Timeline {
     /// The ACK of a FIN taken in at `fin_in` in FIN_WAIT1 or FIN_WAIT2: `tcp_fin()` sends it
     /// at once, just before the state changes; the peer on this host sees it arrive.
     fn ack_at_once(&self, fin_in: Option<&Transition>, state_name: &'static str) -> Wave {
+        let basis = match state_name {
+            "FIN_WAIT1" => "tcp_fin() acknowledges a FIN in FIN_WAIT1 at once, then enters CLOSING",
+            _ => "tcp_fin() acknowledges a FIN in FIN_WAIT2 at once, then enters TIME_WAIT",
+        };
         let ack_seq = fin_in.and_then(|t| t.seq).map(|s| s.rcv_nxt);
+        self.acked_at_once(fin_in.map(|t| t.ts_ns), ack_seq, basis)
+    }
+
+    /// An ACK sent at once on a FIN taken in at `fin_in` (as `basis` says why), unless the
+    /// peer on this host saw it arrive.
+    fn acked_at_once(
+        &self,
+        fin_in: Option<u64>,
+        ack_seq: Option<u32>,
+        basis: &'static str,
+    ) -> Wave {
         if let Some(arrived) = self.peer.and_then(|p| p.ack_received_ns) {
             return Wave::known_as(
                 Evidence::Observed,
@@ -700,35 +716,9 @@ impl Timeline {
             )
             .seq(ack_seq);
         }
-        let basis = match state_name {
-            "FIN_WAIT1" => "tcp_fin() acknowledges a FIN in FIN_WAIT1 at once, then enters CLOSING",
-            _ => "tcp_fin() acknowledges a FIN in FIN_WAIT2 at once, then enters TIME_WAIT",
-        };
-        let ts = fin_in.map(|t| t.ts_ns);
-        Wave::known_as(Evidence::Inferred, WaveKind::AckSent, ts, basis)
+        Wave::known_as(Evidence::Inferred, WaveKind::AckSent, fin_in, basis)
             .seq(ack_seq)
-            .within(ts, ts)
-    }
-
-    /// The mini-socket's ACK of the peer's FIN, which reached it at `fin_in`:
-    /// `tcp_timewait_state_process()` answers TCP_TW_ACK and the ACK leaves at once; the
-    /// peer on this host sees it arrive.
-    fn mini_socket_ack(&self, fin_in: u64) -> Wave {
-        if let Some(arrived) = self.peer.and_then(|p| p.ack_received_ns) {
-            return Wave::known_as(
-                Evidence::Observed,
-                WaveKind::AckSent,
-                Some(arrived),
-                "peer socket on this host received it",
-            );
-        }
-        Wave::known_as(
-            Evidence::Inferred,
-            WaveKind::AckSent,
-            Some(fin_in),
-            "the TIME_WAIT mini-socket acknowledges a FIN at once (TCP_TW_ACK)",
-        )
-        .within(Some(fin_in), Some(fin_in))
+            .within(fin_in, fin_in)
     }
 
     /// The passive side's ACK of the peer's FIN. A FIN puts the socket in delayed-ACK
