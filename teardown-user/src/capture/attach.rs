@@ -51,6 +51,7 @@ pub fn first_line(e: impl std::fmt::Display) -> String {
         .lines()
         .next()
         .unwrap_or_default()
+        .trim_end()
         .trim_end_matches(". Verifier output:")
         .to_string()
 }
