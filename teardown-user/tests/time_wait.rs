@@ -90,20 +90,21 @@ fn time_wait_is_followed_until_its_namespace_kills_it() {
     // socket, which enters TIME_WAIT proper (not an orphan's FIN_WAIT2 mini-socket).
     play("half-close", &ns, port, &["--delay-ms", "50"]).finish();
     let server_is_out = |got: &[Value]| timeline_of(got, port).is_some();
-    let client_first = tracer.json_until(|got| got.iter().any(|t| t["rport"] == port));
+    let mut all = tracer.json_until(|got| got.iter().any(|t| t["rport"] == port));
+    // Followed, the server's socket waits in TIME_WAIT for 60 s: removing the namespace
+    // kills its mini-socket now. Not followed, its timeline came out at its CLOSE.
+    assert_eq!(server_is_out(&all), !observed, "{all:?}");
+    let removed_at = monotonic_ns();
+    drop(ns);
+    if !server_is_out(&all) {
+        all.extend(tracer.json_until(server_is_out));
+    }
+    let (server, _) = ends(&all, port);
     if !observed {
-        // Nothing to follow: the server's timeline is out at its CLOSE, as always.
-        let all = [client_first, tracer.json_until(server_is_out)].concat();
-        let (server, _) = ends(&all, port);
         assert!(server["time_wait_socket"].is_null(), "{server}");
         assert_eq!(server["time_wait"], "TIME_WAIT");
         return;
     }
-    // The server's socket is in TIME_WAIT for 60 s; removing the namespace kills it now.
-    let removed_at = monotonic_ns();
-    drop(ns);
-    let all = [client_first, tracer.json_until(server_is_out)].concat();
-    let (server, _) = ends(&all, port);
     let mini = &server["time_wait_socket"];
     assert_eq!(mini["substate"], "TIME_WAIT", "{server}");
     assert!(
