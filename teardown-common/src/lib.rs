@@ -82,11 +82,40 @@ pub mod kind {
     /// `tcp:tcp_retransmit_skb` while closing: a segment sent again; `tcp_flags` says
     /// whether it carried the FIN.
     pub const RETRANSMIT: u8 = 5;
+    /// fentry `tcp_time_wait`: the socket hands its end over to a TIME_WAIT mini-socket.
+    /// `oldstate` is the socket's state, `newstate` the mini-socket's substate: TIME_WAIT,
+    /// or FIN_WAIT2 for an orphan still waiting for the peer's FIN.
+    pub const TIME_WAIT_ENTER: u8 = 6;
+    /// fentry `tcp_timewait_state_process`: a segment reached the mini-socket. The event's
+    /// socket is the mini-socket (its tuple is the socket's); `oldstate` and `newstate` are
+    /// the substate it found, `tcp_flags` the segment's flags.
+    pub const TIME_WAIT_SEGMENT: u8 = 7;
+    /// fexit `tcp_twsk_unique` said yes: a connect() takes over the mini-socket's 4-tuple
+    /// (`net.ipv4.tcp_tw_reuse`), which kills it.
+    pub const TIME_WAIT_REUSE: u8 = 8;
+    /// The mini-socket ends; `reason` says how (`time_wait_end::*`).
+    pub const TIME_WAIT_END: u8 = 9;
+
+    /// Events about a TIME_WAIT mini-socket, after its socket is gone.
+    pub const fn is_mini_socket(kind: u8) -> bool {
+        matches!(kind, TIME_WAIT_SEGMENT | TIME_WAIT_REUSE | TIME_WAIT_END)
+    }
+}
+
+/// How a TIME_WAIT mini-socket ended ([`Event::reason`] of `TIME_WAIT_END`).
+pub mod time_wait_end {
+    /// Its timer ran out (`tw_timer_handler`).
+    pub const EXPIRED: u8 = 1;
+    /// Taken down before its time (`inet_twsk_deschedule_put`): reused by a new
+    /// connection, reset, a SYN that reopened the tuple, or its namespace going away.
+    pub const KILLED: u8 = 2;
 }
 
 /// TCP header flags, as in [`Event::tcp_flags`].
 pub mod tcp_flag {
     pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
 }
 
 /// What the socket itself said when the event happened ([`Event::sock_flags`]).
@@ -322,6 +351,19 @@ pub struct Config {
     /// Nonzero: every program returns at once. The bench's floor, what attaching the hooks
     /// alone costs; users are not offered it.
     pub floor: u32,
+    pub time_wait: TimeWaitLayout,
+}
+
+/// Offsets in `struct inet_timewait_sock`, from BTF. Its `sock_common` comes first, as a
+/// socket's does (user space checks), so the socket offsets of `SockLayout` read it too.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TimeWaitLayout {
+    /// `skc_num`: the local port, host byte order.
+    pub num: u32,
+    pub substate: u32,
+    /// `tw_timer`, the `timer_list` its expiry handler is given.
+    pub timer: u32,
 }
 
 #[cfg(test)]
@@ -351,10 +393,11 @@ mod tests {
     #[test]
     fn config_and_owner_layouts_are_pinned() {
         assert_eq!(size_of::<SockLayout>(), 176);
-        assert_eq!(size_of::<Config>(), 196);
+        assert_eq!(size_of::<Config>(), 208);
         assert_eq!(offset_of!(Config, wakeup_bytes), 180);
         assert_eq!(offset_of!(Config, pid_namespace), 188);
         assert_eq!(offset_of!(Config, floor), 192);
+        assert_eq!(offset_of!(Config, time_wait), 196);
         assert_eq!(size_of::<Owner>(), 24);
         // The kernel side moves `comm` as two 8-byte words.
         assert_eq!(align_of::<Owner>(), 8);

@@ -34,6 +34,31 @@ pub fn emit(
     reason: u8,
     tcp_flags: u8,
 ) -> Option<()> {
+    emit_about(
+        sk, false, owner, event_kind, oldstate, newstate, reason, tcp_flags,
+    )
+}
+
+/// An event about a TCP TIME_WAIT mini-socket: it shares only `sock_common` with a socket,
+/// so its local port is `skc_num`, and it has no flags or sequence state to read.
+pub fn emit_mini(tw: impl Sock, event_kind: u8, substate: u8, reason: u8, tcp_flags: u8) {
+    emit_about(
+        tw, true, &NO_OWNER, event_kind, substate, substate, reason, tcp_flags,
+    );
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit_about(
+    sk: impl Sock,
+    mini_socket: bool,
+    owner: &Owner,
+    event_kind: u8,
+    oldstate: u8,
+    newstate: u8,
+    reason: u8,
+    tcp_flags: u8,
+) -> Option<()> {
     let filters = config!(filters);
     let family: u16 = sk.field(config!(layout.family))?;
     match family {
@@ -41,10 +66,14 @@ pub fn emit(
         AF_INET6 if filters & filter::IPV4_ONLY == 0 => {}
         _ => return None,
     }
-    if !sock::is_tcp(sk)? {
-        return None;
-    }
-    let sport = u16::from_be(sk.outer(config!(layout.sport))?);
+    let sport = if mini_socket {
+        sk.field(config!(time_wait.num))?
+    } else {
+        if !sock::is_tcp(sk)? {
+            return None;
+        }
+        u16::from_be(sk.outer(config!(layout.sport))?)
+    };
     let dport = u16::from_be(sk.field(config!(layout.dport))?);
     if filters & (filter::PORT_ANY | filter::PORT_LOCAL | filter::PORT_REMOTE) != 0
         && !ports_wanted(filters, sport, dport)
@@ -75,8 +104,11 @@ pub fn emit(
     } else {
         0
     };
-    let sock_flags = sock::flags(sk);
-    let seq = sock::seq_state(sk);
+    let (sock_flags, seq) = if mini_socket {
+        (0, sock::SeqState::default())
+    } else {
+        (sock::flags(sk), sock::seq_state(sk))
+    };
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let task_pid = current_pid();
 

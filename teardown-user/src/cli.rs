@@ -110,6 +110,12 @@ pub struct Cli {
     #[arg(short = 'x', long, conflicts_with_all = ["json", "raw"])]
     pub exchange: bool,
 
+    /// Follow each socket through its TIME_WAIT mini-socket to the end (expired, or killed
+    /// by a reuse, a reset or its namespace going): its timeline is printed then, up to two
+    /// minutes later. Needs fentry (the warning says when the kernel refuses it)
+    #[arg(long = "time-wait", conflicts_with = "raw")]
+    pub time_wait: bool,
+
     /// Also draw each connection's close as a Mermaid sequence diagram, into FILE (Markdown,
     /// one diagram per connection)
     #[arg(long, value_name = "FILE", conflicts_with = "raw")]
@@ -236,6 +242,7 @@ impl Cli {
             filter: self.filter(),
             mode,
             exchange: self.exchange,
+            follow_time_wait: self.time_wait,
             document: self.output.clone(),
             mermaid: self.mermaid.clone(),
             perfetto: self.perfetto.clone(),

@@ -15,6 +15,8 @@ pub struct Options {
     pub mode: Mode,
     /// Also print both ends of local connections as one exchange (`-x`).
     pub exchange: bool,
+    /// `--time-wait`: timelines wait for their TIME_WAIT mini-socket's end.
+    pub follow_time_wait: bool,
     /// `-o`: all timelines as one JSON document.
     pub document: Option<PathBuf>,
     /// `--mermaid`: a sequence diagram per connection.

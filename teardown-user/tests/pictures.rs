@@ -333,6 +333,7 @@ fn any_process_name_and_address_renders_with_mermaid_cli() {
         in_kernel_at_exit: None,
         followed_until_ns: None,
         before_trace: None,
+        mini: None,
     };
     let diagram = mermaid::connection(&timeline, None, &Clock::default(), &KernelNames::default());
     let dir = std::env::temp_dir().join(format!("td-pictures-names-{}", std::process::id()));

@@ -5,3 +5,4 @@ mod accept;
 mod reset;
 mod retransmit;
 mod state;
+mod time_wait;

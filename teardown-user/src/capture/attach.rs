@@ -3,7 +3,7 @@
 
 use aya::{
     maps::HashMap,
-    programs::{BtfTracePoint, TracePoint},
+    programs::{BtfTracePoint, Program, TracePoint},
     Ebpf,
 };
 
@@ -55,6 +55,7 @@ pub fn first_line(e: impl std::error::Error) -> String {
         .lines()
         .next()
         .unwrap_or_default()
+        .trim_end()
         .trim_end_matches(". Verifier output:")
         .to_string();
     let mut cause = e.source();
@@ -97,6 +98,27 @@ pub fn attach_btf_tracepoint_to(
         .load(tracepoint, btf)
         .map_err(|e| hook_err("load", e))?;
     program.attach().map_err(|e| hook_err("attach", e))?;
+    Ok(())
+}
+
+/// Attaches the fentry or fexit program `name` to the kernel function of the same name.
+pub fn attach_traced_function(ebpf: &mut Ebpf, btf: &aya::Btf, name: &'static str) -> Result<()> {
+    let hook_err = |action, e: aya::programs::ProgramError| Error::Hook {
+        action,
+        hook: name,
+        reason: first_line(e),
+    };
+    match ebpf.program_mut(name) {
+        Some(Program::FEntry(program)) => {
+            program.load(name, btf).map_err(|e| hook_err("load", e))?;
+            program.attach().map_err(|e| hook_err("attach", e))?;
+        }
+        Some(Program::FExit(program)) => {
+            program.load(name, btf).map_err(|e| hook_err("load", e))?;
+            program.attach().map_err(|e| hook_err("attach", e))?;
+        }
+        _ => return Err(Error::Bpf(format!("kernel program has no {name}"))),
+    }
     Ok(())
 }
 

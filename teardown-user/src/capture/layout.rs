@@ -1,7 +1,7 @@
 //! This kernel's layout: the offsets of every field the kernel program reads, and the
 //! kernel's names for values, from its BTF.
 
-use teardown_common::{KernelNames, SockLayout};
+use teardown_common::{KernelNames, SockLayout, TimeWaitLayout};
 
 use super::btf;
 use crate::error::{Error, Result};
@@ -75,6 +75,23 @@ pub fn numbers_pids(layout: &SockLayout) -> bool {
     ]
     .iter()
     .all(|&offset| offset != SockLayout::NONE)
+}
+
+/// The TIME_WAIT mini-socket's fields. The kernel program reads its `sock_common` at a
+/// socket's offsets, so both must begin with it.
+pub fn time_wait_layout(kernel: &btf::Btf) -> Result<TimeWaitLayout> {
+    let tw = |path: &str, size: u32| sized_field(kernel, "inet_timewait_sock", path, size);
+    let common = kernel.field("inet_timewait_sock", "__tw_common")?.offset;
+    if common != 0 || kernel.field("sock", "__sk_common")?.offset != 0 {
+        return Err(Error::KernelLayout(btf::BtfError::Missing(
+            "sock_common at the start of inet_timewait_sock and sock".into(),
+        )));
+    }
+    Ok(TimeWaitLayout {
+        num: tw("__tw_common.skc_num", 2)?,
+        substate: tw("tw_substate", 1)?,
+        timer: kernel.field("inet_timewait_sock", "tw_timer")?.offset,
+    })
 }
 
 /// The offset of `strukt.path`, which must be `size` bytes.

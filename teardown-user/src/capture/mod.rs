@@ -25,11 +25,11 @@ use teardown_common::{
 };
 
 use attach::{
-    attach_accept, attach_btf_tracepoint, attach_btf_tracepoint_to, fill_filter_maps, first_line,
-    map_mut, take_map,
+    attach_accept, attach_btf_tracepoint, attach_btf_tracepoint_to, attach_traced_function,
+    fill_filter_maps, first_line, map_mut, take_map,
 };
 pub use drain::Drain;
-use layout::{kernel_names, numbers_pids, sock_layout};
+use layout::{kernel_names, numbers_pids, sock_layout, time_wait_layout};
 use probe::Probe;
 
 use crate::{
@@ -88,13 +88,29 @@ impl log::Log for KernelLog {
 
 /// The programs whose runs are events, and the one whose runs are owners. (The runs
 /// `inet_sock_set_state_nested` misses are ones where the main program ran.)
-const EVENT_PROGRAMS: [&str; 4] = [
+const EVENT_PROGRAMS: [&str; 9] = [
     "inet_sock_set_state",
     "tcp_send_reset",
     "tcp_receive_reset",
     "tcp_retransmit_skb",
+    "tcp_time_wait",
+    "tcp_timewait_state_process",
+    "tcp_twsk_unique",
+    "inet_twsk_deschedule_put",
+    "tw_timer_handler",
 ];
 const OWNER_PROGRAMS: [&str; 1] = ["sys_exit_accept"];
+/// The TIME_WAIT mini-socket's hooks (fentry/fexit), all or none: the hand-over, the
+/// segments it takes in, its reuse and its kill.
+const TIME_WAIT_PROGRAMS: [&str; 4] = [
+    "tcp_time_wait",
+    "tcp_timewait_state_process",
+    "tcp_twsk_unique",
+    "inet_twsk_deschedule_put",
+];
+const TIME_WAIT_LOSES: &str = "TIME_WAIT mini-sockets are not observed: the peer's FIN \
+     after an orphan's hand-over is inferred, TIME_WAIT's reuse and end are not shown";
+const EXPIRY_LOSES: &str = "a TIME_WAIT mini-socket's expiry is not observed, only its kill";
 const NESTED_LOSES: &str =
     "transitions the kernel skips while the program runs on that CPU are counted, not recovered";
 
@@ -147,7 +163,7 @@ impl Capture {
         };
         // Our reader gives member offsets (aya keeps them private); it is dropped before
         // aya parses the same bytes, so the two are never in memory at once.
-        let (probe, mut degraded, mut layout, names) = {
+        let (probe, mut degraded, mut layout, names, time_wait) = {
             let kernel = btf_bytes.as_deref().map(btf::Btf::parse).transpose()?;
             let probe = Probe::read(ring_buf, kernel.as_ref());
             let degraded = probe.verdict()?;
@@ -157,6 +173,7 @@ impl Capture {
                 degraded,
                 sock_layout(&kernel)?,
                 kernel_names(&kernel),
+                time_wait_layout(&kernel),
             )
         };
         let btf_bytes = btf_bytes.expect("the verdict refuses a kernel without BTF");
@@ -187,6 +204,7 @@ impl Capture {
             send_reset_nargs: probe.args("tcp_send_reset").unwrap_or(0),
             pid_namespace: pid_namespace(&layout)?,
             floor: options.floor.into(),
+            time_wait: time_wait.as_ref().copied().unwrap_or_default(),
         };
         if options.floor {
             degraded.push("--bench-floor: every program returns at once, nothing is traced".into());
@@ -243,6 +261,16 @@ impl Capture {
         };
         if let Err(e) = retransmits {
             degraded.push(format!("{e}: retransmitted FINs are not observed"));
+        }
+        let time_wait_hooks =
+            time_wait.and_then(|_| attach_all(&mut ebpf, &kernel_btf, &TIME_WAIT_PROGRAMS));
+        match time_wait_hooks {
+            Err(e) => degraded.push(format!("{e}: {TIME_WAIT_LOSES}")),
+            Ok(()) => {
+                if let Err(e) = attach_traced_function(&mut ebpf, &kernel_btf, "tw_timer_handler") {
+                    degraded.push(format!("{e}: {EXPIRY_LOSES}"));
+                }
+            }
         }
         if layout.accept_ret != 0 {
             if let Err(e) = attach_accept(&mut ebpf) {
@@ -331,6 +359,14 @@ impl Capture {
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0)
     }
+}
+
+/// Attaches every fentry/fexit program in `names`, stopping at the first the kernel refuses
+/// (all of them, where fentry is refused).
+fn attach_all(ebpf: &mut Ebpf, btf: &aya::Btf, names: &[&'static str]) -> Result<()> {
+    names
+        .iter()
+        .try_for_each(|&name| attach_traced_function(ebpf, btf, name))
 }
 
 /// How often the kernel skipped the program because it was already running on that CPU

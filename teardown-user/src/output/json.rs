@@ -285,6 +285,26 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
     or_null(out, t.time_wait(), |out, substate| {
         quoted(out, state::name(substate))
     });
+    push(out, ",\"time_wait_socket\":");
+    or_null(out, t.mini, |out, m| {
+        push(out, "{\"entered_ns\":");
+        num(out, m.entered_ns);
+        push(out, ",\"substate\":");
+        quoted(out, state::name(m.substate));
+        push(out, ",\"fin_received_ns\":");
+        or_null(out, m.fin_received_ns, num);
+        push(out, ",\"reused_ns\":");
+        or_null(out, m.reused_ns, num);
+        push(out, ",\"end\":");
+        or_null(out, m.end, |out, end| {
+            push(out, "{\"ts_ns\":");
+            num(out, end.ts_ns);
+            push(out, ",\"how\":");
+            quoted(out, end.how());
+            out.push(b'}');
+        });
+        out.push(b'}');
+    });
     push(out, ",\"half_close\":");
     bool(out, t.half_close());
     push(out, ",\"resets\":[");
@@ -347,6 +367,10 @@ pub fn raw_event(out: &mut Vec<u8>, e: &Event, names: &KernelNames) {
         kind::RESET_RECEIVED => "reset_received",
         kind::OWNER => "owner",
         kind::RETRANSMIT => "retransmit",
+        kind::TIME_WAIT_ENTER => "time_wait_enter",
+        kind::TIME_WAIT_SEGMENT => "time_wait_segment",
+        kind::TIME_WAIT_REUSE => "time_wait_reuse",
+        kind::TIME_WAIT_END => "time_wait_end",
         _ => "state",
     };
     let _ = write!(

@@ -7,7 +7,7 @@ use teardown_common::{kind, owner_source, sock_flags, state, Event, KernelNames}
 
 use crate::{
     clock::Clock,
-    reconstruct::{Owner, Role, Timeline, Transition, Wave, WaveKind},
+    reconstruct::{Evidence, Owner, Role, Timeline, Transition, Wave, WaveKind},
 };
 
 use super::pairs::Pairs;
@@ -138,11 +138,23 @@ pub fn write_timeline(out: &mut String, t: &Timeline, clock: &Clock, names: &Ker
             Some(state::FIN_WAIT2) => {
                 out.push_str("TIME_WAIT mini-socket in FIN_WAIT2");
                 let fin_in = waves.iter().find(|w| w.what == WaveKind::FinReceived);
-                match (fin_in.and_then(|w| w.ts_ns), t.transitions.last()) {
-                    (Some(fin), Some(last)) => {
+                match (fin_in, t.transitions.last()) {
+                    (
+                        Some(&Wave {
+                            ts_ns: Some(fin),
+                            evidence,
+                            ..
+                        }),
+                        Some(last),
+                    ) => {
+                        let source = if evidence == Evidence::Observed {
+                            "observed"
+                        } else {
+                            "from peer"
+                        };
                         let _ = write!(
                             out,
-                            ", peer FIN {} later (from peer)",
+                            ", peer FIN {} later ({source})",
                             Ms(fin.saturating_sub(last.ts_ns))
                         );
                     }
@@ -161,6 +173,19 @@ pub fn write_timeline(out: &mut String, t: &Timeline, clock: &Clock, names: &Ker
         );
     } else {
         let _ = write!(out, "still {}", t.state().map_or("?", state::name));
+    }
+    if let Some((mini, end)) = t.mini.and_then(|m| m.end.map(|end| (m, end))) {
+        let reused = if mini.reused_ns.is_some() {
+            "reused, "
+        } else {
+            ""
+        };
+        let _ = write!(
+            out,
+            " [TIME_WAIT {reused}{} after {}]",
+            end.how(),
+            Ms(end.ts_ns.saturating_sub(mini.entered_ns))
+        );
     }
     if t.half_close() {
         out.push_str(" [half-close]");
@@ -426,6 +451,16 @@ impl RawPrinter {
                 (state::name(e.oldstate), "FIN resent")
             }
             kind::RETRANSMIT => (state::name(e.oldstate), "resent"),
+            kind::TIME_WAIT_ENTER => (state::name(e.oldstate), "TIME_WAIT mini-socket"),
+            kind::TIME_WAIT_SEGMENT if e.tcp_flags & teardown_common::tcp_flag::FIN != 0 => {
+                (state::name(e.oldstate), "mini-socket took a FIN")
+            }
+            kind::TIME_WAIT_SEGMENT => (state::name(e.oldstate), "mini-socket took a segment"),
+            kind::TIME_WAIT_REUSE => (state::name(e.oldstate), "mini-socket reused"),
+            kind::TIME_WAIT_END if e.reason == teardown_common::time_wait_end::EXPIRED => {
+                (state::name(e.oldstate), "mini-socket expired")
+            }
+            kind::TIME_WAIT_END => (state::name(e.oldstate), "mini-socket killed"),
             _ => (state::name(e.oldstate), state::name(e.newstate)),
         };
         let in_state = match e.kind {

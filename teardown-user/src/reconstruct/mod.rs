@@ -14,8 +14,9 @@ use std::{
 
 use teardown_common::{kind, state, tcp_flag, Event};
 pub use timeline::{
-    link_tuple, AtClose, BeforeTrace, Evidence, Owner, Peer, Reset, Retransmit, Role, Seq, Still,
-    Task, Timeline, Transition, Tuple, Wave, WaveKind, CLOSING_STATES,
+    link_tuple, AtClose, BeforeTrace, Evidence, MiniSocket, MiniSocketEnd, Owner, Peer, Reset,
+    Retransmit, Role, Seq, Still, Task, Timeline, Transition, Tuple, Wave, WaveKind,
+    CLOSING_STATES,
 };
 
 use crate::filter::Filter;
@@ -37,6 +38,10 @@ const RESET_MAX_WAIT_NS: u64 = 1_000_000_000;
 /// How long an orphan's TIME_WAIT mini-socket waits in FIN_WAIT2 for the peer's FIN
 /// (`net.ipv4.tcp_fin_timeout`, 60 s by default).
 pub const FIN_TIMEOUT_NS: u64 = 60_000_000_000;
+/// The longest a TIME_WAIT mini-socket lives: up to 60 s in FIN_WAIT2 substate, then the
+/// peer's FIN restarts it for TIME_WAIT's fixed 60 s; a little more for its timer to run.
+/// A timeline waiting for its mini-socket's end is let go after this even if no end came.
+const MINI_SOCKET_MAX_NS: u64 = 2 * FIN_TIMEOUT_NS + 10_000_000_000;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -97,6 +102,12 @@ pub struct Reconstructor {
     /// or until the mini-socket would give up.
     parked: FastMap<Tuple, Timeline>,
     parked_order: VecDeque<(u64, Tuple)>,
+    /// Closed sockets whose TIME_WAIT mini-socket is observed, held by 4-tuple (the kernel
+    /// lets one mini-socket hold it) until it takes in the peer's FIN or, with
+    /// `follow_time_wait`, until it ends; with when they closed, oldest first.
+    in_mini: FastMap<Tuple, Timeline>,
+    in_mini_order: VecDeque<(u64, Tuple)>,
+    follow_time_wait: bool,
     /// Reset-shaped closes waiting `RESET_GRACE_NS` for their RST, oldest first.
     just_reset: VecDeque<Timeline>,
     /// The last closes, as `(sock, tuple, (from, to), ts_ns)`: the nested-run twin may
@@ -115,6 +126,17 @@ pub struct Reconstructor {
     /// have was opened while traced, so its whole close should have been seen.
     snapshot_at_start: bool,
     pub stats: Stats,
+}
+
+/// An event's connection end, as timelines are matched.
+fn tuple_of(event: &Event) -> Tuple {
+    link_tuple(
+        event.netns,
+        event.local_ip(),
+        event.sport,
+        event.remote_ip(),
+        event.dport,
+    )
 }
 
 /// Tells whether a timeline's socket exists in the kernel.
@@ -147,6 +169,9 @@ impl Reconstructor {
             recent_order: VecDeque::new(),
             parked: FastMap::default(),
             parked_order: VecDeque::new(),
+            in_mini: FastMap::default(),
+            in_mini_order: VecDeque::new(),
+            follow_time_wait: false,
             just_reset: VecDeque::new(),
             just_closed: VecDeque::new(),
             next_id: 1,
@@ -163,6 +188,12 @@ impl Reconstructor {
     pub fn before_trace(&mut self, sockets: impl IntoIterator<Item = (Tuple, BeforeTrace)>) {
         self.before.extend(sockets);
         self.snapshot_at_start = true;
+    }
+
+    /// Holds each timeline whose TIME_WAIT mini-socket is observed until the mini-socket
+    /// ends (expired, or killed by a reuse, a reset, its namespace going): up to two minutes.
+    pub fn follow_time_wait(&mut self) {
+        self.follow_time_wait = true;
     }
 
     /// Takes an event the user's filters let through.
@@ -208,6 +239,19 @@ impl Reconstructor {
         while let Some(at) = self.just_reset.iter().position(waited_enough) {
             if let Some(timeline) = self.just_reset.remove(at) {
                 self.report(timeline, emit);
+            }
+        }
+        while self
+            .in_mini_order
+            .front()
+            .is_some_and(|&(since, _)| since.saturating_add(MINI_SOCKET_MAX_NS) <= horizon)
+        {
+            if let Some((since, tuple)) = self.in_mini_order.pop_front() {
+                if self.in_mini.get(&tuple).and_then(Timeline::closed_ns) == Some(since) {
+                    if let Some(timeline) = self.in_mini.remove(&tuple) {
+                        self.report_now(timeline, emit);
+                    }
+                }
             }
         }
         while self
@@ -299,6 +343,10 @@ impl Reconstructor {
     }
 
     fn apply(&mut self, event: &Event, emit: &mut impl FnMut(Timeline)) {
+        if kind::is_mini_socket(event.kind) {
+            self.apply_mini_socket(event, emit);
+            return;
+        }
         let sock = event.skaddr;
         if event.kind != kind::STATE && event.oldstate == state::CLOSE {
             // The RST of an abort, sent just after the socket reached CLOSE.
@@ -307,13 +355,7 @@ impl Reconstructor {
             }
             return;
         }
-        let key = link_tuple(
-            event.netns,
-            event.local_ip(),
-            event.sport,
-            event.remote_ip(),
-            event.dport,
-        );
+        let key = tuple_of(event);
         // The kernel reuses a socket's address after CLOSE; an open timeline with another
         // tuple means that CLOSE was lost.
         if self.open.get(&sock).is_some_and(|t| t.tuple() != key) {
@@ -395,6 +437,9 @@ impl Reconstructor {
                 fin: event.tcp_flags & tcp_flag::FIN != 0,
             }),
             kind::RESET_SENT | kind::RESET_RECEIVED => timeline.resets.push(Reset::of(event)),
+            kind::TIME_WAIT_ENTER => {
+                timeline.mini = Some(MiniSocket::entered(event.ts_ns, event.newstate))
+            }
             // accept() handed out a socket already closing, before any transition was seen:
             // it started closing before the trace did.
             kind::OWNER
@@ -405,6 +450,51 @@ impl Reconstructor {
             }
             _ => {}
         }
+    }
+
+    /// An event of a TIME_WAIT mini-socket, joined to its socket's timeline by the 4-tuple:
+    /// held since the socket closed, or still open when the event raced the socket's CLOSE.
+    fn apply_mini_socket(&mut self, event: &Event, emit: &mut impl FnMut(Timeline)) {
+        let key = tuple_of(event);
+        let timeline = if self.in_mini.contains_key(&key) {
+            self.in_mini.get_mut(&key)
+        } else {
+            let sock = self.by_tuple.get(&key).copied();
+            sock.and_then(|sock| self.open.get_mut(&sock))
+        };
+        // A mini-socket from before tracing started, or of a socket filtered out.
+        let Some(mini) = timeline.and_then(|t| t.mini.as_mut()) else {
+            return;
+        };
+        match event.kind {
+            kind::TIME_WAIT_SEGMENT => {
+                let fin = event.tcp_flags & tcp_flag::FIN != 0;
+                if fin && event.oldstate == state::FIN_WAIT2 && mini.fin_received_ns.is_none() {
+                    mini.fin_received_ns = Some(event.ts_ns);
+                }
+            }
+            kind::TIME_WAIT_REUSE => {
+                mini.reused_ns.get_or_insert(event.ts_ns);
+            }
+            _ => mini.end = Some(MiniSocketEnd::of(event.ts_ns, event.reason)),
+        }
+        if self
+            .in_mini
+            .get(&key)
+            .is_some_and(|t| !self.awaits_mini_socket(t))
+        {
+            if let Some(timeline) = self.in_mini.remove(&key) {
+                self.report(timeline, emit);
+            }
+        }
+    }
+
+    /// Whether a closed timeline waits for more from its mini-socket: the peer's FIN, or,
+    /// when following TIME_WAIT, the end.
+    fn awaits_mini_socket(&self, timeline: &Timeline) -> bool {
+        timeline
+            .mini
+            .is_some_and(|m| m.awaits_fin() || (self.follow_time_wait && m.end.is_none()))
     }
 
     fn begin(&mut self, sock: u64, key: Tuple, event: &Event, emit: &mut impl FnMut(Timeline)) {
@@ -440,6 +530,7 @@ impl Reconstructor {
                 gap: false,
                 followed_until_ns: None,
                 before_trace,
+                mini: None,
             },
         );
         self.by_tuple.insert(key, sock);
@@ -514,9 +605,24 @@ impl Reconstructor {
         self.recent_order.push_back(timeline.tuple());
     }
 
-    /// Names the peer, applies the owner filter and hands the timeline out, or parks it
-    /// while its peer on this host is still closing.
-    fn report(&mut self, mut timeline: Timeline, emit: &mut impl FnMut(Timeline)) {
+    /// Holds a closed timeline while its mini-socket has more to tell; reports it otherwise.
+    fn report(&mut self, timeline: Timeline, emit: &mut impl FnMut(Timeline)) {
+        if timeline.complete() && self.awaits_mini_socket(&timeline) {
+            let tuple = timeline.tuple();
+            self.in_mini_order
+                .push_back((timeline.closed_ns().unwrap_or(0), tuple));
+            // Only when its end was lost can another timeline still hold the tuple.
+            if let Some(stale) = self.in_mini.insert(tuple, timeline) {
+                self.hand_out(stale, emit);
+            }
+            return;
+        }
+        self.report_now(timeline, emit);
+    }
+
+    /// Names the peer, then hands the timeline out, or parks an orphan while its peer on
+    /// this host is still closing.
+    fn report_now(&mut self, mut timeline: Timeline, emit: &mut impl FnMut(Timeline)) {
         let mirror = timeline.peer_tuple();
         let peer_open = self.by_tuple.contains_key(&mirror);
         timeline.peer = match self.by_tuple.get(&mirror) {
@@ -524,7 +630,12 @@ impl Reconstructor {
             // A connection has two ends: once read, the entry has served its purpose.
             None => self.recent.remove(&mirror),
         };
-        if timeline.complete() && timeline.time_wait() == Some(state::FIN_WAIT2) && peer_open {
+        // An observed mini-socket tells when the peer's FIN came: no need to wait for it.
+        if timeline.complete()
+            && timeline.time_wait() == Some(state::FIN_WAIT2)
+            && timeline.mini.is_none()
+            && peer_open
+        {
             let since = timeline.closed_ns().unwrap_or(0);
             self.parked_order.push_back((since, timeline.tuple()));
             self.parked.insert(timeline.tuple(), timeline);
@@ -562,3 +673,5 @@ impl Reconstructor {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod time_wait_tests;

@@ -6,9 +6,9 @@ use teardown_common::{kind, owner_source, seq_flags as f_ack, sock_flags as f, s
 use super::*;
 use crate::{filter::Filter, testing::ev};
 
-const MS: u64 = 1_000_000;
-const SERVER: u64 = 0xffff_8881_0665_ef00;
-const CLIENT: u64 = 0xffff_8881_0665_8000;
+pub(super) const MS: u64 = 1_000_000;
+pub(super) const SERVER: u64 = 0xffff_8881_0665_ef00;
+pub(super) const CLIENT: u64 = 0xffff_8881_0665_8000;
 
 fn owned(mut e: Event, pid: u32, comm: &str) -> Event {
     e.owner_pid = pid;
@@ -30,14 +30,14 @@ fn ran_in(mut e: Event, pid: u32) -> Event {
     e
 }
 
-fn flags(mut e: Event, bits: u8) -> Event {
+pub(super) fn flags(mut e: Event, bits: u8) -> Event {
     e.sock_flags = bits;
     e
 }
 
 /// Server (port 80, pid 100) closes first; client (port 5000, pid 200) closes 200 ms later.
 /// The server's socket is orphaned, so it is handed to a TIME_WAIT mini-socket at once.
-fn normal_close() -> Vec<Event> {
+pub(super) fn normal_close() -> Vec<Event> {
     vec![
         flags(
             owned(
@@ -103,7 +103,7 @@ fn normal_close() -> Vec<Event> {
     ]
 }
 
-fn run(events: &[Event]) -> Vec<Timeline> {
+pub(super) fn run(events: &[Event]) -> Vec<Timeline> {
     run_with(Filter::default(), events)
 }
 
@@ -123,14 +123,14 @@ fn end_of(events: &[Event]) -> u64 {
     events.iter().map(|e| e.ts_ns).max().unwrap_or(0) + 1_000 * MS
 }
 
-fn by_port(timelines: &[Timeline], port: u16) -> &Timeline {
+pub(super) fn by_port(timelines: &[Timeline], port: u16) -> &Timeline {
     timelines
         .iter()
         .find(|t| t.lport == port)
         .expect("timeline for port")
 }
 
-fn wave(t: &Timeline, what: WaveKind) -> Wave {
+pub(super) fn wave(t: &Timeline, what: WaveKind) -> Wave {
     t.waves()
         .into_iter()
         .find(|w| w.what == what)

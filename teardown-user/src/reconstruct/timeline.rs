@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use teardown_common::{seq_flags, sock_flags, state, Family, COMM_LEN};
+use teardown_common::{seq_flags, sock_flags, state, time_wait_end, Family, COMM_LEN};
 
 /// Who closed first, as this socket lived it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,6 +244,63 @@ pub struct Retransmit {
     pub fin: bool,
 }
 
+/// The TIME_WAIT mini-socket the kernel handed this socket's end to, as its fentry/fexit
+/// hooks saw it (absent where the kernel refuses them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MiniSocket {
+    pub entered_ns: u64,
+    /// Its substate at the hand-over: TIME_WAIT, or FIN_WAIT2 for an orphan still waiting
+    /// for the peer's FIN.
+    pub substate: u8,
+    /// The peer's FIN reaching it in FIN_WAIT2 substate (it then enters TIME_WAIT).
+    pub fin_received_ns: Option<u64>,
+    /// A new connection took over its 4-tuple (`tcp_tw_reuse`).
+    pub reused_ns: Option<u64>,
+    pub end: Option<MiniSocketEnd>,
+}
+
+impl MiniSocket {
+    pub fn entered(ts_ns: u64, substate: u8) -> MiniSocket {
+        MiniSocket {
+            entered_ns: ts_ns,
+            substate,
+            fin_received_ns: None,
+            reused_ns: None,
+            end: None,
+        }
+    }
+
+    /// Still waiting for the peer's FIN, with nothing else to tell its end yet.
+    pub fn awaits_fin(&self) -> bool {
+        self.substate == state::FIN_WAIT2 && self.fin_received_ns.is_none() && self.end.is_none()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MiniSocketEnd {
+    pub ts_ns: u64,
+    /// Its timer ran out; otherwise it was killed (reused, reset, its namespace gone).
+    pub expired: bool,
+}
+
+impl MiniSocketEnd {
+    /// From a `TIME_WAIT_END` event's reason.
+    pub fn of(ts_ns: u64, reason: u8) -> MiniSocketEnd {
+        MiniSocketEnd {
+            ts_ns,
+            expired: reason == time_wait_end::EXPIRED,
+        }
+    }
+
+    pub fn how(&self) -> &'static str {
+        if self.expired {
+            "expired"
+        } else {
+            "killed"
+        }
+    }
+}
+
 /// The other end of the connection, when it is a socket on this host too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer {
@@ -293,6 +350,8 @@ pub struct Timeline {
     pub followed_until_ns: Option<u64>,
     /// The socket was already open when tracing started: what the snapshot saw then.
     pub before_trace: Option<BeforeTrace>,
+    /// Its TIME_WAIT mini-socket, where the kernel lets it be observed.
+    pub mini: Option<MiniSocket>,
 }
 
 /// A socket as the snapshot taken when tracing started found it.
@@ -494,6 +553,23 @@ impl Timeline {
                         .seq(fin_in_seq(fin_in)),
                     );
                     waves.push(self.ack_at_once(fin_in, "FIN_WAIT2"));
+                } else if let Some(fin_in) = self.mini.and_then(|m| m.fin_received_ns) {
+                    // The mini-socket takes in a FIN only at the number the socket expected
+                    // next when it handed over (any other segment is reset or dropped).
+                    let fin_seq = seq(self.transitions.last(), |s| s.rcv_nxt);
+                    waves.push(
+                        observed(
+                            WaveKind::FinReceived,
+                            Some(fin_in),
+                            "reached the TIME_WAIT mini-socket in FIN_WAIT2 substate",
+                        )
+                        .seq(fin_seq),
+                    );
+                    waves.push(self.acked_at_once(
+                        Some(fin_in),
+                        fin_seq.map(|w| w.wrapping_add(1)),
+                        "the TIME_WAIT mini-socket acknowledges a FIN at once (TCP_TW_ACK)",
+                    ));
                 } else if let Some(p) = peer.filter(|p| p.fin_sent_ns.is_some()) {
                     waves.push(
                         inferred(
@@ -615,7 +691,22 @@ impl Timeline {
     /// The ACK of a FIN taken in at `fin_in` in FIN_WAIT1 or FIN_WAIT2: `tcp_fin()` sends it
     /// at once, just before the state changes; the peer on this host sees it arrive.
     fn ack_at_once(&self, fin_in: Option<&Transition>, state_name: &'static str) -> Wave {
+        let basis = match state_name {
+            "FIN_WAIT1" => "tcp_fin() acknowledges a FIN in FIN_WAIT1 at once, then enters CLOSING",
+            _ => "tcp_fin() acknowledges a FIN in FIN_WAIT2 at once, then enters TIME_WAIT",
+        };
         let ack_seq = fin_in.and_then(|t| t.seq).map(|s| s.rcv_nxt);
+        self.acked_at_once(fin_in.map(|t| t.ts_ns), ack_seq, basis)
+    }
+
+    /// An ACK sent at once on a FIN taken in at `fin_in` (as `basis` says why), unless the
+    /// peer on this host saw it arrive.
+    fn acked_at_once(
+        &self,
+        fin_in: Option<u64>,
+        ack_seq: Option<u32>,
+        basis: &'static str,
+    ) -> Wave {
         if let Some(arrived) = self.peer.and_then(|p| p.ack_received_ns) {
             return Wave::known_as(
                 Evidence::Observed,
@@ -625,14 +716,9 @@ impl Timeline {
             )
             .seq(ack_seq);
         }
-        let basis = match state_name {
-            "FIN_WAIT1" => "tcp_fin() acknowledges a FIN in FIN_WAIT1 at once, then enters CLOSING",
-            _ => "tcp_fin() acknowledges a FIN in FIN_WAIT2 at once, then enters TIME_WAIT",
-        };
-        let ts = fin_in.map(|t| t.ts_ns);
-        Wave::known_as(Evidence::Inferred, WaveKind::AckSent, ts, basis)
+        Wave::known_as(Evidence::Inferred, WaveKind::AckSent, fin_in, basis)
             .seq(ack_seq)
-            .within(ts, ts)
+            .within(fin_in, fin_in)
     }
 
     /// The passive side's ACK of the peer's FIN. A FIN puts the socket in delayed-ACK
@@ -714,6 +800,7 @@ impl Timeline {
                 _ => false,
             })
             .map(|t| t.ts_ns)
+            .or(self.mini.and_then(|m| m.fin_received_ns))
     }
 
     /// When this side took in the ACK of its own FIN.

@@ -140,19 +140,23 @@ impl Pipeline {
             text: String::new(),
             failures: Vec::new(),
         };
+        let mut reconstructor = match &options.source {
+            // As many open sockets as the kernel can hold owners for.
+            Source::Live(live) => Reconstructor::with_limits(
+                options.filter.clone(),
+                REORDER_WINDOW_NS,
+                live.max_sockets as usize,
+            ),
+            Source::Replay(_) => Reconstructor::new(options.filter.clone()),
+        };
+        if options.follow_time_wait {
+            reconstructor.follow_time_wait();
+        }
         Ok(Pipeline {
             mode: options.mode,
             filter: options.filter.clone(),
             recording,
-            reconstructor: match &options.source {
-                // As many open sockets as the kernel can hold owners for.
-                Source::Live(live) => Reconstructor::with_limits(
-                    options.filter.clone(),
-                    REORDER_WINDOW_NS,
-                    live.max_sockets as usize,
-                ),
-                Source::Replay(_) => Reconstructor::new(options.filter.clone()),
-            },
+            reconstructor,
             outputs,
         })
     }

@@ -90,6 +90,8 @@ pub struct Tracer {
     pub child: Child,
     pub lines: mpsc::Receiver<String>,
     pub stderr: mpsc::Receiver<String>,
+    /// What it said before it started tracing (its warnings).
+    pub started_with: Vec<String>,
 }
 
 pub fn reader(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
@@ -119,10 +121,14 @@ impl Tracer {
         let lines = reader(child.stdout.take().unwrap());
         let stderr = reader(child.stderr.take().unwrap());
         let deadline = Instant::now() + *WAIT;
+        let mut started_with = Vec::new();
         loop {
             match stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) if line.starts_with("Tracing") => break,
-                Ok(line) => eprintln!("tracer: {line}"),
+                Ok(line) => {
+                    eprintln!("tracer: {line}");
+                    started_with.push(line);
+                }
                 Err(_) => panic!("teardown-trace did not start: {:?}", child.try_wait()),
             }
         }
@@ -130,6 +136,7 @@ impl Tracer {
             child,
             lines,
             stderr,
+            started_with,
         }
     }
 
@@ -171,6 +178,7 @@ impl Tracer {
             mut child,
             lines,
             stderr,
+            ..
         } = self;
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, signal) };

@@ -1,0 +1,107 @@
+//! The TIME_WAIT mini-socket, through fentry/fexit (refused by some kernels; user space
+//! then says so and the transitions alone tell what they can): the socket's hand-over to
+//! it, segments reaching it, its reuse by a new connection, and its end.
+//!
+//! The mini-socket is a different object from the socket it replaces: its events carry
+//! its own address, and user space joins them to the socket's timeline by the 4-tuple,
+//! which the kernel lets at most one mini-socket hold.
+
+use aya_ebpf::{
+    macros::{fentry, fexit},
+    programs::{FEntryContext, FExitContext},
+};
+use teardown_common::{kind, time_wait_end};
+
+use crate::{
+    config::floor,
+    emit::{emit, emit_mini},
+    maps::OWNERS,
+    owner::NO_OWNER,
+    sock::{read, Sock, Typed, Untyped},
+};
+
+/// `tcp_time_wait(struct sock *sk, int state, int timeo)`: `state` is the mini-socket's
+/// substate.
+#[fentry(function = "tcp_time_wait")]
+pub fn tcp_time_wait(ctx: FEntryContext) -> u32 {
+    if floor() {
+        return 0;
+    }
+    let sk = Typed(ctx.arg(0));
+    let substate: i32 = ctx.arg(1);
+    if let Some(current) = sk.field::<u8>(config!(layout.state)) {
+        let owner = unsafe { OWNERS.get(sk.addr()) }.unwrap_or(&NO_OWNER);
+        emit(
+            sk,
+            owner,
+            kind::TIME_WAIT_ENTER,
+            current,
+            substate as u8,
+            0,
+            0,
+        );
+    }
+    0
+}
+
+/// `tcp_timewait_state_process(struct inet_timewait_sock *tw, struct sk_buff *skb,
+/// const struct tcphdr *th, ...)`: the first three arguments are the same on every kernel.
+#[fentry(function = "tcp_timewait_state_process")]
+pub fn tcp_timewait_state_process(ctx: FEntryContext) -> u32 {
+    if floor() {
+        return 0;
+    }
+    let tw: *const u8 = ctx.arg(0);
+    let th: *const u8 = ctx.arg(2);
+    // The TCP header as on the wire: its flags are byte 13.
+    let flags: u8 = read(th as u64, 13).unwrap_or(0);
+    mini_event(tw as u64, kind::TIME_WAIT_SEGMENT, 0, flags);
+    0
+}
+
+/// `int tcp_twsk_unique(struct sock *sk, struct sock *sktw, void *twp)`: non-zero when
+/// the connecting socket may take over the mini-socket's tuple.
+#[fexit(function = "tcp_twsk_unique")]
+pub fn tcp_twsk_unique(ctx: FExitContext) -> u32 {
+    if floor() {
+        return 0;
+    }
+    let tw: *const u8 = ctx.arg(1);
+    let reused: i32 = ctx.arg(3);
+    if reused != 0 {
+        mini_event(tw as u64, kind::TIME_WAIT_REUSE, 0, 0);
+    }
+    0
+}
+
+/// `inet_twsk_deschedule_put(struct inet_timewait_sock *tw)`: taken down before its time.
+#[fentry(function = "inet_twsk_deschedule_put")]
+pub fn inet_twsk_deschedule_put(ctx: FEntryContext) -> u32 {
+    if floor() {
+        return 0;
+    }
+    let tw: *const u8 = ctx.arg(0);
+    mini_event(tw as u64, kind::TIME_WAIT_END, time_wait_end::KILLED, 0);
+    0
+}
+
+/// `tw_timer_handler(struct timer_list *t)`: the mini-socket's timer ran out.
+#[fentry(function = "tw_timer_handler")]
+pub fn tw_timer_handler(ctx: FEntryContext) -> u32 {
+    if floor() {
+        return 0;
+    }
+    let timer: *const u8 = ctx.arg(0);
+    let tw = (timer as u64).wrapping_sub(config!(time_wait.timer) as u64);
+    mini_event(tw, kind::TIME_WAIT_END, time_wait_end::EXPIRED, 0);
+    0
+}
+
+/// Read with `bpf_probe_read_kernel`: the pointers are typed as other structs, or not at
+/// all, and these events are rare.
+fn mini_event(tw: u64, event_kind: u8, reason: u8, tcp_flags: u8) {
+    let tw = Untyped(tw);
+    if let Some(substate) = tw.field::<u8>(config!(time_wait.substate)) {
+        emit_mini(tw, event_kind, substate, reason, tcp_flags);
+    }
+}
