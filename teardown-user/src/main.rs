@@ -25,12 +25,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // One malloc arena for every thread: each new thread's own arena reserves 64 MiB of
-    // address space, and under `ulimit -v` a thread whose arena could not be made aborted
-    // in glibc ("failed to register TLS destructor") instead of reaching our one-line
-    // out-of-memory error. These few threads do not contend for it.
-    // SAFETY: mallopt only sets a glibc tunable; nothing has allocated from another arena.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     // A bug still ends in one line, never a backtrace.
     std::panic::set_hook(Box::new(|info| {
         let message = info.to_string().replace('\n', " ");
