@@ -51,6 +51,10 @@ pub enum Error {
         "out of file descriptors: the limit (ulimit -n) is {limit}, and at least {needed} are needed"
     )]
     Descriptors { limit: u64, needed: u64 },
+    #[error(
+        "out of memory: the address-space limit (ulimit -v) is {limit_kib} KiB, and at least {needed_kib} KiB are needed"
+    )]
+    AddressSpace { limit_kib: u64, needed_kib: u64 },
     #[error("{}", crate::limits::diagnosed(.0))]
     Io(#[from] io::Error),
 }

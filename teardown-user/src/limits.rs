@@ -13,6 +13,11 @@ use crate::error::{Error, Result};
 pub const LIVE_DESCRIPTORS: u64 = 64;
 /// Descriptors a replay holds (13 to 16 seen here), with room.
 pub const REPLAY_DESCRIPTORS: u64 = 32;
+/// Address space a live trace needs (`ulimit -v`). Below about 50 MB it cannot load and
+/// start (measured here, debug and release builds), and near 43 MB glibc itself aborted a
+/// new thread ("failed to register TLS destructor") before any error of ours could be said:
+/// so a lower limit is refused up front.
+pub const LIVE_ADDRESS_SPACE: u64 = 64 << 20;
 
 /// Makes sure `needed` descriptors can be open at once: raises the soft limit up to the hard
 /// one if it must, else says the limit is too low, before anything fails half-way (tokio's
@@ -39,6 +44,35 @@ pub fn ensure_descriptors(needed: u64) -> Result<()> {
     // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard one
     // needs no privilege.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+/// Makes sure the address space can grow to `needed` bytes: raises the soft limit up to the
+/// hard one if it must, else says the limit is too low before a thread fails half-way.
+pub fn ensure_address_space(needed: u64) -> Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    if limit.rlim_cur >= needed {
+        return Ok(());
+    }
+    if limit.rlim_max < needed {
+        return Err(Error::AddressSpace {
+            limit_kib: limit.rlim_max >> 10,
+            needed_kib: needed >> 10,
+        });
+    }
+    limit.rlim_cur = needed;
+    // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard one
+    // needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } != 0 {
         return Err(io::Error::last_os_error().into());
     }
     Ok(())

@@ -20,7 +20,10 @@ use crate::{
     capture::{Capture, CaptureOptions, Drain, Lost},
     clock::{monotonic_ns, Clock},
     error::{Error, Result},
-    limits::{ensure_descriptors, LIVE_DESCRIPTORS, REPLAY_DESCRIPTORS},
+    limits::{
+        ensure_address_space, ensure_descriptors, LIVE_ADDRESS_SPACE, LIVE_DESCRIPTORS,
+        REPLAY_DESCRIPTORS,
+    },
     options::{Live, Options, Source},
     record::Replay,
     signals::StopSignals,
@@ -36,6 +39,9 @@ pub fn run(options: &Options, signals: StopSignals) -> Result<Report> {
         Source::Live(_) => LIVE_DESCRIPTORS,
         Source::Replay(_) => REPLAY_DESCRIPTORS,
     })?;
+    if let Source::Live(_) = options.source {
+        ensure_address_space(LIVE_ADDRESS_SPACE)?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
