@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 pub const LIVE_DESCRIPTORS: u64 = 64;
 /// Descriptors a replay holds (13 to 16 seen here), with room.
 pub const REPLAY_DESCRIPTORS: u64 = 32;
-/// Address space a live trace needs (`ulimit -v`). Below about 50 MB it cannot load and
+/// Address space a live trace needs (`ulimit -v`) besides its ring buffer's mapping. Below
+/// about 50 MB (with a 4 MiB ring) it cannot load and
 /// start (measured here, debug and release builds), and near 43 MB glibc itself aborted a
 /// new thread ("failed to register TLS destructor") before any error of ours could be said:
 /// so a lower limit is refused up front.

@@ -39,8 +39,9 @@ pub fn run(options: &Options, signals: StopSignals) -> Result<Report> {
         Source::Live(_) => LIVE_DESCRIPTORS,
         Source::Replay(_) => REPLAY_DESCRIPTORS,
     })?;
-    if let Source::Live(_) = options.source {
-        ensure_address_space(LIVE_ADDRESS_SPACE)?;
+    if let Source::Live(live) = &options.source {
+        // The ring's data pages are mapped twice, back to back.
+        ensure_address_space(LIVE_ADDRESS_SPACE + 2 * u64::from(live.ring_bytes))?;
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
