@@ -20,63 +20,50 @@ pub const REPLAY_DESCRIPTORS: u64 = 32;
 /// so a lower limit is refused up front.
 pub const LIVE_ADDRESS_SPACE: u64 = 64 << 20;
 
-/// Makes sure `needed` descriptors can be open at once: raises the soft limit up to the hard
-/// one if it must, else says the limit is too low, before anything fails half-way (tokio's
-/// signal set-up panics when it cannot get its pipe).
+/// Makes sure `needed` descriptors can be open at once, before anything fails half-way
+/// (tokio's signal set-up panics when it cannot get its pipe).
 pub fn ensure_descriptors(needed: u64) -> Result<()> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error().into());
+    match too_low(libc::RLIMIT_NOFILE, needed)? {
+        Some(limit) => Err(Error::Descriptors { limit, needed }),
+        None => Ok(()),
     }
-    if limit.rlim_cur >= needed {
-        return Ok(());
-    }
-    if limit.rlim_max < needed {
-        return Err(Error::Descriptors {
-            limit: limit.rlim_max,
-            needed,
-        });
-    }
-    limit.rlim_cur = needed;
-    // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard one
-    // needs no privilege.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        return Err(io::Error::last_os_error().into());
-    }
-    Ok(())
 }
 
-/// Makes sure the address space can grow to `needed` bytes: raises the soft limit up to the
-/// hard one if it must, else says the limit is too low before a thread fails half-way.
+/// Makes sure the address space can grow to `needed` bytes, before a thread fails half-way.
 pub fn ensure_address_space(needed: u64) -> Result<()> {
+    match too_low(libc::RLIMIT_AS, needed)? {
+        Some(limit) => Err(Error::AddressSpace {
+            limit_kib: limit >> 10,
+            needed_kib: needed >> 10,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Raises `resource`'s soft limit up to the hard one if it is below `needed`; the hard
+/// limit when that is too low itself.
+fn too_low(resource: libc::__rlimit_resource_t, needed: u64) -> io::Result<Option<u64>> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit fills the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error().into());
+    if unsafe { libc::getrlimit(resource, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     if limit.rlim_cur >= needed {
-        return Ok(());
+        return Ok(None);
     }
     if limit.rlim_max < needed {
-        return Err(Error::AddressSpace {
-            limit_kib: limit.rlim_max >> 10,
-            needed_kib: needed >> 10,
-        });
+        return Ok(Some(limit.rlim_max));
     }
     limit.rlim_cur = needed;
     // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard one
     // needs no privilege.
-    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } != 0 {
-        return Err(io::Error::last_os_error().into());
+    if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+        return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(None)
 }
 
 /// An OS error, diagnosed where running short of something is its cause.
