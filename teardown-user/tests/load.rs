@@ -13,6 +13,8 @@ fn every_transition_of_a_churn_is_seen_or_counted_lost() {
     let (ns, port) = (Netns::new(), port());
     let _stats = BpfStats::enable();
     let traced = Traced::start("churn", port);
+    let fired = TracepointHits::start("sock", "inet_sock_set_state");
+    let before = program_stats("inet_sock_set_state");
     let count = CONNECTIONS.to_string();
     play("churn", &ns, port, &["--count", &count]).finish();
     // The last closes may still be in softirq after the lab exits; a client's CLOSE is
@@ -28,11 +30,14 @@ fn every_transition_of_a_churn_is_seen_or_counted_lost() {
         .iter()
         .all(|state| sockets_in(&ns, state) == 0)
     });
-    // Every transition (four opening ones per connection too) runs the program or is
-    // counted as a miss by the kernel. On a loaded machine the kernel was seen to skip a
-    // few more without counting them (ftrace saw those transitions): they are the kernel's
-    // to own, not ours, and are allowed for here.
+    // Every firing of the tracepoint runs the program or is counted as a miss by the
+    // kernel, except where the kernel runs no BPF program at all (this sandbox's kernel, in
+    // the context of its pid 1): the tracepoint's own count (ftrace) tells those apart.
     let (runs, misses) = program_stats("inet_sock_set_state");
+    let unaccounted_by_kernel = fired
+        .count()
+        .saturating_sub((runs - before.0) + (misses - before.1))
+        as usize;
     let (v, replayed) = traced.stop(libc::SIGINT, &["--raw", "--json"]);
     // When two segments complete one handshake at once on two CPUs, the kernel clones a
     // second child for it and drops it at once: LISTEN -> SYN_RECV -> CLOSE (often under
@@ -41,8 +46,6 @@ fn every_transition_of_a_churn_is_seen_or_counted_lost() {
         .iter()
         .filter(|l| l.contains("\"from\":\"SYN_RECV\",\"to\":\"CLOSE\""))
         .count();
-    let hits = 10 * CONNECTIONS as u64 + 2 + 2 * dropped_children as u64;
-    let unaccounted_by_kernel = hits.saturating_sub(runs + misses) as usize;
     let (seen, repeats) = distinct_transitions(&replayed);
     eprintln!("{seen} transitions, {repeats} repeated by the nested-run program (dropped)");
     // Three closing transitions per end, the listener's LISTEN -> CLOSE, the dropped children.
@@ -123,7 +126,10 @@ fn a_storm_of_100000_close_waits_loses_nothing_with_default_settings() {
     assert!(ports.windows(2).all(|w| w[1] == w[0] + 1), "{ports:?}");
     let list: Vec<String> = ports.iter().map(u16::to_string).collect();
     let doc = std::env::temp_dir().join(format!("td-storm-{}.json", ports[0]));
+    let _stats = BpfStats::enable();
     let tracer = Tracer::start(&["-o", doc.to_str().unwrap(), "-P", &list.join(",")]);
+    let fired = TracepointHits::start("sock", "inet_sock_set_state");
+    let before = program_stats("inet_sock_set_state");
     play(
         "storm",
         &ns,
@@ -143,6 +149,14 @@ fn a_storm_of_100000_close_waits_loses_nothing_with_default_settings() {
             .iter()
             .all(|state| sockets_in(&ns, state) == 0)
     });
+    // Firings the kernel never ran the program for, nor counted as missed: the tracepoint's
+    // own count (ftrace) less the program's runs and misses, both over the storm. Where
+    // BPF runs on every firing this is 0; this sandbox's kernel runs no BPF program at all
+    // in the context of its pid 1 (libbpf-tools `tcpstates` misses the same transitions).
+    let (runs, misses) = program_stats("inet_sock_set_state");
+    let hidden = fired
+        .count()
+        .saturating_sub((runs - before.0) + (misses - before.1));
     let (code, _, stderr) = tracer.stop(libc::SIGINT);
     assert_eq!(code, 0, "{stderr:?}");
     let v: Value = serde_json::from_slice(&std::fs::read(&doc).expect("document")).unwrap();
@@ -161,15 +175,23 @@ fn a_storm_of_100000_close_waits_loses_nothing_with_default_settings() {
     for t in &damaged {
         assert_eq!(t["gap"], true, "a damaged timeline says so: {t}");
     }
-    // How many: from 1 to 404 of 200,000 in debug-build runs here, 230 to 475 with the host
-    // loaded by other builds, each a transition the kernel neither handed over nor counted.
-    // The cause is open (not the nested-run twin: as many with a "running" flag in its
-    // place); what matters here is that every one of them says so.
-    eprintln!("{} damaged timelines, all marked gap", damaged.len());
-    let passive = timelines.iter().filter(|t| t["role"] == "passive").count();
-    assert_eq!(
-        passive as u64, sockets,
-        "every server socket went through CLOSE_WAIT"
+    // Three closing transitions per end: what is missing, the kernel never handed over.
+    let seen: u64 = timelines.iter().map(|t| transitions(t).len() as u64).sum();
+    let missing = 6 * sockets - seen;
+    eprintln!(
+        "{} damaged timelines, all marked gap; {missing} transitions missing, \
+         {hidden} firings the kernel ran no program for",
+        damaged.len()
+    );
+    assert!(
+        missing <= hidden,
+        "{missing} transitions neither seen nor counted lost, the kernel hid {hidden}"
+    );
+    let passive = timelines.iter().filter(|t| t["role"] == "passive").count() as u64;
+    assert!(
+        passive + hidden >= sockets,
+        "every server socket went through CLOSE_WAIT: {passive} passive of {sockets}, \
+         {hidden} transitions hidden by the kernel"
     );
 }
 

@@ -382,6 +382,56 @@ pub fn sockets_in(ns: &Netns, state: &str) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
+/// How often a kernel tracepoint fires, counted by ftrace in a tracefs instance of its own
+/// (a small ring that overwrites: written = entries + overrun). The oracle for firings the
+/// kernel runs no BPF program for.
+pub struct TracepointHits(PathBuf);
+
+impl TracepointHits {
+    pub fn start(category: &str, event: &str) -> TracepointHits {
+        static N: AtomicU16 = AtomicU16::new(0);
+        let tracefs = PathBuf::from("/sys/kernel/tracing");
+        let name = format!(
+            "td-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let instance = tracefs.join("instances").join(name);
+        std::fs::create_dir(&instance).unwrap_or_else(|e| panic!("{}: {e}", instance.display()));
+        std::fs::write(instance.join("buffer_size_kb"), "64").unwrap();
+        let enable = instance
+            .join("events")
+            .join(category)
+            .join(event)
+            .join("enable");
+        std::fs::write(&enable, "1").unwrap_or_else(|e| panic!("{}: {e}", enable.display()));
+        TracepointHits(instance)
+    }
+
+    pub fn count(&self) -> u64 {
+        std::fs::read_dir(self.0.join("per_cpu"))
+            .unwrap()
+            .filter_map(|cpu| std::fs::read_to_string(cpu.ok()?.path().join("stats")).ok())
+            .flat_map(|stats| {
+                stats
+                    .lines()
+                    .filter_map(|l| {
+                        let (key, value) = l.split_once(": ")?;
+                        matches!(key, "entries" | "overrun").then(|| value.trim().parse().ok())?
+                    })
+                    .collect::<Vec<u64>>()
+            })
+            .sum()
+    }
+}
+
+impl Drop for TracepointHits {
+    fn drop(&mut self) {
+        std::fs::write(self.0.join("events").join("enable"), "0").ok();
+        std::fs::remove_dir(&self.0).ok();
+    }
+}
+
 /// Turns on `kernel.bpf_stats_enabled` (run counts) for as long as it lives.
 pub struct BpfStats(String);
 
