@@ -124,3 +124,98 @@ fn time_wait_is_followed_until_its_namespace_kills_it() {
     let (code, _, stderr) = tracer.stop(libc::SIGINT);
     assert_eq!(code, 0, "{stderr:?}");
 }
+
+#[test]
+fn a_new_connection_from_the_same_port_takes_over_the_time_wait() {
+    let Some(_serial) = privileged("a_new_connection_from_the_same_port_takes_over_the_time_wait")
+    else {
+        return;
+    };
+    let (ns, port) = (Netns::new(), port());
+    let tracer = Tracer::start(&["--json", "--time-wait", "-P", &port.to_string()]);
+    let observed = observes_mini_sockets(&tracer);
+    play("time-wait-reuse", &ns, port, &[]).finish();
+    // The two server sockets come out at their CLOSE; the first client's when its
+    // mini-socket ends (followed) or at its CLOSE (not followed).
+    let servers = |got: &[Value]| got.iter().filter(|t| t["lport"] == port).count();
+    let clients = |got: &[Value]| got.iter().filter(|t| t["rport"] == port).count();
+    let all = tracer.json_until(|got| servers(got) == 2 && clients(got) >= 1);
+    let first_ts = |t: &Value| t["transitions"][0]["ts_ns"].as_u64().unwrap();
+    let client = all
+        .iter()
+        .filter(|t| t["rport"] == port)
+        .min_by_key(|t| first_ts(t));
+    let client = client.unwrap();
+    let second_server = all
+        .iter()
+        .filter(|t| t["lport"] == port)
+        .max_by_key(|t| first_ts(t))
+        .unwrap();
+    assert_eq!(client["time_wait"], "TIME_WAIT", "{client}");
+    let mini = &client["time_wait_socket"];
+    if !observed {
+        assert!(mini.is_null(), "{client}");
+        return;
+    }
+    assert_eq!(mini["substate"], "TIME_WAIT", "{client}");
+    let reused = mini["reused_ns"].as_u64().expect("reuse seen");
+    let end = &mini["end"];
+    assert_eq!(end["how"], "killed", "{client}");
+    let killed = end["ts_ns"].as_u64().unwrap();
+    // The new connection's handshake took the 4-tuple over, then closed the old one; the
+    // new connection's server socket closes after that.
+    let second_close = first_ts(second_server);
+    assert!(
+        mini["entered_ns"].as_u64().unwrap() <= reused && reused <= killed && killed < second_close,
+        "entered, reused, killed, then the new connection's close: {client} {second_server}"
+    );
+    let (code, _, stderr) = tracer.stop(libc::SIGINT);
+    assert_eq!(code, 0, "{stderr:?}");
+}
+
+#[test]
+fn an_orphans_fin_wait2_mini_socket_expires_after_tcp_fin_timeout() {
+    let Some(_serial) =
+        privileged("an_orphans_fin_wait2_mini_socket_expires_after_tcp_fin_timeout")
+    else {
+        return;
+    };
+    let (ns, port) = (Netns::new(), port());
+    // One second instead of 60: the orphan's mini-socket waits that long for the FIN of a
+    // server that never closes.
+    run(Command::new("ip").args([
+        "netns",
+        "exec",
+        &ns.0,
+        "sysctl",
+        "-qw",
+        "net.ipv4.tcp_fin_timeout=1",
+    ]));
+    let tracer = Tracer::start(&["--json", "--time-wait", "-P", &port.to_string()]);
+    let observed = observes_mini_sockets(&tracer);
+    let leak = play("close-wait-leak", &ns, port, &["--hold-ms", "4000"]);
+    let all = tracer.json_until(|got| got.iter().any(|t| t["rport"] == port));
+    let client = all.iter().find(|t| t["rport"] == port).unwrap();
+    let mini = &client["time_wait_socket"];
+    if observed {
+        assert_eq!(mini["substate"], "FIN_WAIT2", "{client}");
+        assert!(
+            mini["fin_received_ns"].is_null(),
+            "the server never closed: {client}"
+        );
+        let end = &mini["end"];
+        assert_eq!(end["how"], "expired", "{client}");
+        // tcp_fin_timeout, or 3.5 retransmission timeouts where that is longer (700 ms at
+        // loopback's 200 ms floor); before the server's 4 s hold ends.
+        let lived = end["ts_ns"].as_u64().unwrap() - mini["entered_ns"].as_u64().unwrap();
+        assert!(
+            (600_000_000..4_000_000_000).contains(&lived),
+            "lived {lived} ns: {client}"
+        );
+    } else {
+        assert!(mini.is_null(), "{client}");
+    }
+    leak.finish();
+    let (code, _, stderr) = tracer.stop(libc::SIGINT);
+    assert_eq!(code, 0, "{stderr:?}");
+}

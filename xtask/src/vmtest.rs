@@ -48,6 +48,9 @@ pub struct Options {
     /// host thread]
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Only these kernel-test targets (tests/NAME.rs), repeatable [default: all of them]
+    #[arg(long = "test", value_name = "NAME")]
+    pub tests: Vec<String>,
 }
 
 fn host_cpus() -> usize {
@@ -93,7 +96,7 @@ pub fn run(env: &BuildEnv, options: &Options) -> Result<()> {
         "zstd",
     ])?;
 
-    let tests = build_tests(env)?;
+    let tests = build_tests(env, &options.tests)?;
     let cache =
         PathBuf::from(std::env::var("TEARDOWN_VM_CACHE").unwrap_or_else(|_| DEFAULT_CACHE.into()));
     let apt = PrivateApt::new(&cache)?;
@@ -166,7 +169,7 @@ struct Tests {
 }
 
 /// Builds the release binaries and the kernel-test executables; cargo names the latter.
-fn build_tests(env: &BuildEnv) -> Result<Tests> {
+fn build_tests(env: &BuildEnv, only: &[String]) -> Result<Tests> {
     let args = [
         "test",
         "--release",
@@ -202,14 +205,20 @@ fn build_tests(env: &BuildEnv) -> Result<Tests> {
             continue;
         }
         if target["kind"] == serde_json::json!(["test"]) {
-            executables.push(PathBuf::from(exe));
+            let wanted = |name: &String| target["name"] == name.as_str();
+            if only.is_empty() || only.iter().any(wanted) {
+                executables.push(PathBuf::from(exe));
+            }
         } else if target["name"] == "teardown-trace" && message["profile"]["test"] == false {
             // The binary, not its unit-test harness.
             tracer = Some(PathBuf::from(exe));
         }
     }
     if executables.is_empty() {
-        bail!("cargo built no integration test of teardown-user");
+        match only {
+            [] => bail!("cargo built no integration test of teardown-user"),
+            _ => bail!("no integration test of teardown-user is called {}", only.join(" or ")),
+        }
     }
     let tracer = tracer.context("cargo built no teardown-trace")?;
     Ok(Tests {

@@ -33,6 +33,10 @@ enum Pattern {
     ResetUnread,
     /// The client closes; the server never does (until it exits after `--hold-ms`)
     CloseWaitLeak,
+    /// The client closes first (shutdown, then close once the server has closed), so its
+    /// socket waits in TIME_WAIT; then it connects again from the same port, and the new
+    /// connection takes over the TIME_WAIT 4-tuple (the kernel's TIME_WAIT reuse)
+    TimeWaitReuse,
     /// The server's first FIN is dropped (nftables) and retransmitted
     LostFin,
     /// The server writes 1 MB to a client that starts reading only after `--delay-ms`, and
@@ -402,6 +406,28 @@ fn wait_for_go() -> Result<()> {
 }
 
 /// Reads until the peer's FIN (EOF) and returns; any reset is an error.
+/// A connection to `to` from `from`, its local address bound first with SO_REUSEADDR.
+fn connect_from(from: SocketAddr, to: SocketAddr) -> Result<TcpStream> {
+    let runtime = io(
+        "starting tokio",
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build(),
+    )?;
+    let stream = runtime.block_on(async {
+        let socket = match from {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(from)?;
+        socket.connect(to).await?.into_std()
+    });
+    let stream = io(&format!("connecting from {from}"), stream)?;
+    io("blocking", stream.set_nonblocking(false))?;
+    Ok(stream)
+}
+
 fn until_eof(s: &mut TcpStream) -> Result<()> {
     let mut buf = [0u8; 64];
     while io("reading", s.read(&mut buf))? > 0 {}
@@ -457,13 +483,20 @@ fn play(role: Role, args: &Args) -> Result<()> {
         Pattern::LeakMany => return leak_many(role, args, addr),
         _ => {}
     }
-    let mut s = match role {
+    let listener = match role {
         Role::Server => {
             let listener = io("listening", TcpListener::bind(addr))?;
             say("listening");
-            io("accepting", listener.accept())?.0
+            Some(listener)
         }
-        Role::Client => io("connecting", TcpStream::connect(addr))?,
+        Role::Client => None,
+    };
+    let mut s = match (&listener, args.pattern) {
+        (Some(listener), _) => io("accepting", listener.accept())?.0,
+        // Bound with SO_REUSEADDR, so that its port can be bound again while it waits in
+        // TIME_WAIT.
+        (None, Pattern::TimeWaitReuse) => connect_from(SocketAddr::new(addr.ip(), 0), addr)?,
+        (None, _) => io("connecting", TcpStream::connect(addr))?,
     };
     let mut byte = [0u8; 1];
     match role {
@@ -542,6 +575,22 @@ fn play(role: Role, args: &Args) -> Result<()> {
             std::mem::forget(s);
         }
         (Pattern::CloseWaitLeak, Role::Client) => drop(s),
+        (Pattern::TimeWaitReuse, Role::Server) => {
+            until_eof(&mut s)?;
+            drop(s);
+            let listener = listener.as_ref().expect("the server listens");
+            let mut again = io("accepting again", listener.accept())?.0;
+            io("receiving", again.read_exact(&mut byte))?;
+            until_eof(&mut again)?;
+        }
+        (Pattern::TimeWaitReuse, Role::Client) => {
+            io("shutting down", s.shutdown(Shutdown::Write))?;
+            until_eof(&mut s)?;
+            let local = io("local address", s.local_addr())?;
+            drop(s);
+            let mut again = connect_from(local, addr)?;
+            io("sending", again.write_all(b"x"))?;
+        }
         (Pattern::Churn | Pattern::Storm | Pattern::LeakMany, _) => unreachable!("handled above"),
     }
     Ok(())
