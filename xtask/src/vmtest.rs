@@ -217,7 +217,10 @@ fn build_tests(env: &BuildEnv, only: &[String]) -> Result<Tests> {
     if executables.is_empty() {
         match only {
             [] => bail!("cargo built no integration test of teardown-user"),
-            _ => bail!("no integration test of teardown-user is called {}", only.join(" or ")),
+            _ => bail!(
+                "no integration test of teardown-user is called {}",
+                only.join(" or ")
+            ),
         }
     }
     let tracer = tracer.context("cargo built no teardown-trace")?;
