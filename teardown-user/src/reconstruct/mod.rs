@@ -607,6 +607,9 @@ impl Reconstructor {
 
     /// Holds a closed timeline while its mini-socket has more to tell; reports it otherwise.
     fn report(&mut self, timeline: Timeline, emit: &mut impl FnMut(Timeline)) {
+        if timeline.never_opened() {
+            return;
+        }
         if timeline.complete() && self.awaits_mini_socket(&timeline) {
             let tuple = timeline.tuple();
             self.in_mini_order

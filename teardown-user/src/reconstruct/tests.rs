@@ -665,8 +665,20 @@ fn opening_and_listening_transitions_are_not_teardowns() {
 
 #[test]
 fn a_refused_connect_is_a_reset() {
-    let t = &run(&[ev(0, CLIENT, 5000, 80, SYN_SENT, CLOSE)])[0];
+    let mut refused = ev(0, CLIENT, 5000, 80, SYN_SENT, SYN_SENT);
+    refused.kind = kind::RESET_RECEIVED;
+    let t = &run(&[refused, ev(1, CLIENT, 5000, 80, SYN_SENT, CLOSE)])[0];
     assert_eq!(t.role(), Some(Role::Reset));
+}
+
+/// Two segments completing one handshake at once on two CPUs: the kernel clones a second
+/// child and drops it at once, with no RST. Neither that nor a connect() that timed out was
+/// a connection: no teardown, and certainly no reset.
+#[test]
+fn a_handshake_ended_without_a_reset_is_no_teardown() {
+    let dropped_child = ev(0, SERVER, 80, 5000, SYN_RECV, CLOSE);
+    let timed_out = ev(1, CLIENT, 5001, 80, SYN_SENT, CLOSE);
+    assert!(run(&[dropped_child, timed_out]).is_empty());
 }
 
 #[test]

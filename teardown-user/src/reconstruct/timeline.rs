@@ -453,15 +453,22 @@ impl Timeline {
     }
 
     /// `None` until the socket has left ESTABLISHED in a way that tells.
+    /// A handshake that ended without a reset: a connect() that timed out, or a child the
+    /// kernel cloned twice for one handshake (two segments completing it at once on two
+    /// CPUs) and dropped. Never a connection, so no teardown.
+    pub fn never_opened(&self) -> bool {
+        matches!(
+            self.transitions.as_slice(),
+            [only] if only.to == state::CLOSE
+                && matches!(only.from, state::SYN_SENT | state::SYN_RECV)
+        ) && self.resets.is_empty()
+    }
+
     pub fn role(&self) -> Option<Role> {
         let last = self.transitions.last()?;
-        let handshake = [
-            state::ESTABLISHED,
-            state::CLOSE_WAIT,
-            state::SYN_SENT,
-            state::SYN_RECV,
-        ];
-        if last.to == state::CLOSE && handshake.contains(&last.from) {
+        // Only a reset or an abort takes an open connection straight to CLOSE. A handshake
+        // that ends there is a reset only where one was seen (see `never_opened`).
+        if last.to == state::CLOSE && matches!(last.from, state::ESTABLISHED | state::CLOSE_WAIT) {
             Some(Role::Reset)
         } else if self.find(&[], state::CLOSING).is_some() {
             Some(Role::Simultaneous)
