@@ -525,6 +525,32 @@ pub fn connection(
                 ),
             ));
         }
+        // The TIME_WAIT mini-socket's life after the socket's CLOSE (fentry, where allowed).
+        if let Some(mini) = t.mini {
+            let mut note = |at: u64, what: String| {
+                notes.push((
+                    at,
+                    format!(
+                        "    Note {place} {me}: {} {}",
+                        escape(&what),
+                        since(at, origin)
+                    ),
+                ))
+            };
+            if let Some(at) = mini.fin_received_ns {
+                note(at, "TIME_WAIT: the mini-socket took the FIN".into());
+            }
+            if let Some(at) = mini.reused_ns {
+                note(at, "TIME_WAIT reused by a new connection".into());
+            }
+            if let Some(end) = mini.end {
+                let lived = ms(end.ts_ns.saturating_sub(mini.entered_ns));
+                note(
+                    end.ts_ns,
+                    format!("mini-socket {} after {lived} ms", end.how()),
+                );
+            }
+        }
         if let Some(still) = t.still() {
             notes.push((
                 still.since_ns + still.for_ns,

@@ -232,6 +232,17 @@ fn socket(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames, described: &mut 
         };
         marks.push((r.ts_ns, format!("{what} in {}", state::name(r.state))));
     }
+    if let Some(mini) = t.mini {
+        if let Some(at) = mini.fin_received_ns {
+            marks.push((at, "FIN taken in by the mini-socket: TIME_WAIT".into()));
+        }
+        if let Some(at) = mini.reused_ns {
+            marks.push((at, "TIME_WAIT reused by a new connection".into()));
+        }
+        if let Some(end) = mini.end {
+            marks.push((end.ts_ns, format!("mini-socket {}", end.how())));
+        }
+    }
     marks.sort_by_key(|(ts, _)| *ts);
     let mut marks = marks.into_iter().peekable();
 
@@ -287,6 +298,24 @@ fn socket(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames, described: &mut 
                     terminating_flow: None,
                 },
             );
+        }
+    }
+    // The TIME_WAIT mini-socket's life after the CLOSE, where fentry showed it.
+    if let Some(mini) = t.mini {
+        if let Some(end) = mini.end.map(|e| e.ts_ns).or(end_of_trace) {
+            let name = format!("TIME_WAIT mini-socket ({})", state::name(mini.substate));
+            instants_until(out, mini.entered_ns);
+            let slice = |ts_ns, kind, name| Event {
+                ts_ns,
+                kind,
+                track,
+                name,
+                flow: None,
+                terminating_flow: None,
+            };
+            track_event(out, slice(mini.entered_ns, Kind::SliceBegin, &name));
+            instants_until(out, end);
+            track_event(out, slice(end, Kind::SliceEnd, ""));
         }
     }
     instants_until(out, u64::MAX);

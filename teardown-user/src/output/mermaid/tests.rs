@@ -477,3 +477,38 @@ fn any_process_name_becomes_plain_text() {
         "participant A as 127.0.0.1#58;80<br/>a#59;b#35;c#37;#37;#92;x0a#58;#60;x#62;#34; 7 #35;1"
     );
 }
+
+#[test]
+fn the_time_wait_mini_socket_is_drawn_to_its_end() {
+    let mut ts = timelines_of(&server_closes());
+    let server = ts.iter_mut().find(|t| t.lport == 80).unwrap();
+    let closed = server.transitions.last().unwrap().ts_ns;
+    server.mini = Some(crate::reconstruct::timeline::MiniSocket {
+        entered_ns: closed,
+        substate: FIN_WAIT2,
+        fin_received_ns: Some(closed + 1_000_000),
+        reused_ns: Some(closed + 2_000_000),
+        end: Some(crate::reconstruct::timeline::MiniSocketEnd {
+            ts_ns: closed + 2_000_000,
+            expired: false,
+        }),
+    });
+    let lines = draw(&ts, true);
+    let notes: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("Note") && (l.contains("mini-socket") || l.contains("reused")))
+        .collect();
+    assert_eq!(notes.len(), 4, "{lines:#?}");
+    assert!(
+        notes[1].contains("TIME_WAIT#58; the mini-socket took the FIN +1.062 ms"),
+        "{notes:#?}"
+    );
+    assert!(
+        notes[2].contains("TIME_WAIT reused by a new connection +2.062 ms"),
+        "{notes:#?}"
+    );
+    assert!(
+        notes[3].contains("mini-socket killed after 2.000 ms"),
+        "{notes:#?}"
+    );
+}

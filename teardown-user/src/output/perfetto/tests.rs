@@ -216,3 +216,35 @@ fn resets_and_retransmissions_are_instants_and_a_leak_lasts_until_the_end() {
     assert_eq!(events[begin + 1].1, 2);
     assert_eq!(events[begin + 1].0, 1_000_000_010);
 }
+
+#[test]
+fn the_time_wait_mini_socket_is_a_slice_after_the_close_with_its_reuse_and_end() {
+    let mut ts = timelines_of(&server_closes());
+    let server = ts.iter_mut().find(|t| t.lport == 80).unwrap();
+    let closed = server.transitions.last().unwrap().ts_ns;
+    server.mini = Some(crate::reconstruct::timeline::MiniSocket {
+        entered_ns: closed,
+        substate: TIME_WAIT,
+        fin_received_ns: None,
+        reused_ns: Some(closed + 5_000),
+        end: Some(crate::reconstruct::timeline::MiniSocketEnd {
+            ts_ns: closed + 6_000,
+            expired: false,
+        }),
+    });
+    let (events, _) = read(&render(&ts[..1]));
+    let tail: Vec<(u64, u64, Option<&str>)> = events
+        .iter()
+        .skip_while(|e| e.0 < closed || e.1 != 1)
+        .map(|e| (e.0 - closed, e.1, e.3.as_deref()))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            (0, 1, Some("TIME_WAIT mini-socket (TIME_WAIT)")),
+            (5_000, 3, Some("TIME_WAIT reused by a new connection")),
+            (6_000, 3, Some("mini-socket killed")),
+            (6_000, 2, None),
+        ]
+    );
+}
