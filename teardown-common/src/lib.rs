@@ -95,6 +95,11 @@ pub mod kind {
     pub const TIME_WAIT_REUSE: u8 = 8;
     /// The mini-socket ends; `reason` says how (`time_wait_end::*`).
     pub const TIME_WAIT_END: u8 = 9;
+    /// fexit `tcp_sk_exit_batch`: a network namespace went away, and the kernel has just
+    /// purged its TIME_WAIT mini-sockets. About no socket: only `netns` and `ts_ns` are set.
+    /// The one sign of those kills where the kernel inlines the purge's
+    /// `inet_twsk_deschedule_put` (5.10 and 6.1 do).
+    pub const NAMESPACE_GONE: u8 = 10;
 
     /// Events about a TIME_WAIT mini-socket, after its socket is gone.
     pub const fn is_mini_socket(kind: u8) -> bool {
@@ -364,6 +369,8 @@ pub struct TimeWaitLayout {
     pub substate: u32,
     /// `tw_timer`, the `timer_list` its expiry handler is given.
     pub timer: u32,
+    /// `net.exit_list`, which links the namespaces `tcp_sk_exit_batch` is given.
+    pub net_exit_list: u32,
 }
 
 #[cfg(test)]
@@ -393,7 +400,7 @@ mod tests {
     #[test]
     fn config_and_owner_layouts_are_pinned() {
         assert_eq!(size_of::<SockLayout>(), 176);
-        assert_eq!(size_of::<Config>(), 208);
+        assert_eq!(size_of::<Config>(), 212);
         assert_eq!(offset_of!(Config, wakeup_bytes), 180);
         assert_eq!(offset_of!(Config, pid_namespace), 188);
         assert_eq!(offset_of!(Config, floor), 192);

@@ -7,7 +7,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_ktime_get_ns,
 };
-use teardown_common::{counter, filter, Event, Owner, SockLayout, AF_INET, AF_INET6};
+use teardown_common::{counter, filter, kind, Event, Owner, SockLayout, AF_INET, AF_INET6};
 
 use crate::{
     maps::{count, EVENTS, OWNERS, PIDS, PORTS},
@@ -45,6 +45,23 @@ pub fn emit_mini(tw: impl Sock, event_kind: u8, substate: u8, reason: u8, tcp_fl
     emit_about(
         tw, true, &NO_OWNER, event_kind, substate, substate, reason, tcp_flags,
     );
+}
+
+/// A network namespace went away (`kind::NAMESPACE_GONE`): an event about no socket.
+pub fn emit_namespace_gone(netns: u32) {
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let Some(mut slot) = EVENTS.reserve::<Event>(0) else {
+        let _ = count(counter::LOST_EVENTS);
+        return;
+    };
+    let event = slot.as_mut_ptr();
+    unsafe {
+        zero(event.cast::<[u8; core::mem::size_of::<Event>()]>());
+        set!(event.ts_ns = ts_ns);
+        set!(event.kind = kind::NAMESPACE_GONE);
+        set!(event.netns = netns);
+    }
+    slot.submit(BPF_RB_FORCE_WAKEUP.into());
 }
 
 #[inline(always)]

@@ -2,7 +2,7 @@
 //! filtered-out traffic costs no ring-buffer bandwidth) and checked again in user space,
 //! where it also serves `--replay` and sockets whose owner the kernel did not know yet.
 
-use teardown_common::{filter as bits, Event, Family};
+use teardown_common::{filter as bits, kind, Event, Family};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -73,9 +73,11 @@ impl Filter {
 
     /// What the kernel program lets through: the socket matches, and its owner, when known,
     /// is wanted. (`--replay` has no kernel to do it.)
+    /// Events about no socket (a namespace gone) always match.
     pub fn matches_event(&self, e: &Event) -> bool {
-        self.matches_socket(e.sport, e.dport, e.family())
-            && (e.owner_pid == 0 || self.matches_owner(e.owner_pid))
+        e.kind == kind::NAMESPACE_GONE
+            || self.matches_socket(e.sport, e.dport, e.family())
+                && (e.owner_pid == 0 || self.matches_owner(e.owner_pid))
     }
 
     pub fn is_empty(&self) -> bool {

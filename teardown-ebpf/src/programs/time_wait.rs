@@ -14,7 +14,7 @@ use teardown_common::{kind, time_wait_end};
 
 use crate::{
     config::floor,
-    emit::{emit, emit_mini},
+    emit::{emit, emit_mini, emit_namespace_gone},
     maps::OWNERS,
     owner::NO_OWNER,
     sock::{read, Sock, Typed, Untyped},
@@ -94,6 +94,35 @@ pub fn tw_timer_handler(ctx: FEntryContext) -> u32 {
     let timer: *const u8 = ctx.arg(0);
     let tw = (timer as u64).wrapping_sub(config!(time_wait.timer) as u64);
     mini_event(tw, kind::TIME_WAIT_END, time_wait_end::EXPIRED, 0);
+    0
+}
+
+/// The most namespaces one `tcp_sk_exit_batch` call is read for: the kernel removes them
+/// in batches, and the verifier needs a bound. Past it, their mini-sockets' ends are unseen.
+const MAX_NAMESPACES_PER_BATCH: u32 = 64;
+
+/// `tcp_sk_exit_batch(struct list_head *net_exit_list)`, after it returns: the namespaces
+/// on the list (linked through `net.exit_list`) are going away, and their mini-sockets have
+/// just been purged. Kernels that inline the purge's `inet_twsk_deschedule_put` show those
+/// kills only this way.
+#[fexit(function = "tcp_sk_exit_batch")]
+pub fn tcp_sk_exit_batch(ctx: FExitContext) -> u32 {
+    if floor() {
+        return 0;
+    }
+    let head: *const u8 = ctx.arg(0);
+    let head = head as u64;
+    let mut link: u64 = read(head, 0).unwrap_or(head);
+    for _ in 0..MAX_NAMESPACES_PER_BATCH {
+        if link == head || link == 0 {
+            break;
+        }
+        let net = link.wrapping_sub(config!(time_wait.net_exit_list) as u64);
+        if let Some(inum) = read::<u32>(net, config!(layout.net_inum)) {
+            emit_namespace_gone(inum);
+        }
+        link = read(link, 0).unwrap_or(head);
+    }
     0
 }
 

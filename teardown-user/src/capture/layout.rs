@@ -91,6 +91,10 @@ pub fn time_wait_layout(kernel: &btf::Btf) -> Result<TimeWaitLayout> {
         num: tw("__tw_common.skc_num", 2)?,
         substate: tw("tw_substate", 1)?,
         timer: kernel.field("inet_timewait_sock", "tw_timer")?.offset,
+        // Without network namespaces none goes away.
+        net_exit_list: kernel
+            .field("net", "exit_list")
+            .map_or(SockLayout::NONE, |f| f.offset),
     })
 }
 

@@ -88,7 +88,7 @@ impl log::Log for KernelLog {
 
 /// The programs whose runs are events, and the one whose runs are owners. (The runs
 /// `inet_sock_set_state_nested` misses are ones where the main program ran.)
-const EVENT_PROGRAMS: [&str; 9] = [
+const EVENT_PROGRAMS: [&str; 10] = [
     "inet_sock_set_state",
     "tcp_send_reset",
     "tcp_receive_reset",
@@ -98,6 +98,7 @@ const EVENT_PROGRAMS: [&str; 9] = [
     "tcp_twsk_unique",
     "inet_twsk_deschedule_put",
     "tw_timer_handler",
+    "tcp_sk_exit_batch",
 ];
 const OWNER_PROGRAMS: [&str; 1] = ["sys_exit_accept"];
 /// The TIME_WAIT mini-socket's hooks (fentry/fexit), all or none: the hand-over, the
@@ -111,6 +112,8 @@ const TIME_WAIT_PROGRAMS: [&str; 4] = [
 const TIME_WAIT_LOSES: &str = "TIME_WAIT mini-sockets are not observed: the peer's FIN \
      after an orphan's hand-over is inferred, TIME_WAIT's reuse and end are not shown";
 const EXPIRY_LOSES: &str = "a TIME_WAIT mini-socket's expiry is not observed, only its kill";
+const NAMESPACE_LOSES: &str = "a TIME_WAIT mini-socket's end with its network namespace \
+     is seen only where the kernel does not inline the kill";
 const NESTED_LOSES: &str =
     "transitions the kernel skips while the program runs on that CPU are counted, not recovered";
 
@@ -262,13 +265,20 @@ impl Capture {
         if let Err(e) = retransmits {
             degraded.push(format!("{e}: retransmitted FINs are not observed"));
         }
-        let time_wait_hooks =
-            time_wait.and_then(|_| attach_all(&mut ebpf, &kernel_btf, &TIME_WAIT_PROGRAMS));
+        let time_wait_hooks = time_wait
+            .and_then(|tw| attach_all(&mut ebpf, &kernel_btf, &TIME_WAIT_PROGRAMS).map(|_| tw));
         match time_wait_hooks {
             Err(e) => degraded.push(format!("{e}: {TIME_WAIT_LOSES}")),
-            Ok(()) => {
+            Ok(tw) => {
                 if let Err(e) = attach_traced_function(&mut ebpf, &kernel_btf, "tw_timer_handler") {
                     degraded.push(format!("{e}: {EXPIRY_LOSES}"));
+                }
+                // Without network namespaces (no offsets) none is ever removed.
+                let namespaces = ![tw.net_exit_list, layout.net_inum].contains(&SockLayout::NONE);
+                let attached = namespaces
+                    .then(|| attach_traced_function(&mut ebpf, &kernel_btf, "tcp_sk_exit_batch"));
+                if let Some(Err(e)) = attached {
+                    degraded.push(format!("{e}: {NAMESPACE_LOSES}"));
                 }
             }
         }

@@ -301,6 +301,10 @@ pub fn timeline(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames) {
             num(out, end.ts_ns);
             push(out, ",\"how\":");
             quoted(out, end.how());
+            push(out, ",\"evidence\":");
+            quoted(out, end.evidence().name());
+            push(out, ",\"basis\":");
+            quoted(out, end.basis());
             out.push(b'}');
         });
         out.push(b'}');
@@ -371,6 +375,7 @@ pub fn raw_event(out: &mut Vec<u8>, e: &Event, names: &KernelNames) {
         kind::TIME_WAIT_SEGMENT => "time_wait_segment",
         kind::TIME_WAIT_REUSE => "time_wait_reuse",
         kind::TIME_WAIT_END => "time_wait_end",
+        kind::NAMESPACE_GONE => "namespace_gone",
         _ => "state",
     };
     let _ = write!(

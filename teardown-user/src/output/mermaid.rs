@@ -547,7 +547,7 @@ pub fn connection(
                 let lived = ms(end.ts_ns.saturating_sub(mini.entered_ns));
                 note(
                     end.ts_ns,
-                    format!("mini-socket {} after {lived} ms", end.how()),
+                    format!("mini-socket {} after {lived} ms", end.describe()),
                 );
             }
         }

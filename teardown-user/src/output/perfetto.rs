@@ -240,7 +240,7 @@ fn socket(out: &mut Vec<u8>, t: &Timeline, names: &KernelNames, described: &mut 
             marks.push((at, "TIME_WAIT reused by a new connection".into()));
         }
         if let Some(end) = mini.end {
-            marks.push((end.ts_ns, format!("mini-socket {}", end.how())));
+            marks.push((end.ts_ns, format!("mini-socket {}", end.describe())));
         }
     }
     marks.sort_by_key(|(ts, _)| *ts);

@@ -183,7 +183,7 @@ pub fn write_timeline(out: &mut String, t: &Timeline, clock: &Clock, names: &Ker
         let _ = write!(
             out,
             " [TIME_WAIT {reused}{} after {}]",
-            end.how(),
+            end.describe(),
             Ms(end.ts_ns.saturating_sub(mini.entered_ns))
         );
     }
@@ -461,6 +461,7 @@ impl RawPrinter {
                 (state::name(e.oldstate), "mini-socket expired")
             }
             kind::TIME_WAIT_END => (state::name(e.oldstate), "mini-socket killed"),
+            kind::NAMESPACE_GONE => ("-", "network namespace gone"),
             _ => (state::name(e.oldstate), state::name(e.newstate)),
         };
         let in_state = match e.kind {

@@ -14,9 +14,9 @@ use std::{
 
 use teardown_common::{kind, state, tcp_flag, Event};
 pub use timeline::{
-    link_tuple, AtClose, BeforeTrace, Evidence, MiniSocket, MiniSocketEnd, Owner, Peer, Reset,
-    Retransmit, Role, Seq, Still, Task, Timeline, Transition, Tuple, Wave, WaveKind,
-    CLOSING_STATES,
+    link_tuple, AtClose, BeforeTrace, Evidence, MiniSocket, MiniSocketEnd, MiniSocketEndCause,
+    Owner, Peer, Reset, Retransmit, Role, Seq, Still, Task, Timeline, Transition, Tuple, Wave,
+    WaveKind, CLOSING_STATES,
 };
 
 use crate::filter::Filter;
@@ -347,6 +347,10 @@ impl Reconstructor {
             self.apply_mini_socket(event, emit);
             return;
         }
+        if event.kind == kind::NAMESPACE_GONE {
+            self.namespace_gone(event.netns, event.ts_ns, emit);
+            return;
+        }
         let sock = event.skaddr;
         if event.kind != kind::STATE && event.oldstate == state::CLOSE {
             // The RST of an abort, sent just after the socket reached CLOSE.
@@ -485,6 +489,29 @@ impl Reconstructor {
         {
             if let Some(timeline) = self.in_mini.remove(&key) {
                 self.report(timeline, emit);
+            }
+        }
+    }
+
+    /// Network namespace `netns` went away by `ts_ns`, and the kernel purged its
+    /// mini-sockets with it: those still held end there (unless their kill was seen).
+    fn namespace_gone(&mut self, netns: u32, ts_ns: u64, emit: &mut impl FnMut(Timeline)) {
+        let mut gone: Vec<(u64, Tuple)> = self
+            .in_mini
+            .iter()
+            .filter(|(_, t)| t.netns == netns)
+            .map(|(&tuple, t)| (t.id, tuple))
+            .collect();
+        gone.sort_unstable();
+        for (_, tuple) in gone {
+            if let Some(mut timeline) = self.in_mini.remove(&tuple) {
+                if let Some(mini) = timeline.mini.as_mut() {
+                    mini.end.get_or_insert(MiniSocketEnd {
+                        ts_ns,
+                        cause: MiniSocketEndCause::NamespaceGone,
+                    });
+                }
+                self.report_now(timeline, emit);
             }
         }
     }

@@ -80,6 +80,19 @@ fn client_closes_then_reused() -> Vec<Event> {
     ]
 }
 
+/// A reconstructor given `events` (applied as time advances), following TIME_WAIT to its
+/// end or not.
+fn fed(events: &[Event], follow_time_wait: bool) -> Reconstructor {
+    let mut r = Reconstructor::new(Filter::default());
+    if follow_time_wait {
+        r.follow_time_wait();
+    }
+    for e in events {
+        r.push(e);
+    }
+    r
+}
+
 #[test]
 fn the_peers_fin_reaching_the_mini_socket_is_observed() {
     let timelines = run(&server_closes_observed());
@@ -109,12 +122,9 @@ fn without_the_hooks_the_fin_stays_inferred_from_the_peer() {
 #[test]
 fn an_orphan_leaves_when_the_fin_reaches_its_mini_socket_not_when_the_peer_closes() {
     let events = server_closes_observed();
-    let mut r = Reconstructor::new(Filter::default());
-    let mut out = Vec::new();
     // Everything up to the client's FIN reaching the mini-socket; not its LAST_ACK->CLOSE.
-    for e in &events[..7] {
-        r.push(e);
-    }
+    let mut r = fed(&events[..7], false);
+    let mut out = Vec::new();
     r.advance(1200 * MS + 40_000 + REORDER_WINDOW_NS, &mut |t| out.push(t));
     assert_eq!(out.iter().map(|t| t.lport).collect::<Vec<_>>(), vec![80]);
 }
@@ -135,11 +145,8 @@ fn a_segment_racing_the_sockets_close_still_joins_its_timeline() {
 #[test]
 fn time_wait_is_followed_to_its_end_only_when_asked() {
     let events = client_closes_then_reused();
-    let mut r = Reconstructor::new(Filter::default());
+    let mut r = fed(&events, false);
     let mut out = Vec::new();
-    for e in &events {
-        r.push(e);
-    }
     r.advance(1002 * MS + REORDER_WINDOW_NS, &mut |t| out.push(t));
     let client = by_port(&out, 5000);
     assert_eq!(
@@ -148,12 +155,8 @@ fn time_wait_is_followed_to_its_end_only_when_asked() {
         "out at its CLOSE, as without the hooks"
     );
 
-    let mut r = Reconstructor::new(Filter::default());
-    r.follow_time_wait();
+    let mut r = fed(&events, true);
     let mut out = Vec::new();
-    for e in &events {
-        r.push(e);
-    }
     r.advance(1002 * MS + REORDER_WINDOW_NS, &mut |t| out.push(t));
     assert_eq!(
         out.iter().map(|t| t.lport).collect::<Vec<_>>(),
@@ -171,12 +174,8 @@ fn time_wait_is_followed_to_its_end_only_when_asked() {
 fn a_followed_mini_socket_whose_end_is_lost_is_let_go_in_time() {
     let mut events = client_closes_then_reused();
     events.truncate(7);
-    let mut r = Reconstructor::new(Filter::default());
-    r.follow_time_wait();
+    let mut r = fed(&events, true);
     let mut out = Vec::new();
-    for e in &events {
-        r.push(e);
-    }
     r.advance(1002 * MS + FIN_TIMEOUT_NS, &mut |t| out.push(t));
     assert_eq!(out.len(), 1, "still in TIME_WAIT after 60 s");
     r.advance(1002 * MS + 3 * FIN_TIMEOUT_NS, &mut |t| out.push(t));
@@ -189,4 +188,52 @@ fn a_mini_socket_from_before_tracing_makes_no_timeline() {
     let mut end = mini(5 * MS, 7000, 80, kind::TIME_WAIT_END, TIME_WAIT);
     end.reason = time_wait_end::EXPIRED;
     assert!(run(&[segment(MS, 7000, 80, TIME_WAIT, tcp_flag::FIN), end]).is_empty());
+}
+
+/// The kernel removes a network namespace (`tcp_sk_exit_batch` returned for it).
+fn namespace_gone(ts_ns: u64, netns: u32) -> Event {
+    // SAFETY: Event is plain data; all zeroes is a valid value.
+    let mut e: Event = unsafe { std::mem::zeroed() };
+    (e.ts_ns, e.kind, e.netns) = (ts_ns, kind::NAMESPACE_GONE, netns);
+    e
+}
+
+#[test]
+fn a_namespace_gone_ends_its_held_mini_sockets_by_inference() {
+    let mut events = client_closes_then_reused();
+    events.truncate(7);
+    let netns = events[0].netns;
+    events.push(namespace_gone(3000 * MS, netns + 1));
+    events.push(namespace_gone(3001 * MS, netns));
+    let mut r = fed(&events, true);
+    let mut out = Vec::new();
+    r.advance(3000 * MS + REORDER_WINDOW_NS, &mut |t| out.push(t));
+    assert_eq!(
+        out.len(),
+        1,
+        "another namespace's removal ends nothing here"
+    );
+    r.advance(3001 * MS + REORDER_WINDOW_NS, &mut |t| out.push(t));
+    let end = by_port(&out, 5000).mini.and_then(|m| m.end).expect("ended");
+    assert_eq!(end.ts_ns, 3001 * MS);
+    assert_eq!(
+        (end.how(), end.evidence()),
+        ("killed", Evidence::Inferred),
+        "the kill itself was not seen"
+    );
+    assert_eq!(end.describe(), "killed with its namespace");
+}
+
+#[test]
+fn a_seen_kill_is_not_replaced_by_the_namespaces_removal() {
+    let mut events = client_closes_then_reused();
+    let netns = events[0].netns;
+    events.push(namespace_gone(2001 * MS + 9_000, netns));
+    let mut timelines = Vec::new();
+    fed(&events, true).finish(u64::MAX, &mut |t| timelines.push(t));
+    let end = by_port(&timelines, 5000).mini.and_then(|m| m.end).unwrap();
+    assert_eq!(
+        (end.ts_ns, end.evidence()),
+        (2001 * MS + 5_000, Evidence::Observed)
+    );
 }

@@ -279,24 +279,60 @@ impl MiniSocket {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MiniSocketEnd {
     pub ts_ns: u64,
-    /// Its timer ran out; otherwise it was killed (reused, reset, its namespace gone).
-    pub expired: bool,
+    pub cause: MiniSocketEndCause,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MiniSocketEndCause {
+    /// Its timer ran out.
+    Expired,
+    /// Taken down before its time (reused, reset, its namespace gone), as it happened.
+    Killed,
+    /// Its network namespace went away, which purges every mini-socket in it: the kill
+    /// itself was not seen, and `ts_ns` is when the purge had finished (it ended before).
+    NamespaceGone,
 }
 
 impl MiniSocketEnd {
     /// From a `TIME_WAIT_END` event's reason.
     pub fn of(ts_ns: u64, reason: u8) -> MiniSocketEnd {
-        MiniSocketEnd {
-            ts_ns,
-            expired: reason == time_wait_end::EXPIRED,
-        }
+        let cause = if reason == time_wait_end::EXPIRED {
+            MiniSocketEndCause::Expired
+        } else {
+            MiniSocketEndCause::Killed
+        };
+        MiniSocketEnd { ts_ns, cause }
     }
 
     pub fn how(&self) -> &'static str {
-        if self.expired {
-            "expired"
-        } else {
-            "killed"
+        match self.cause {
+            MiniSocketEndCause::Expired => "expired",
+            MiniSocketEndCause::Killed | MiniSocketEndCause::NamespaceGone => "killed",
+        }
+    }
+
+    /// `how`, with what it was known from when that was not the kill itself.
+    pub fn describe(&self) -> &'static str {
+        match self.cause {
+            MiniSocketEndCause::NamespaceGone => "killed with its namespace",
+            _ => self.how(),
+        }
+    }
+
+    pub fn evidence(&self) -> Evidence {
+        match self.cause {
+            MiniSocketEndCause::NamespaceGone => Evidence::Inferred,
+            _ => Evidence::Observed,
+        }
+    }
+
+    pub fn basis(&self) -> &'static str {
+        match self.cause {
+            MiniSocketEndCause::Expired => "its timer ran out (tw_timer_handler)",
+            MiniSocketEndCause::Killed => "taken down before its time (inet_twsk_deschedule_put)",
+            MiniSocketEndCause::NamespaceGone => {
+                "its network namespace went away: the kernel purged its mini-sockets by then"
+            }
         }
     }
 }

@@ -490,7 +490,7 @@ fn the_time_wait_mini_socket_is_drawn_to_its_end() {
         reused_ns: Some(closed + 2_000_000),
         end: Some(crate::reconstruct::timeline::MiniSocketEnd {
             ts_ns: closed + 2_000_000,
-            expired: false,
+            cause: crate::reconstruct::timeline::MiniSocketEndCause::Killed,
         }),
     });
     let lines = draw(&ts, true);

@@ -229,7 +229,7 @@ fn the_time_wait_mini_socket_is_a_slice_after_the_close_with_its_reuse_and_end()
         reused_ns: Some(closed + 5_000),
         end: Some(crate::reconstruct::timeline::MiniSocketEnd {
             ts_ns: closed + 6_000,
-            expired: false,
+            cause: crate::reconstruct::timeline::MiniSocketEndCause::Killed,
         }),
     });
     let (events, _) = read(&render(&ts[..1]));
