@@ -39,47 +39,47 @@ fn every_transition_of_a_churn_is_seen_or_counted_lost() {
         .saturating_sub((runs - before.0) + (misses - before.1))
         as usize;
     let (v, replayed) = traced.stop(libc::SIGINT, &["--raw", "--json"]);
+    let (by_kind, repeats) = distinct_transitions(&replayed);
+    let seen: usize = by_kind.values().sum();
+    eprintln!("{seen} transitions, {repeats} repeated by the nested-run program (dropped)");
     // When two segments complete one handshake at once on two CPUs, the kernel clones a
     // second child for it and drops it at once: LISTEN -> SYN_RECV -> CLOSE (often under
-    // emulation).
-    let dropped_children = replayed
-        .iter()
-        .filter(|l| l.contains("\"from\":\"SYN_RECV\",\"to\":\"CLOSE\""))
-        .count();
-    let (seen, repeats) = distinct_transitions(&replayed);
-    eprintln!("{seen} transitions, {repeats} repeated by the nested-run program (dropped)");
+    // emulation; its CLOSE, in softirq, may be repeated by the nested-run program too).
+    let dropped_children = by_kind.get("SYN_RECV -> CLOSE").copied().unwrap_or(0);
     // Three closing transitions per end, the listener's LISTEN -> CLOSE, the dropped children.
     let expected = 6 * CONNECTIONS + 1 + dropped_children;
     let lost = v["lost_events"].as_u64().unwrap() as usize;
     assert!(
         seen <= expected,
-        "{seen} transitions, at most {expected}; by kind: {:?}",
-        transitions_by_kind(&replayed)
+        "{seen} transitions, at most {expected}; by kind: {by_kind:?}"
     );
     assert!(
         seen + lost + unaccounted_by_kernel >= expected,
         "{} transitions neither seen nor counted lost ({seen} seen, {lost} lost, \
-         {unaccounted_by_kernel} never run by the kernel)",
+         {unaccounted_by_kernel} never run by the kernel); by kind: {by_kind:?}",
         expected - seen - lost - unaccounted_by_kernel
     );
 }
 
-/// The state transitions a raw replay holds, and how many repeats it holds besides: the
-/// nested-run program may send again a transition the main program sent, when another
-/// transition runs the main program on that CPU in between (under QEMU: once in a
-/// 20,000-connection churn on 5.10, 49 times on 7.2, transitions to CLOSE included). As
-/// the reconstruction does, a transition equal to the socket's previous one within 1 s is
-/// that repeat (a socket cannot make one change twice in a row; after CLOSE, a new socket
-/// at the same address and tuple could not close the same way that soon).
-fn distinct_transitions(replayed: &[String]) -> (usize, usize) {
+/// The distinct state transitions a raw replay holds, by `from -> to`, and how many
+/// repeats it holds besides: the nested-run program may send again a transition the main
+/// program sent, when another transition runs the main program on that CPU in between
+/// (under QEMU: once in a 20,000-connection churn on 5.10, 49 times on 7.2, transitions to
+/// CLOSE included). As the reconstruction does, a transition equal to the socket's
+/// previous one within 1 s is that repeat (a socket cannot make one change twice in a row;
+/// after CLOSE, a new socket at the same address and tuple could not close the same way
+/// that soon).
+fn distinct_transitions(replayed: &[String]) -> (std::collections::BTreeMap<String, usize>, usize) {
     let mut last = std::collections::HashMap::new();
-    let (mut distinct, mut repeats) = (0, 0);
+    let mut by_kind = std::collections::BTreeMap::new();
+    let mut repeats = 0;
     for line in replayed
         .iter()
         .filter(|l| l.contains("\"event\":\"state\""))
     {
         let v: Value = serde_json::from_str(line).unwrap();
-        let change = (v["from"].to_string(), v["to"].to_string());
+        let state = |field: &str| v[field].as_str().unwrap_or("?").to_string();
+        let change = format!("{} -> {}", state("from"), state("to"));
         let ts = v["ts_ns"].as_u64().unwrap();
         // By address and tuple: a socket reused at the address whose previous owner's last
         // transitions were hidden from BPF (see above) may well start the same way.
@@ -88,25 +88,10 @@ fn distinct_transitions(replayed: &[String]) -> (usize, usize) {
             Some((previous, at)) if previous == change && ts.abs_diff(at) <= 1_000_000_000 => {
                 repeats += 1
             }
-            _ => distinct += 1,
+            _ => *by_kind.entry(change).or_default() += 1,
         }
     }
-    (distinct, repeats)
-}
-
-/// How many transitions of each `from -> to` a replay holds (to tell which one is extra).
-fn transitions_by_kind(replayed: &[String]) -> std::collections::BTreeMap<String, usize> {
-    let mut kinds = std::collections::BTreeMap::new();
-    for line in replayed
-        .iter()
-        .filter(|l| l.contains("\"event\":\"state\""))
-    {
-        let v: Value = serde_json::from_str(line).unwrap_or_default();
-        *kinds
-            .entry(format!("{} -> {}", v["from"], v["to"]))
-            .or_default() += 1;
-    }
-    kinds
+    (by_kind, repeats)
 }
 
 /// The moment this tool exists for: 8 processes each leave 12,500 loopback connections in
