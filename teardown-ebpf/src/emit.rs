@@ -18,16 +18,30 @@ use crate::{
 /// An event about a socket that does not change its state (`current`).
 pub fn note(sk: impl Sock, event_kind: u8, current: u8, reason: u8, tcp_flags: u8) {
     let owner = unsafe { OWNERS.get(sk.addr()) }.unwrap_or(&NO_OWNER);
-    emit(sk, owner, event_kind, current, current, reason, tcp_flags);
+    emit(
+        sk,
+        owner,
+        current_pid(),
+        event_kind,
+        current,
+        current,
+        reason,
+        tcp_flags,
+    );
 }
 
 /// Sends one event about `sk` to user space, applying the filters cheapest first: nothing
 /// for a socket that is not TCP or is filtered out. Everything is read before the ring slot
 /// is reserved, then written into it in place (no copy of the event on the stack).
+/// `task_pid` is `owner::current_pid()`, which a caller that also records an owner reads
+/// once: in a pid namespace it is a loop, and each copy of it multiplies what the verifier
+/// walks (5.10 and 6.1 refused the state program with three).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub fn emit(
     sk: impl Sock,
     owner: &Owner,
+    task_pid: u32,
     event_kind: u8,
     oldstate: u8,
     newstate: u8,
@@ -35,7 +49,7 @@ pub fn emit(
     tcp_flags: u8,
 ) -> Option<()> {
     emit_about(
-        sk, false, owner, event_kind, oldstate, newstate, reason, tcp_flags,
+        sk, false, owner, task_pid, event_kind, oldstate, newstate, reason, tcp_flags,
     )
 }
 
@@ -43,7 +57,15 @@ pub fn emit(
 /// so its local port is `skc_num`, and it has no flags or sequence state to read.
 pub fn emit_mini(tw: impl Sock, event_kind: u8, substate: u8, reason: u8, tcp_flags: u8) {
     emit_about(
-        tw, true, &NO_OWNER, event_kind, substate, substate, reason, tcp_flags,
+        tw,
+        true,
+        &NO_OWNER,
+        current_pid(),
+        event_kind,
+        substate,
+        substate,
+        reason,
+        tcp_flags,
     );
 }
 
@@ -70,6 +92,7 @@ fn emit_about(
     sk: impl Sock,
     mini_socket: bool,
     owner: &Owner,
+    task_pid: u32,
     event_kind: u8,
     oldstate: u8,
     newstate: u8,
@@ -127,7 +150,6 @@ fn emit_about(
         (sock::flags(sk), sock::seq_state(sk))
     };
     let ts_ns = unsafe { bpf_ktime_get_ns() };
-    let task_pid = current_pid();
 
     let wakeup = wakeup_flag();
     let Some(mut slot) = EVENTS.reserve::<Event>(0) else {

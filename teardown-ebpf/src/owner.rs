@@ -26,14 +26,14 @@ pub static NO_OWNER: Owner = Owner {
     comm: [0; COMM_LEN],
 };
 
-/// Records the current process as the owner of `sk` and returns it (for the event at hand
-/// even when the table is full).
-pub fn record(ctx: &impl EbpfContext, sk: u64, source: u8) -> Owner {
+/// Records the current process (`pid`, from `current_pid`) as the owner of `sk` and returns
+/// it (for the event at hand even when the table is full).
+pub fn record(ctx: &impl EbpfContext, sk: u64, source: u8, pid: u32) -> Owner {
     let mut slot = MaybeUninit::<Owner>::uninit();
     let owner = slot.as_mut_ptr();
     // Field by field, as events are (see `emit::emit`).
     let owner = unsafe {
-        set!(owner.pid = current_pid());
+        set!(owner.pid = pid);
         set!(owner.source = source);
         zero(core::ptr::addr_of_mut!((*owner)._pad));
         current_comm(&mut (*owner).comm);
@@ -49,14 +49,13 @@ pub fn record(ctx: &impl EbpfContext, sk: u64, source: u8) -> Owner {
     owner
 }
 
-/// close() or shutdown(): the current process owns `sk`. Usually that is already known
-/// (from connect, accept or the snapshot) and nothing is written.
-pub fn confirm(ctx: &impl EbpfContext, sk: impl Sock) -> Owner {
-    let pid = current_pid();
+/// close() or shutdown(): the current process (`pid`) owns `sk`. Usually that is already
+/// known (from connect, accept or the snapshot) and nothing is written.
+pub fn confirm(ctx: &impl EbpfContext, sk: impl Sock, pid: u32) -> Owner {
     let key = sk.addr();
     match unsafe { OWNERS.get(key) }.or_else(|| seeded(sk)) {
         Some(owner) if owner.pid == pid => *owner,
-        _ => record(ctx, key, owner_source::CLOSE),
+        _ => record(ctx, key, owner_source::CLOSE, pid),
     }
 }
 

@@ -22,13 +22,14 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
     };
     if ret >= 0 {
         if let Some((sk, current)) = socket_of_fd(ret as u64) {
-            let owner = owner::record(&ctx, sk.addr(), owner_source::ACCEPT);
+            let pid = owner::current_pid();
+            let owner = owner::record(&ctx, sk.addr(), owner_source::ACCEPT, pid);
             // Read only once the owner is visible to a FIN landing now (`owner::behind_fin`).
             owner::full_barrier();
             let shutdown: u8 = sk.field(config!(layout.shutdown)).unwrap_or(0);
             // Its closing transitions went out, or may be going out, without an owner.
             if current != state::ESTABLISHED || shutdown & sock_flags::RCV_SHUTDOWN != 0 {
-                emit(sk, &owner, kind::OWNER, current, current, 0, 0);
+                emit(sk, &owner, pid, kind::OWNER, current, current, 0, 0);
             }
         }
     }

@@ -89,19 +89,25 @@ fn change(old: u8, new: u8) -> u64 {
 fn try_transition(ctx: &BtfTracePointContext, sk: Typed, old: u8, new: u8) {
     let key = sk.addr();
     let wanted = config!(filters) & filter::CLOSING_ONLY == 0 || !state::is_opening(new);
+    // Read once, where it is needed (see `emit`).
+    let pid = if wanted || matches!(new, state::SYN_SENT | state::LISTEN) {
+        owner::current_pid()
+    } else {
+        0
+    };
     let recorded;
     let mut known = None;
     let owner = match new {
         state::SYN_SENT => {
-            recorded = owner::record(ctx, key, owner_source::CONNECT);
+            recorded = owner::record(ctx, key, owner_source::CONNECT, pid);
             &recorded
         }
         state::LISTEN => {
-            recorded = owner::record(ctx, key, owner_source::LISTEN);
+            recorded = owner::record(ctx, key, owner_source::LISTEN, pid);
             &recorded
         }
         state::FIN_WAIT1 | state::LAST_ACK => {
-            recorded = owner::confirm(ctx, sk);
+            recorded = owner::confirm(ctx, sk, pid);
             &recorded
         }
         _ => {
@@ -118,7 +124,7 @@ fn try_transition(ctx: &BtfTracePointContext, sk: Typed, old: u8, new: u8) {
         }
     };
     if wanted {
-        emit(sk, owner, kind::STATE, old, new, 0, 0);
+        emit(sk, owner, pid, kind::STATE, old, new, 0, 0);
     }
     // CLOSE ends the entry; a new child socket may sit at the address of a dead one whose
     // end was missed.

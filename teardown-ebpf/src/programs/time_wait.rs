@@ -16,7 +16,7 @@ use crate::{
     config::floor,
     emit::{emit, emit_mini, emit_namespace_gone},
     maps::OWNERS,
-    owner::NO_OWNER,
+    owner::{self, NO_OWNER},
     sock::{read, Sock, Typed, Untyped},
 };
 
@@ -34,6 +34,7 @@ pub fn tcp_time_wait(ctx: FEntryContext) -> u32 {
         emit(
             sk,
             owner,
+            owner::current_pid(),
             kind::TIME_WAIT_ENTER,
             current,
             substate as u8,
