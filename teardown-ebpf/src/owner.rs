@@ -18,6 +18,9 @@ use crate::{
     sock::{read, Sock},
 };
 
+/// What a hash map update returns when its bucket is locked on this CPU already.
+const EBUSY: i64 = 16;
+
 /// The owner of a socket not in `OWNERS` (pid 0 is never a process that owns a socket).
 pub static NO_OWNER: Owner = Owner {
     pid: 0,
@@ -39,12 +42,16 @@ pub fn record(ctx: &impl EbpfContext, sk: u64, source: u8, pid: u32) -> Owner {
         current_comm(&mut (*owner).comm);
         slot.assume_init()
     };
-    // Counted every time; said once per CPU, so a full table cannot flood the log.
-    if OWNERS.insert(sk, owner, 0).is_err() && count(counter::LOST_OWNERS) == 0 {
-        warn!(
-            ctx,
-            "owner table full: new sockets get no owner (raise --max-sockets)"
-        );
+    // Counted every time; a full table is said once per CPU, so it cannot flood the log.
+    // EBUSY is no full table: the run interrupted, on this CPU, one holding the same
+    // bucket's lock (a softirq transition during another), which a larger table won't fix.
+    if let Err(error) = OWNERS.insert(sk, owner, 0) {
+        if count(counter::LOST_OWNERS) == 0 && i64::from(error) != -EBUSY {
+            warn!(
+                ctx,
+                "owner table full: new sockets get no owner (raise --max-sockets)"
+            );
+        }
     }
     owner
 }

@@ -96,7 +96,7 @@ impl Summary {
         if self.lost_owners > 0 {
             let _ = write!(
                 out,
-                ", {} owners not recorded (owner table full)",
+                ", {} owners not recorded (owner table full, or busy on that CPU)",
                 self.lost_owners
             );
         }

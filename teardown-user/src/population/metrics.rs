@@ -154,7 +154,7 @@ impl Metrics {
         let lost_owners = Counter::default();
         registry.register(
             "lost_owners",
-            "Socket owners not recorded because the kernel's owner table was full",
+            "Socket owners not recorded: the kernel's owner table was full, or busy on that CPU",
             lost_owners.clone(),
         );
         let owner_table = Gauge::<i64>::default();
