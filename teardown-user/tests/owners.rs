@@ -69,14 +69,19 @@ fn raw_shows_every_close_transition_with_the_right_owner() {
     for e in client.iter().filter(|e| e["event"] == "state") {
         assert_eq!(e["pid"], played.client, "client socket event {e}");
     }
-    // ... even where the transition ran in the other process (loopback delivers in the sender).
-    let ran_elsewhere = client
+    // ... even where the transition ran in the other process: loopback delivers the FIN in
+    // the sender's context, unless it finds the client's socket locked (in recv), when the
+    // client's own release_sock() applies it (seen under emulation on 5.10 and 6.1).
+    let fin_in = client
         .iter()
         .find(|e| e["to"] == "CLOSE_WAIT")
         .expect("CLOSE_WAIT event");
-    assert_eq!(ran_elsewhere["task_pid"], played.server, "{ran_elsewhere}");
-    assert_eq!(ran_elsewhere["pid"], played.client);
-    assert_eq!(ran_elsewhere["owner_source"], "connect");
+    assert!(
+        fin_in["task_pid"] == played.server || fin_in["task_pid"] == played.client,
+        "{fin_in}"
+    );
+    assert_eq!(fin_in["pid"], played.client);
+    assert_eq!(fin_in["owner_source"], "connect");
     let accepted = server.iter().find(|e| e["to"] == "FIN_WAIT1").unwrap();
     assert_eq!(accepted["comm"], "teardown-lab");
 }
