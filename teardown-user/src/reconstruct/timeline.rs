@@ -488,7 +488,6 @@ impl Timeline {
         })
     }
 
-    /// `None` until the socket has left ESTABLISHED in a way that tells.
     /// A handshake that ended without a reset: a connect() that timed out, or a child the
     /// kernel cloned twice for one handshake (two segments completing it at once on two
     /// CPUs) and dropped. Never a connection, so no teardown.
@@ -500,6 +499,7 @@ impl Timeline {
         ) && self.resets.is_empty()
     }
 
+    /// `None` until the socket has left ESTABLISHED in a way that tells.
     pub fn role(&self) -> Option<Role> {
         let last = self.transitions.last()?;
         // Only a reset or an abort takes an open connection straight to CLOSE. A handshake
