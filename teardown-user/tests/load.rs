@@ -13,8 +13,7 @@ fn every_transition_of_a_churn_is_seen_or_counted_lost() {
     let (ns, port) = (Netns::new(), port());
     let _stats = BpfStats::enable();
     let traced = Traced::start("churn", port);
-    let fired = TracepointHits::start("sock", "inet_sock_set_state");
-    let before = program_stats("inet_sock_set_state");
+    let unrun = UnrunFirings::start("sock", "inet_sock_set_state");
     let count = CONNECTIONS.to_string();
     play("churn", &ns, port, &["--count", &count]).finish();
     // The last closes may still be in softirq after the lab exits; a client's CLOSE is
@@ -33,11 +32,7 @@ fn every_transition_of_a_churn_is_seen_or_counted_lost() {
     // Every firing of the tracepoint runs the program or is counted as a miss by the
     // kernel, except where the kernel runs no BPF program at all (this sandbox's kernel, in
     // the context of its pid 1): the tracepoint's own count (ftrace) tells those apart.
-    let (runs, misses) = program_stats("inet_sock_set_state");
-    let unaccounted_by_kernel = fired
-        .count()
-        .saturating_sub((runs - before.0) + (misses - before.1))
-        as usize;
+    let unaccounted_by_kernel = unrun.count() as usize;
     let (v, replayed) = traced.stop(libc::SIGINT, &["--raw", "--json"]);
     let (by_kind, repeats) = distinct_transitions(&replayed);
     let seen: usize = by_kind.values().sum();
@@ -116,8 +111,7 @@ fn a_storm_of_100000_close_waits_loses_nothing_with_default_settings() {
     let doc = std::env::temp_dir().join(format!("td-storm-{}.json", ports[0]));
     let _stats = BpfStats::enable();
     let tracer = Tracer::start(&["-o", doc.to_str().unwrap(), "-P", &list.join(",")]);
-    let fired = TracepointHits::start("sock", "inet_sock_set_state");
-    let before = program_stats("inet_sock_set_state");
+    let unrun = UnrunFirings::start("sock", "inet_sock_set_state");
     play(
         "storm",
         &ns,
@@ -141,10 +135,7 @@ fn a_storm_of_100000_close_waits_loses_nothing_with_default_settings() {
     // own count (ftrace) less the program's runs and misses, both over the storm. Where
     // BPF runs on every firing this is 0; this sandbox's kernel runs no BPF program at all
     // in the context of its pid 1 (libbpf-tools `tcpstates` misses the same transitions).
-    let (runs, misses) = program_stats("inet_sock_set_state");
-    let hidden = fired
-        .count()
-        .saturating_sub((runs - before.0) + (misses - before.1));
+    let hidden = unrun.count();
     let (code, _, stderr) = tracer.stop(libc::SIGINT);
     assert_eq!(code, 0, "{stderr:?}");
     let v: Value = serde_json::from_slice(&std::fs::read(&doc).expect("document")).unwrap();

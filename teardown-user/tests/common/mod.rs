@@ -382,13 +382,19 @@ pub fn sockets_in(ns: &Netns, state: &str) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
-/// How often a kernel tracepoint fires, counted by ftrace in a tracefs instance of its own
-/// (a small ring that overwrites: written = entries + overrun). The oracle for firings the
-/// kernel runs no BPF program for.
-pub struct TracepointHits(PathBuf);
+/// Firings of a kernel tracepoint that the BPF program of the same name neither ran for nor
+/// counted as missed, since `start`: the oracle for firings the kernel runs no BPF program
+/// for. ftrace counts the firings, in a tracefs instance of its own (a small ring that
+/// overwrites: written = entries + overrun); the kernel's statistics count the program's
+/// runs and misses (`BpfStats` must be on).
+pub struct UnrunFirings {
+    instance: PathBuf,
+    program: &'static str,
+    before: (u64, u64),
+}
 
-impl TracepointHits {
-    pub fn start(category: &str, event: &str) -> TracepointHits {
+impl UnrunFirings {
+    pub fn start(category: &str, event: &'static str) -> UnrunFirings {
         static N: AtomicU16 = AtomicU16::new(0);
         let tracefs = PathBuf::from("/sys/kernel/tracing");
         let name = format!(
@@ -405,11 +411,21 @@ impl TracepointHits {
             .join(event)
             .join("enable");
         std::fs::write(&enable, "1").unwrap_or_else(|e| panic!("{}: {e}", enable.display()));
-        TracepointHits(instance)
+        UnrunFirings {
+            instance,
+            program: event,
+            before: program_stats(event),
+        }
     }
 
     pub fn count(&self) -> u64 {
-        std::fs::read_dir(self.0.join("per_cpu"))
+        let (runs, misses) = program_stats(self.program);
+        let accounted = (runs - self.before.0) + (misses - self.before.1);
+        self.fired().saturating_sub(accounted)
+    }
+
+    fn fired(&self) -> u64 {
+        std::fs::read_dir(self.instance.join("per_cpu"))
             .unwrap()
             .filter_map(|cpu| std::fs::read_to_string(cpu.ok()?.path().join("stats")).ok())
             .flat_map(|stats| {
@@ -425,10 +441,10 @@ impl TracepointHits {
     }
 }
 
-impl Drop for TracepointHits {
+impl Drop for UnrunFirings {
     fn drop(&mut self) {
-        std::fs::write(self.0.join("events").join("enable"), "0").ok();
-        std::fs::remove_dir(&self.0).ok();
+        std::fs::write(self.instance.join("events").join("enable"), "0").ok();
+        std::fs::remove_dir(&self.instance).ok();
     }
 }
 
