@@ -222,9 +222,19 @@ fn time_wait_census_counts_per_port_with_timers_within_bounds() {
         .args(["churn", "--netns", &ns.0, "--port", &port.to_string()])
         .args(["--count", "200", "--concurrency", "2"]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"failures\":0"));
+    // The oracle is `ss`, not the 200 connections: a client port freed by its LAST_ACK
+    // can be handed out again at once (6.1 and 6.12 did it within 10 ms under emulation),
+    // and the new SYN takes over the server's TIME_WAIT on that 4-tuple.
+    let ss_time_waits = || {
+        let listed = run(Command::new("ip")
+            .args(["netns", "exec", &ns.0, "ss", "-Htan"])
+            .args(["state", "time-wait", "sport", "=", &format!(":{port}")]));
+        String::from_utf8_lossy(&listed.stdout).lines().count() as u64
+    };
     // The last FINs may still be on their way when the lab returns.
-    let (mut leaks, mut said) = (Value::Null, Value::Null);
-    wait_for("every TIME_WAIT in place", || {
+    let (mut leaks, mut said, mut listed_by_ss) = (Value::Null, Value::Null, 0);
+    wait_for("every TIME_WAIT in place, as ss lists them", || {
+        let before = ss_time_waits();
         leaks = leaks_json();
         let ours = group(
             &leaks["time_wait"]["by_port"]["groups"],
@@ -234,12 +244,18 @@ fn time_wait_census_counts_per_port_with_timers_within_bounds() {
         )
         .cloned()
         .unwrap_or_default();
-        // Shown if it times out: what the census had at each change.
+        let after = ss_time_waits();
+        listed_by_ss = after;
+        // Shown if it times out: what the census and ss had at each change.
         if ours != said {
-            println!("{:?} ms: {ours}", started.elapsed().as_millis());
+            println!(
+                "{:?} ms: {ours}, ss {before} then {after}",
+                started.elapsed().as_millis()
+            );
             said = ours.clone();
         }
-        ours["count"] == 200 && ours["fin_wait2"] == 0
+        // A reuse is rare: most of the 200 are still there.
+        before == after && ours["count"] == after && after >= 180 && ours["fin_wait2"] == 0
     });
     let elapsed = started.elapsed().as_millis() as u64;
     let time_wait = &leaks["time_wait"];
@@ -271,7 +287,7 @@ fn time_wait_census_counts_per_port_with_timers_within_bounds() {
         "{by_remote}"
     );
     assert!(
-        listed.len() as u64 + by_remote["more"].as_u64().unwrap() >= 200,
+        listed.len() as u64 + by_remote["more"].as_u64().unwrap() >= listed_by_ss,
         "{by_remote}"
     );
     let namespace = leaks["namespaces"]
