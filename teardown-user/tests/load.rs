@@ -214,3 +214,39 @@ fn program_runs(pid: u32) -> u64 {
         })
         .sum()
 }
+
+/// The ring's memory counts once in the tracer's RSS: aya and libbpf map its data twice
+/// (so that a record that wraps reads in one piece), which shows 32 MiB of RSS for the
+/// default 16 MiB ring.
+#[test]
+fn the_ring_counts_once_in_the_tracers_memory() {
+    let Some(_serial) = privileged("the_ring_counts_once_in_the_tracers_memory") else {
+        return;
+    };
+    let tracer = Tracer::start(&["--json", "-P", &port().to_string()]);
+    let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", tracer.child.id())).unwrap();
+    // Each mapping's header line names its file; its Rss line follows.
+    let (mut file, mut maps_kib) = (String::new(), Vec::new());
+    for line in smaps.lines() {
+        if let Some(rss) = line.strip_prefix("Rss:") {
+            if file == "anon_inode:bpf-map" {
+                maps_kib.push(rss.trim().trim_end_matches(" kB").parse::<u64>().unwrap());
+            }
+        } else if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('-'))
+        {
+            file = line.split_whitespace().nth(5).unwrap_or("").to_string();
+        }
+    }
+    let (status, _, stderr) = tracer.stop(libc::SIGINT);
+    assert_eq!(status, 0, "{stderr:?}");
+    // The largest (aya-log's ring is another): the producer page, then the data once.
+    let page_kib = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64 / 1024;
+    assert_eq!(
+        maps_kib.iter().max(),
+        Some(&(16 * 1024 + page_kib)),
+        "{maps_kib:?}"
+    );
+}

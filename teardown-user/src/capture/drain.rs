@@ -26,8 +26,9 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{MapData, RingBuf};
 use teardown_common::Event;
+
+use super::Ring;
 
 /// How long the drain sleeps when the kernel has not woken it: bounds the delay before an
 /// event reaches user space at light load.
@@ -60,7 +61,7 @@ pub struct Drain {
 }
 
 impl Drain {
-    pub fn start(ring: RingBuf<MapData>, max_waiting: usize) -> io::Result<Drain> {
+    pub fn start(ring: Ring, max_waiting: usize) -> io::Result<Drain> {
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two descriptors into the array we own.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
@@ -178,7 +179,7 @@ fn real_time() -> io::Result<()> {
 }
 
 struct Worker {
-    ring: RingBuf<MapData>,
+    ring: Ring,
     stop: Arc<AtomicBool>,
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
@@ -218,15 +219,11 @@ impl Worker {
                 let mut emptied_ring = false;
                 let before = batch.len();
                 while batch.len() < wanted {
-                    let Some(item) = self.ring.next() else {
+                    let Some(event) = self.ring.next() else {
                         emptied_ring = true;
                         break;
                     };
-                    if item.len() >= size_of::<Event>() {
-                        // SAFETY: the kernel wrote a whole `Event`; read_unaligned does not
-                        // rely on the ring's 8-byte alignment.
-                        batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
-                    }
+                    batch.push(event);
                 }
                 self.waiting
                     .fetch_add(batch.len() - before, Ordering::SeqCst);

@@ -8,6 +8,7 @@ pub mod btf;
 mod drain;
 mod layout;
 mod probe;
+mod ring;
 mod tracefs;
 
 use std::{
@@ -16,7 +17,7 @@ use std::{
 };
 
 use aya::{
-    maps::{MapData, MapType, PerCpuArray, RingBuf},
+    maps::{Map, MapData, MapType, PerCpuArray},
     sys::is_map_supported,
     Ebpf, EbpfLoader,
 };
@@ -31,6 +32,7 @@ use attach::{
 pub use drain::Drain;
 use layout::{kernel_names, numbers_pids, sock_layout, time_wait_layout};
 use probe::Probe;
+use ring::Ring;
 
 use crate::{
     error::{Error, Result},
@@ -138,7 +140,7 @@ impl Lost {
 /// A running capture. Dropping it detaches everything.
 pub struct Capture {
     /// Until the drain takes it.
-    ring: Option<RingBuf<MapData>>,
+    ring: Option<Ring>,
     log: aya_log::EbpfLogger<KernelLog>,
     counters: PerCpuArray<MapData, u64>,
     /// Hooks this kernel lacks, and what the output loses because of it.
@@ -288,7 +290,16 @@ impl Capture {
             }
         }
 
-        let ring = take_map(&mut ebpf, "EVENTS")?;
+        let ring = match ebpf.take_map("EVENTS") {
+            Some(Map::RingBuf(data)) => {
+                Ring::new(data).map_err(|e| Error::Bpf(format!("mapping the ring buffer: {e}")))?
+            }
+            _ => {
+                return Err(Error::Bpf(
+                    "kernel program has no ring buffer EVENTS".into(),
+                ))
+            }
+        };
         let counters = take_map(&mut ebpf, "COUNTERS")?;
         Ok(Capture {
             ring: Some(ring),
