@@ -7,7 +7,7 @@ use std::{io::Write as _, process::ExitCode};
 use clap::Parser as _;
 use teardown_user::{
     cli::Cli,
-    limits::OneLineOutOfMemory,
+    limits::{self, OneLineOutOfMemory},
     options::{Mode, Source},
     signals::StopSignals,
     snapshot, trace,
@@ -17,6 +17,7 @@ use teardown_user::{
 static ALLOCATOR: OneLineOutOfMemory = OneLineOutOfMemory;
 
 fn main() -> ExitCode {
+    limits::return_large_blocks();
     // Before anything else: a signal during start-up still ends the run cleanly.
     let signals = match StopSignals::install() {
         Ok(signals) => signals,
