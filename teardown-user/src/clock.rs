@@ -38,14 +38,27 @@ impl Clock {
 
     /// `HH:MM:SS.mmm` (UTC) of a monotonic timestamp.
     pub fn time_of_day(&self, ts_ns: u64) -> String {
+        let mut out = String::with_capacity(12);
+        self.push_time_of_day(&mut out, ts_ns);
+        out
+    }
+
+    /// [`Clock::time_of_day`], appended to `out` without `core::fmt` (once per line).
+    pub fn push_time_of_day(&self, out: &mut String, ts_ns: u64) {
         let unix_ns = ts_ns as i128 + self.realtime_offset_ns;
-        let ms_of_day = (unix_ns / 1_000_000).rem_euclid(86_400_000);
-        format!(
-            "{:02}:{:02}:{:02}.{:03}",
-            ms_of_day / 3_600_000,
-            ms_of_day / 60_000 % 60,
-            ms_of_day / 1000 % 60,
-            ms_of_day % 1000
-        )
+        let ms_of_day = (unix_ns / 1_000_000).rem_euclid(86_400_000) as u32;
+        let two = |out: &mut String, n: u32| {
+            out.push(char::from(b'0' + (n / 10) as u8));
+            out.push(char::from(b'0' + (n % 10) as u8));
+        };
+        two(out, ms_of_day / 3_600_000);
+        out.push(':');
+        two(out, ms_of_day / 60_000 % 60);
+        out.push(':');
+        two(out, ms_of_day / 1000 % 60);
+        out.push('.');
+        let ms = ms_of_day % 1000;
+        out.push(char::from(b'0' + (ms / 100) as u8));
+        two(out, ms % 100);
     }
 }

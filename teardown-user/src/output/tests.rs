@@ -478,3 +478,30 @@ fn a_document_never_destroys_what_it_is_given() {
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The line's integer writers print what `core::fmt` printed: every width of the
+/// millisecond fraction, rounding at the half microsecond, IPv4 and IPv6 endpoints, the
+/// time of day across an hour.
+#[test]
+fn the_lines_numbers_are_written_as_core_fmt_wrote_them() {
+    for (ns, want) in [
+        (0, "0.000"),
+        (499, "0.000"),
+        (500, "0.001"),
+        (9_000, "0.009"),
+        (54_000, "0.054"),
+        (309_946, "0.310"),
+        (1_999_999_500, "2000.000"),
+    ] {
+        assert_eq!(text::ms(ns), want);
+    }
+    let v4 = "10.0.255.1".parse().unwrap();
+    assert_eq!(text::endpoint(v4, 80), "10.0.255.1:80");
+    let v6 = "::ffff:10.0.0.1".parse().unwrap();
+    assert_eq!(text::endpoint(v6, 65535), "[::ffff:10.0.0.1]:65535");
+    let clock = crate::clock::Clock {
+        realtime_offset_ns: 3_599_999_000_000,
+    };
+    assert_eq!(clock.time_of_day(0), "00:59:59.999");
+    assert_eq!(clock.time_of_day(1_000_000), "01:00:00.000");
+}
