@@ -64,6 +64,9 @@ pub enum WaveKind {
     AckSent,
 }
 
+/// Waves a close has at most: one of each kind.
+const WAVES: usize = 5;
+
 impl WaveKind {
     pub fn name(self) -> &'static str {
         match self {
@@ -565,6 +568,8 @@ impl Timeline {
     }
 
     /// The close's segments as far as this side can tell, each with its sequence number.
+    /// (Allocated once at their full number: grown from two, the vector was reallocated
+    /// twice per timeline.)
     pub fn waves(&self) -> Vec<Wave> {
         let at = |from: &[u8], to: u8| self.find(from, to);
         let ts = |t: Option<&Transition>| t.map(|t| t.ts_ns);
@@ -580,7 +585,8 @@ impl Timeline {
             Some(Role::Active) => {
                 let close = at(&[], state::FIN_WAIT1);
                 let acked = at(&[state::FIN_WAIT1], state::FIN_WAIT2);
-                let mut waves = self.own_fin(close, "ESTABLISHED->FIN_WAIT1", acked);
+                let mut waves = Vec::with_capacity(WAVES);
+                waves.extend(self.own_fin(close, "ESTABLISHED->FIN_WAIT1", acked));
                 waves.push(
                     observed(WaveKind::AckReceived, ts(acked), "FIN_WAIT1->FIN_WAIT2")
                         .seq(seq(acked, |s| s.snd_una)),
@@ -646,11 +652,12 @@ impl Timeline {
                 let fin_in = at(&[], state::CLOSE_WAIT);
                 let close = at(&[state::CLOSE_WAIT], state::LAST_ACK);
                 let acked = at(&[state::LAST_ACK], state::CLOSE);
-                let mut waves = vec![
+                let mut waves = Vec::with_capacity(WAVES);
+                waves.push(
                     observed(WaveKind::FinReceived, ts(fin_in), "ESTABLISHED->CLOSE_WAIT")
                         .seq(fin_in_seq(fin_in)),
-                    self.passive_ack(fin_in, close, acked),
-                ];
+                );
+                waves.push(self.passive_ack(fin_in, close, acked));
                 if close.is_some() {
                     waves.extend(self.own_fin(close, "CLOSE_WAIT->LAST_ACK", acked));
                 }
@@ -664,7 +671,8 @@ impl Timeline {
                 let close = at(&[], state::FIN_WAIT1);
                 let crossing = at(&[state::FIN_WAIT1], state::CLOSING);
                 let acked = at(&[state::CLOSING], state::CLOSE);
-                let mut waves = self.own_fin(close, "ESTABLISHED->FIN_WAIT1", acked);
+                let mut waves = Vec::with_capacity(WAVES);
+                waves.extend(self.own_fin(close, "ESTABLISHED->FIN_WAIT1", acked));
                 waves.push(
                     observed(WaveKind::FinReceived, ts(crossing), "FIN_WAIT1->CLOSING")
                         .seq(fin_in_seq(crossing)),
@@ -688,7 +696,7 @@ impl Timeline {
         close: Option<&Transition>,
         basis: &'static str,
         acked: Option<&Transition>,
-    ) -> Vec<Wave> {
+    ) -> [Wave; 2] {
         let fin_seq = close.and_then(|t| t.seq).map(|s| s.write_seq);
         let queued_ns = close.map(|t| t.ts_ns);
         let acked_ns = acked.map(|t| t.ts_ns);
@@ -728,7 +736,7 @@ impl Timeline {
                 _ => wire(Evidence::NotObserved, None, "not seen").within(queued_ns, acked_ns),
             }
         };
-        vec![queued, sent]
+        [queued, sent]
     }
 
     /// The ACK of a FIN taken in at `fin_in` in FIN_WAIT1 or FIN_WAIT2: `tcp_fin()` sends it
