@@ -88,10 +88,11 @@ impl log::Log for KernelLog {
     fn flush(&self) {}
 }
 
-/// The programs whose runs are events, and the one whose runs are owners. (The runs
-/// `inet_sock_set_state_nested` misses are ones where the main program ran.)
-const EVENT_PROGRAMS: [&str; 10] = [
-    "inet_sock_set_state",
+/// The state program, whose skipped runs its nested twin does (the runs the twin misses
+/// are ones where the state program ran).
+const STATE_PROGRAM: &str = "inet_sock_set_state";
+/// The other programs whose runs are events, and the one whose runs are owners.
+const EVENT_PROGRAMS: [&str; 9] = [
     "tcp_send_reset",
     "tcp_receive_reset",
     "tcp_retransmit_skb",
@@ -127,6 +128,8 @@ pub struct Lost {
     /// Hook firings the kernel skipped because our program was already running on that CPU
     /// (a softirq interrupted it), less those `inet_sock_set_state_nested` handled.
     pub skipped: u64,
+    /// The program the kernel skipped most, when it skipped any.
+    pub most_skipped: Option<&'static str>,
     /// Owners not recorded: the owner table was full, or accept()'s program was skipped.
     pub owners: u64,
 }
@@ -355,13 +358,28 @@ impl Capture {
         self.log.flush();
     }
 
-    /// Everything lost so far.
-    pub fn lost(&self) -> Lost {
+    /// Everything lost so far. `repeats`: the twin's runs that repeated a transition the
+    /// state program did send, which user space dropped; the twin's other runs made up for
+    /// the state program's skips. (Counted only from repeats seen: at worst the count
+    /// lags, it never runs ahead.)
+    pub fn lost(&self, repeats: u64) -> Lost {
+        // Per program, so that nothing the twin did hides another program's skips.
+        let recovered = self.counter(counter::NESTED_RUNS).saturating_sub(repeats);
+        let state = self
+            .skipped_runs(&[STATE_PROGRAM])
+            .saturating_sub(recovered);
+        let skips = EVENT_PROGRAMS
+            .iter()
+            .map(|&name| (name, self.skipped_runs(&[name])))
+            .chain([(STATE_PROGRAM, state)]);
+        let skipped = skips.clone().map(|(_, n)| n).sum();
         Lost {
             ring_full: self.counter(counter::LOST_EVENTS),
-            skipped: self
-                .skipped_runs(&EVENT_PROGRAMS)
-                .saturating_sub(self.counter(counter::NESTED_RUNS)),
+            skipped,
+            most_skipped: skips
+                .filter(|&(_, n)| n > 0)
+                .max_by_key(|&(_, n)| n)
+                .map(|(name, _)| name),
             owners: self.counter(counter::LOST_OWNERS) + self.skipped_runs(&OWNER_PROGRAMS),
         }
     }

@@ -113,6 +113,8 @@ pub struct Reconstructor {
     /// The last closes, as `(sock, tuple, (from, to), ts_ns)`: the nested-run twin may
     /// repeat a transition to CLOSE after its timeline is gone (see `is_repeated_close`).
     just_closed: VecDeque<(u64, Tuple, (u8, u8), u64)>,
+    /// The twin's repeats dropped so far (see `repeats`).
+    repeats: u64,
     next_id: u64,
     /// When the kernel lost events, as `(after_ns, until_ns]` spans, oldest first: every
     /// timeline that may have had an event in one is marked `gap`.
@@ -174,6 +176,7 @@ impl Reconstructor {
             follow_time_wait: false,
             just_reset: VecDeque::new(),
             just_closed: VecDeque::new(),
+            repeats: 0,
             next_id: 1,
             losses: VecDeque::new(),
             exit_check: None,
@@ -337,6 +340,13 @@ impl Reconstructor {
         self.open.len()
     }
 
+    /// Transitions dropped as the nested-run twin's repeats of ones the main program sent:
+    /// of the twin's runs, these recovered nothing, so the kernel's count of runs the main
+    /// program missed and the twin made up is its twin runs less these.
+    pub fn repeats(&self) -> u64 {
+        self.repeats
+    }
+
     /// The sockets being followed: not closed yet.
     pub fn open_timelines(&self) -> impl Iterator<Item = &Timeline> {
         self.open.values()
@@ -370,6 +380,7 @@ impl Reconstructor {
         }
         if !self.open.contains_key(&sock) {
             if self.is_repeated_close(sock, key, event) {
+                self.repeats += 1;
                 return;
             }
             self.begin(sock, key, event, emit);
@@ -395,7 +406,10 @@ impl Reconstructor {
                     && timeline
                         .transitions
                         .last()
-                        .is_some_and(|t| (t.from, t.to) == (event.oldstate, event.newstate)) => {}
+                        .is_some_and(|t| (t.from, t.to) == (event.oldstate, event.newstate)) =>
+            {
+                self.repeats += 1
+            }
             kind::STATE => {
                 match timeline.transitions.last() {
                     Some(last) if last.to != event.oldstate => timeline.gap = true,

@@ -855,6 +855,26 @@ fn a_close_repeated_by_the_nested_run_twin_begins_no_timeline() {
     assert!(out.iter().all(|t| t.transitions.len() == 2 && !t.gap));
 }
 
+/// The twin's repeats are counted: the kernel's count of runs the twin made up for is its
+/// runs less these (a repeat recovered nothing).
+#[test]
+fn the_twins_repeats_are_counted() {
+    let mut r = Reconstructor::new(Filter::default());
+    for e in [
+        ev(0, 1, 80, 9000, ESTABLISHED, FIN_WAIT1),
+        ev(5, 1, 80, 9000, ESTABLISHED, FIN_WAIT1),
+        ev(10, 1, 80, 9000, FIN_WAIT1, FIN_WAIT2),
+        ev(20, 1, 80, 9000, FIN_WAIT2, CLOSE),
+        ev(25, 1, 80, 9000, FIN_WAIT2, CLOSE),
+        // Not a repeat: the next step.
+        ev(30, 2, 80, 9001, ESTABLISHED, FIN_WAIT1),
+    ] {
+        r.push(&e);
+    }
+    r.advance(10_000 * MS, &mut |_| {});
+    assert_eq!(r.repeats(), 2);
+}
+
 #[test]
 fn a_socket_open_before_tracing_says_what_the_snapshot_saw() {
     let localhost = std::net::IpAddr::from([127, 0, 0, 1]);

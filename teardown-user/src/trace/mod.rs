@@ -170,7 +170,7 @@ async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Re
     drain.stop();
     drain.receive(|e| pipeline.event(e));
     losses.check(&capture, &drain, &mut pipeline);
-    let lost = capture.lost();
+    let lost = capture.lost(pipeline.repeats());
     Ok(pipeline.finish(
         monotonic_ns(),
         lost.events(),
@@ -197,7 +197,7 @@ impl Losses {
     /// are handed out (by the `advance` that follows), and said with their cause.
     fn check(&mut self, capture: &Capture, drain: &Drain, pipeline: &mut Pipeline) {
         let now = monotonic_ns();
-        let lost = capture.lost();
+        let lost = capture.lost(pipeline.repeats());
         if lost.events() > self.reported.events() {
             pipeline.note_loss(self.checked_ns, now);
         }
@@ -225,8 +225,9 @@ fn warn_lost(before: &Lost, now: &Lost, backlog_full: bool) {
     if now.skipped > before.skipped {
         eprintln!(
             "teardown-trace: WARNING: {} events lost (the kernel skipped a hook that fired \
-             while the program was already running on that CPU)",
-            now.skipped - before.skipped
+             while the program was already running on that CPU; so far mostly {})",
+            now.skipped - before.skipped,
+            now.most_skipped.unwrap_or("?")
         );
     }
 }

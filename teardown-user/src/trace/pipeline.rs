@@ -244,6 +244,12 @@ impl Pipeline {
         }
     }
 
+    /// The nested-run twin's repeats dropped so far (`Reconstructor::repeats`; none are
+    /// recognised in raw mode, which prints every event).
+    pub fn repeats(&self) -> u64 {
+        self.reconstructor.repeats()
+    }
+
     /// Sockets already open when tracing started, as the snapshot saw them.
     pub fn before_trace(&mut self, snapshot: &Snapshot) {
         self.reconstructor.before_trace(snapshot.before_trace());
