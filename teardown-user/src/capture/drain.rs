@@ -206,8 +206,11 @@ impl Worker {
             let stopping = self.stop.load(Ordering::SeqCst);
             // The last look takes everything there is room for into one batch.
             let limit = if stopping { usize::MAX } else { BATCH_EVENTS };
-            // Whether the main thread must catch up before more can move: then the ring
-            // stays readable, and polling it again at once would spin at real-time priority.
+            // Whether the main thread must catch up before more can move, or the ring's
+            // next record is reserved and not committed yet: then the ring stays readable,
+            // and polling it again at once would spin at real-time priority (starving, on
+            // a kernel that runs tracepoint programs preemptible, a producer preempted on
+            // this CPU in the middle of that record).
             let behind = loop {
                 if batch.capacity() == 0 {
                     batch = self.empty_batch();
@@ -220,7 +223,7 @@ impl Worker {
                 let before = batch.len();
                 while batch.len() < wanted {
                     let Some(event) = self.ring.next() else {
-                        emptied_ring = true;
+                        emptied_ring = !self.ring.head_busy();
                         break;
                     };
                     batch.push(event);

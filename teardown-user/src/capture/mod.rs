@@ -138,6 +138,17 @@ impl Lost {
     pub fn events(&self) -> u64 {
         self.ring_full + self.skipped
     }
+
+    /// Never less than `earlier`, cause by cause: a count that dipped (a twin's repeat not
+    /// handled yet) and came back is no new loss.
+    pub fn at_least(self, earlier: &Lost) -> Lost {
+        Lost {
+            ring_full: self.ring_full.max(earlier.ring_full),
+            skipped: self.skipped.max(earlier.skipped),
+            most_skipped: self.most_skipped.or(earlier.most_skipped),
+            owners: self.owners.max(earlier.owners),
+        }
+    }
 }
 
 /// A running capture. Dropping it detaches everything.
@@ -360,14 +371,16 @@ impl Capture {
 
     /// Everything lost so far. `repeats`: the twin's runs that repeated a transition the
     /// state program did send, which user space dropped; the twin's other runs made up for
-    /// the state program's skips. (Counted only from repeats seen: at worst the count
-    /// lags, it never runs ahead.)
+    /// the state program's skips. Repeats user space never sees (of a transition filtered
+    /// out, or of an opening one not sent) cannot be told apart and still hide as many
+    /// skips; a repeat seen late lowers the count until it is seen (`Lost::at_least`).
     pub fn lost(&self, repeats: u64) -> Lost {
-        // Per program, so that nothing the twin did hides another program's skips.
+        // Skips before the twin's runs: the kernel counts a skip before the twin makes up
+        // for it, so read the other way round a skip made up for in between would show.
+        let state_skips = self.skipped_runs(&[STATE_PROGRAM]);
         let recovered = self.counter(counter::NESTED_RUNS).saturating_sub(repeats);
-        let state = self
-            .skipped_runs(&[STATE_PROGRAM])
-            .saturating_sub(recovered);
+        // Per program, so that nothing the twin did hides another program's skips.
+        let state = state_skips.saturating_sub(recovered);
         let skips = EVENT_PROGRAMS
             .iter()
             .map(|&name| (name, self.skipped_runs(&[name])))
@@ -484,6 +497,26 @@ fn check_privileges() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::Lost;
+
+    #[test]
+    fn a_loss_count_never_goes_down() {
+        let earlier = Lost {
+            skipped: 7,
+            ring_full: 2,
+            most_skipped: Some("tcp_receive_reset"),
+            ..Lost::default()
+        };
+        let now = Lost {
+            skipped: 5,
+            ring_full: 3,
+            ..Lost::default()
+        };
+        let kept = now.at_least(&earlier);
+        assert_eq!((kept.skipped, kept.ring_full, kept.owners), (7, 3, 0));
+        assert_eq!(kept.most_skipped, Some("tcp_receive_reset"));
+    }
+
     use super::*;
 
     #[test]

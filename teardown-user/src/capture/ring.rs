@@ -109,6 +109,11 @@ impl Ring {
         }
     }
 
+    /// Whether a record is reserved past those `next` handed out, not committed yet.
+    pub fn head_busy(&self) -> bool {
+        self.position < self.producer_position().load(Ordering::Acquire)
+    }
+
     /// The event whose bytes start at `at`, in two pieces when it wraps.
     fn copy_out(&self, at: usize) -> Event {
         let mut event = MaybeUninit::<Event>::uninit();

@@ -170,7 +170,7 @@ async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Re
     drain.stop();
     drain.receive(|e| pipeline.event(e));
     losses.check(&capture, &drain, &mut pipeline);
-    let lost = capture.lost(pipeline.repeats());
+    let lost = capture.lost(pipeline.repeats()).at_least(&losses.reported);
     Ok(pipeline.finish(
         monotonic_ns(),
         lost.events(),
@@ -197,7 +197,7 @@ impl Losses {
     /// are handed out (by the `advance` that follows), and said with their cause.
     fn check(&mut self, capture: &Capture, drain: &Drain, pipeline: &mut Pipeline) {
         let now = monotonic_ns();
-        let lost = capture.lost(pipeline.repeats());
+        let lost = capture.lost(pipeline.repeats()).at_least(&self.reported);
         if lost.events() > self.reported.events() {
             pipeline.note_loss(self.checked_ns, now);
         }
