@@ -103,7 +103,7 @@ const EVENT_PROGRAMS: [&str; 9] = [
     "tw_timer_handler",
     "tcp_sk_exit_batch",
 ];
-const OWNER_PROGRAMS: [&str; 1] = ["sys_exit_accept"];
+const OWNER_PROGRAM: &str = "sys_exit_accept";
 /// The TIME_WAIT mini-socket's hooks (fentry/fexit), all or none: the hand-over, the
 /// segments it takes in, its reuse and its kill.
 const TIME_WAIT_PROGRAMS: [&str; 4] = [
@@ -377,32 +377,31 @@ impl Capture {
     pub fn lost(&self, repeats: u64) -> Lost {
         // Skips before the twin's runs: the kernel counts a skip before the twin makes up
         // for it, so read the other way round a skip made up for in between would show.
-        let state_skips = self.skipped_runs(&[STATE_PROGRAM]);
+        let state_skips = self.skipped_runs(STATE_PROGRAM);
         let recovered = self.counter(counter::NESTED_RUNS).saturating_sub(repeats);
         // Per program, so that nothing the twin did hides another program's skips.
         let state = state_skips.saturating_sub(recovered);
-        let skips = EVENT_PROGRAMS
-            .iter()
-            .map(|&name| (name, self.skipped_runs(&[name])))
-            .chain([(STATE_PROGRAM, state)]);
-        let skipped = skips.clone().map(|(_, n)| n).sum();
+        // Each program's count read once (a syscall each).
+        let state = (STATE_PROGRAM, state);
+        let others = EVENT_PROGRAMS.map(|name| (name, self.skipped_runs(name)));
+        let skips = others.iter().chain([&state]);
         Lost {
             ring_full: self.counter(counter::LOST_EVENTS),
-            skipped,
+            skipped: skips.clone().map(|(_, n)| n).sum(),
             most_skipped: skips
-                .filter(|&(_, n)| n > 0)
-                .max_by_key(|&(_, n)| n)
-                .map(|(name, _)| name),
-            owners: self.counter(counter::LOST_OWNERS) + self.skipped_runs(&OWNER_PROGRAMS),
+                .filter(|(_, n)| *n > 0)
+                .max_by_key(|(_, n)| *n)
+                .map(|(name, _)| *name),
+            owners: self.counter(counter::LOST_OWNERS) + self.skipped_runs(OWNER_PROGRAM),
         }
     }
 
-    fn skipped_runs(&self, programs: &[&str]) -> u64 {
-        programs
-            .iter()
-            .filter_map(|name| self.ebpf.program(name)?.fd().ok())
-            .map(|fd| recursion_misses(fd.as_fd()).unwrap_or(0))
-            .sum()
+    /// Runs of `program` the kernel skipped (0 for a program not loaded).
+    fn skipped_runs(&self, program: &str) -> u64 {
+        self.ebpf
+            .program(program)
+            .and_then(|p| p.fd().ok())
+            .map_or(0, |fd| recursion_misses(fd.as_fd()).unwrap_or(0))
     }
 
     fn counter(&self, index: u32) -> u64 {
@@ -497,7 +496,7 @@ fn check_privileges() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::Lost;
+    use super::*;
 
     #[test]
     fn a_loss_count_never_goes_down() {
@@ -516,8 +515,6 @@ mod tests {
         assert_eq!((kept.skipped, kept.ring_full, kept.owners), (7, 3, 0));
         assert_eq!(kept.most_skipped, Some("tcp_receive_reset"));
     }
-
-    use super::*;
 
     #[test]
     fn the_embedded_object_is_a_bpf_elf() {

@@ -170,7 +170,7 @@ async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Re
     drain.stop();
     drain.receive(|e| pipeline.event(e));
     losses.check(&capture, &drain, &mut pipeline);
-    let lost = capture.lost(pipeline.repeats()).at_least(&losses.reported);
+    let lost = losses.reported;
     Ok(pipeline.finish(
         monotonic_ns(),
         lost.events(),
