@@ -47,18 +47,19 @@ impl Clock {
     pub fn push_time_of_day(&self, out: &mut String, ts_ns: u64) {
         let unix_ns = ts_ns as i128 + self.realtime_offset_ns;
         let ms_of_day = (unix_ns / 1_000_000).rem_euclid(86_400_000) as u32;
-        let two = |out: &mut String, n: u32| {
-            out.push(char::from(b'0' + (n / 10) as u8));
-            out.push(char::from(b'0' + (n % 10) as u8));
-        };
-        two(out, ms_of_day / 3_600_000);
+        push_padded(out, ms_of_day / 3_600_000, 2);
         out.push(':');
-        two(out, ms_of_day / 60_000 % 60);
+        push_padded(out, ms_of_day / 60_000 % 60, 2);
         out.push(':');
-        two(out, ms_of_day / 1000 % 60);
+        push_padded(out, ms_of_day / 1000 % 60, 2);
         out.push('.');
-        let ms = ms_of_day % 1000;
-        out.push(char::from(b'0' + (ms / 100) as u8));
-        two(out, ms % 100);
+        push_padded(out, ms_of_day % 1000, 3);
+    }
+}
+
+/// Appends `n` in decimal with exactly `digits` digits, zero-padded (`n` must fit).
+pub(crate) fn push_padded(out: &mut String, n: u32, digits: u32) {
+    for place in (0..digits).rev() {
+        out.push(char::from(b'0' + (n / 10u32.pow(place) % 10) as u8));
     }
 }

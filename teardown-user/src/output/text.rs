@@ -6,7 +6,7 @@ use std::{collections::HashMap, fmt::Write as _};
 use teardown_common::{kind, owner_source, sock_flags, state, Event, KernelNames};
 
 use crate::{
-    clock::Clock,
+    clock::{push_padded, Clock},
     reconstruct::{Evidence, Owner, Role, Timeline, Transition, Wave, WaveKind},
 };
 
@@ -46,11 +46,8 @@ impl std::fmt::Display for Ms {
 pub(crate) fn push_ms(out: &mut String, ns: u64) {
     let us = ns.saturating_add(500) / 1000;
     num(out, us / 1000);
-    let frac = us % 1000;
     out.push('.');
-    for digit in [frac / 100, frac / 10 % 10, frac % 10] {
-        out.push(char::from(b'0' + digit as u8));
-    }
+    push_padded(out, (us % 1000) as u32, 3);
 }
 
 /// Appends a decimal integer: `core::fmt` was most of the line's cost (callgrind: 12,900
