@@ -259,8 +259,8 @@ pub mod filter {
     pub const CLOSING_ONLY: u32 = 64;
 }
 
-/// Offsets inside kernel structs, read from the running kernel's BTF (and, for
-/// `accept_ret`, the tracepoint's format file) by user space. `NONE` marks a field this
+/// Offsets inside kernel structs, read from the running kernel's BTF (and, for the
+/// tracepoint records, their format files) by user space. `NONE` marks a field this
 /// kernel does not have.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -294,6 +294,11 @@ pub struct SockLayout {
     pub socket_sk: u32,
     /// Offset of `ret` in the `syscalls:sys_exit_accept*` record.
     pub accept_ret: u32,
+    /// Offsets of `skaddr`, `oldstate` and `newstate` in the `sock:inet_sock_set_state`
+    /// record, where the classic tracepoint program is the one attached (else 0).
+    pub state_skaddr: u32,
+    pub state_oldstate: u32,
+    pub state_newstate: u32,
     /// Offset in `struct sk_buff` of the low byte of `tcp_skb_cb.tcp_flags` (inside `cb`).
     pub skb_tcp_flags: u32,
     /// `sock.__sk_common.skc_net.net` and `net.ns.inum`: the network namespace.
@@ -399,12 +404,12 @@ mod tests {
 
     #[test]
     fn config_and_owner_layouts_are_pinned() {
-        assert_eq!(size_of::<SockLayout>(), 176);
-        assert_eq!(size_of::<Config>(), 212);
-        assert_eq!(offset_of!(Config, wakeup_bytes), 180);
-        assert_eq!(offset_of!(Config, pid_namespace), 188);
-        assert_eq!(offset_of!(Config, floor), 192);
-        assert_eq!(offset_of!(Config, time_wait), 196);
+        assert_eq!(size_of::<SockLayout>(), 188);
+        assert_eq!(size_of::<Config>(), 224);
+        assert_eq!(offset_of!(Config, wakeup_bytes), 192);
+        assert_eq!(offset_of!(Config, pid_namespace), 200);
+        assert_eq!(offset_of!(Config, floor), 204);
+        assert_eq!(offset_of!(Config, time_wait), 208);
         assert_eq!(size_of::<Owner>(), 24);
         // The kernel side moves `comm` as two 8-byte words.
         assert_eq!(align_of::<Owner>(), 8);

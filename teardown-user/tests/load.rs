@@ -9,11 +9,33 @@ fn every_transition_of_a_churn_is_seen_or_counted_lost() {
     let Some(_serial) = privileged("every_transition_of_a_churn_is_seen_or_counted_lost") else {
         return;
     };
+    churn_is_seen_or_counted_lost("");
+}
+
+/// The same through the state program's classic tracepoint variant, which a kernel that
+/// may preempt a BTF tracepoint program gets (Linux 7.0 on, where kernel code is
+/// preemptible): the start-up probe is made to see this kernel so. A release build
+/// ignores the variable and runs the BTF program.
+#[test]
+fn every_transition_of_a_churn_is_seen_through_the_classic_tracepoint_too() {
+    let Some(_serial) = privileged("every_transition_of_a_churn_is_seen_through_the_classic")
+    else {
+        return;
+    };
+    let program = churn_is_seen_or_counted_lost("unpreempted_btf_programs");
+    if cfg!(debug_assertions) {
+        assert_eq!(program, "inet_sock_set_state_classic");
+    }
+}
+
+/// A churn of 20,000 connections, with `hidden` hidden from the tracer's probe; returns
+/// the state program the tracer ran.
+fn churn_is_seen_or_counted_lost(hidden: &str) -> &'static str {
     const CONNECTIONS: usize = 20_000;
     let (ns, port) = (Netns::new(), port());
     let _stats = BpfStats::enable();
-    let traced = Traced::start("churn", port);
-    let unrun = UnrunFirings::start("sock", "inet_sock_set_state");
+    let traced = Traced::hiding("churn", port, hidden);
+    let unrun = UnrunFirings::of_transitions();
     let count = CONNECTIONS.to_string();
     play("churn", &ns, port, &["--count", &count]).finish();
     // The last closes may still be in softirq after the lab exits; a client's CLOSE is
@@ -54,6 +76,7 @@ fn every_transition_of_a_churn_is_seen_or_counted_lost() {
          {unaccounted_by_kernel} never run by the kernel); by kind: {by_kind:?}",
         expected - seen - lost - unaccounted_by_kernel
     );
+    unrun.program
 }
 
 /// The distinct state transitions a raw replay holds, by `from -> to`, and how many
@@ -111,7 +134,7 @@ fn a_storm_of_100000_close_waits_loses_nothing_with_default_settings() {
     let doc = std::env::temp_dir().join(format!("td-storm-{}.json", ports[0]));
     let _stats = BpfStats::enable();
     let tracer = Tracer::start(&["-o", doc.to_str().unwrap(), "-P", &list.join(",")]);
-    let unrun = UnrunFirings::start("sock", "inet_sock_set_state");
+    let unrun = UnrunFirings::of_transitions();
     play(
         "storm",
         &ns,

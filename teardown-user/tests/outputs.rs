@@ -567,7 +567,7 @@ fn the_start_up_probe_refuses_a_kernel_below_the_minimum_and_says_what_it_degrad
         let mut cmd = Command::new(TRACE);
         cmd.args(["-d", "1"]).args(args);
         let out = cmd
-            .env("TEARDOWN_PROBE_HIDE", hidden)
+            .env(PROBE_HIDE, hidden)
             .output()
             .expect("teardown-trace");
         (

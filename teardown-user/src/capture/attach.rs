@@ -122,21 +122,43 @@ pub fn attach_traced_function(ebpf: &mut Ebpf, btf: &aya::Btf, name: &'static st
     Ok(())
 }
 
+/// Attaches the classic tracepoint program `name` to `hook` (`category:name`).
+pub fn attach_tracepoint(ebpf: &mut Ebpf, name: &'static str, hook: &'static str) -> Result<()> {
+    attach_classic(ebpf, name, hook, &[hook])
+}
+
 /// One program on both accept syscalls.
 pub fn attach_accept(ebpf: &mut Ebpf) -> Result<()> {
+    attach_classic(
+        ebpf,
+        "sys_exit_accept",
+        "syscalls:sys_exit_accept",
+        &["syscalls:sys_exit_accept4", "syscalls:sys_exit_accept"],
+    )
+}
+
+/// Loads the classic tracepoint program `name` once and attaches it to each of `hooks`
+/// (`category:name`); errors name `hook`.
+fn attach_classic(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    hook: &'static str,
+    hooks: &[&str],
+) -> Result<()> {
     let hook_err = |action, e: aya::programs::ProgramError| Error::Hook {
         action,
-        hook: "syscalls:sys_exit_accept",
+        hook,
         reason: first_line(e),
     };
     let program: &mut TracePoint = ebpf
-        .program_mut("sys_exit_accept")
+        .program_mut(name)
         .and_then(|p| p.try_into().ok())
-        .ok_or_else(|| Error::Bpf("kernel program has no sys_exit_accept".into()))?;
+        .ok_or_else(|| Error::Bpf(format!("kernel program has no {name}")))?;
     program.load().map_err(|e| hook_err("load", e))?;
-    for name in ["sys_exit_accept4", "sys_exit_accept"] {
+    for tracepoint in hooks {
+        let (category, tracepoint) = tracepoint.split_once(':').unwrap_or(("", tracepoint));
         program
-            .attach("syscalls", name)
+            .attach(category, tracepoint)
             .map_err(|e| hook_err("attach", e))?;
     }
     Ok(())

@@ -7,7 +7,8 @@ use super::btf;
 use crate::error::{Error, Result};
 
 /// Offsets of the kernel fields the kernel program reads, from this kernel's BTF.
-/// `accept_ret` is left 0: it comes from tracefs.
+/// The tracepoint records' offsets (`accept_ret`, `state_*`) are left 0: they come from
+/// tracefs.
 pub fn sock_layout(kernel: &btf::Btf) -> Result<SockLayout> {
     let field = |strukt: &str, path: &str, size: u32| sized_field(kernel, strukt, path, size);
     let sock = |path: &str, size: u32| field("sock", path, size);
@@ -35,6 +36,9 @@ pub fn sock_layout(kernel: &btf::Btf) -> Result<SockLayout> {
         file_private_data: field("file", "private_data", 8)?,
         socket_sk: field("socket", "sk", 8)?,
         accept_ret: 0,
+        state_skaddr: 0,
+        state_oldstate: 0,
+        state_newstate: 0,
         skb_tcp_flags: skb_tcp_flags(kernel).unwrap_or(SockLayout::NONE),
         // Without network namespaces (CONFIG_NET_NS=n) every socket is in one.
         sk_net: sock("__sk_common.skc_net.net", 8).unwrap_or(SockLayout::NONE),

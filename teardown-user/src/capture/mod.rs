@@ -27,7 +27,7 @@ use teardown_common::{
 
 use attach::{
     attach_accept, attach_btf_tracepoint, attach_btf_tracepoint_to, attach_traced_function,
-    fill_filter_maps, first_line, map_mut, take_map,
+    attach_tracepoint, fill_filter_maps, first_line, map_mut, take_map,
 };
 pub use drain::Drain;
 use layout::{kernel_names, numbers_pids, sock_layout, time_wait_layout};
@@ -43,6 +43,9 @@ use crate::{
 };
 
 /// What a missing accept() hook costs.
+/// The classic tracepoints, as tracefs names them.
+const ACCEPT_HOOK: &str = "syscalls:sys_exit_accept4";
+const STATE_HOOK: &str = "sock:inet_sock_set_state";
 const ACCEPT_LOSES: &str = "accepted sockets get their owner only when they close";
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -89,8 +92,11 @@ impl log::Log for KernelLog {
 }
 
 /// The state program, whose skipped runs its nested twin does (the runs the twin misses
-/// are ones where the state program ran).
+/// are ones where the state program ran); its classic tracepoint variant, for a kernel
+/// that may preempt a BTF tracepoint program; the twin.
 const STATE_PROGRAM: &str = "inet_sock_set_state";
+const CLASSIC_STATE_PROGRAM: &str = "inet_sock_set_state_classic";
+const NESTED_STATE_PROGRAM: &str = "inet_sock_set_state_nested";
 /// The other programs whose runs are events, and the one whose runs are owners.
 const EVENT_PROGRAMS: [&str; 9] = [
     "tcp_send_reset",
@@ -119,6 +125,8 @@ const NAMESPACE_LOSES: &str = "a TIME_WAIT mini-socket's end with its network na
      is seen only where the kernel does not inline the kill";
 const NESTED_LOSES: &str =
     "transitions the kernel skips while the program runs on that CPU are counted, not recovered";
+const PREEMPTED_LOSES: &str = "this kernel may preempt the state program, and transitions \
+     made on its CPU meanwhile are mostly counted lost, not recovered";
 
 /// What the kernel could not hand over, by cause.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -155,6 +163,8 @@ impl Lost {
 pub struct Capture {
     /// Until the drain takes it.
     ring: Option<Ring>,
+    /// `STATE_PROGRAM` or `CLASSIC_STATE_PROGRAM`, whichever this kernel runs.
+    state_program: &'static str,
     log: aya_log::EbpfLogger<KernelLog>,
     counters: PerCpuArray<MapData, u64>,
     /// Hooks this kernel lacks, and what the output loses because of it.
@@ -204,11 +214,26 @@ impl Capture {
             );
         }
         // accept() owners come from a classic tracepoint, which lives in tracefs.
-        let accept_hook = tracefs::ensure_mounted()
-            .and_then(|dir| tracefs::field_offset(&dir, "syscalls", "sys_exit_accept4", "ret"));
+        let accept_hook = tracefs::ensure_mounted(ACCEPT_HOOK)
+            .and_then(|dir| tracefs::field_offsets(&dir, ACCEPT_HOOK, ["ret"]));
         match accept_hook {
-            Ok(offset) => layout.accept_ret = offset,
+            Ok([offset]) => layout.accept_ret = offset,
             Err(e) => degraded.push(format!("{e}: {ACCEPT_LOSES}")),
+        }
+        // Where the kernel may preempt a BTF program, the state program is the classic
+        // tracepoint's, which it may not (see the kernel program).
+        if probe.preemptible_btf_programs {
+            let record = tracefs::ensure_mounted(STATE_HOOK).and_then(|dir| {
+                tracefs::field_offsets(&dir, STATE_HOOK, ["skaddr", "oldstate", "newstate"])
+            });
+            match record {
+                Ok([skaddr, old, new]) => {
+                    layout.state_skaddr = skaddr;
+                    layout.state_oldstate = old;
+                    layout.state_newstate = new;
+                }
+                Err(e) => degraded.push(format!("{e}: {PREEMPTED_LOSES}")),
+            }
         }
 
         let mut filters = options.filter.kernel_bits();
@@ -252,12 +277,20 @@ impl Capture {
         let log = aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLog)
             .map_err(|e| Error::Bpf(format!("kernel log: {e}")))?;
 
-        attach_btf_tracepoint(&mut ebpf, &kernel_btf, "inet_sock_set_state")?;
-        // After the main program, so that it runs second on every transition.
-        let nested = "inet_sock_set_state_nested";
-        if let Err(e) =
-            attach_btf_tracepoint_to(&mut ebpf, &kernel_btf, nested, "inet_sock_set_state")
-        {
+        let state_program = if layout.state_skaddr != 0 {
+            attach_tracepoint(&mut ebpf, CLASSIC_STATE_PROGRAM, STATE_HOOK)?;
+            CLASSIC_STATE_PROGRAM
+        } else {
+            attach_btf_tracepoint(&mut ebpf, &kernel_btf, STATE_PROGRAM)?;
+            STATE_PROGRAM
+        };
+        // After the state program, so that it runs second on every transition.
+        if let Err(e) = attach_btf_tracepoint_to(
+            &mut ebpf,
+            &kernel_btf,
+            NESTED_STATE_PROGRAM,
+            "inet_sock_set_state",
+        ) {
             degraded.push(format!("{e}: {NESTED_LOSES}"));
         }
         // The probe said which of these this kernel lacks (already in `degraded`).
@@ -317,6 +350,7 @@ impl Capture {
         let counters = take_map(&mut ebpf, "COUNTERS")?;
         Ok(Capture {
             ring: Some(ring),
+            state_program,
             log,
             counters,
             degraded,
@@ -377,12 +411,12 @@ impl Capture {
     pub fn lost(&self, repeats: u64) -> Lost {
         // Skips before the twin's runs: the kernel counts a skip before the twin makes up
         // for it, so read the other way round a skip made up for in between would show.
-        let state_skips = self.skipped_runs(STATE_PROGRAM);
+        let state_skips = self.skipped_runs(self.state_program);
         let recovered = self.counter(counter::NESTED_RUNS).saturating_sub(repeats);
         // Per program, so that nothing the twin did hides another program's skips.
         let state = state_skips.saturating_sub(recovered);
         // Each program's count read once (a syscall each).
-        let state = (STATE_PROGRAM, state);
+        let state = (self.state_program, state);
         let others = EVENT_PROGRAMS.map(|name| (name, self.skipped_runs(name)));
         let skips = others.iter().chain([&state]);
         Lost {

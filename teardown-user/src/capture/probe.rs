@@ -19,8 +19,8 @@ const TRACEPOINTS: [&str; 4] = [
 const RESET_WITHOUT_REASON: &str =
     "tcp_send_reset has no reason argument (Linux < 6.10): reset reasons are unavailable";
 
-/// A debug build hides the features named here (comma-separated: `ring_buf`, `btf`, or a
-/// tracepoint's name) from the probe, so that a test on a full kernel sees the refusal or
+/// A debug build hides the features named here (comma-separated: `ring_buf`, `btf`,
+/// `unpreempted_btf_programs`, or a tracepoint's name) from the probe, so that a test on a full kernel sees the refusal or
 /// the degradation a poorer kernel gets. Release builds ignore it.
 pub const HIDE_VAR: &str = "TEARDOWN_PROBE_HIDE";
 
@@ -32,6 +32,47 @@ pub struct Probe {
     /// Each tracepoint's argument count as BTF gives it (`btf_trace_NAME`), `None` where
     /// this kernel has no such BTF tracepoint.
     pub tracepoints: Vec<(&'static str, Option<u32>)>,
+    /// The kernel may preempt a BTF tracepoint program (see [`btf_programs_preemptible`]).
+    pub preemptible_btf_programs: bool,
+}
+
+/// Where a kernel built to choose its preemption model at boot says which one it runs.
+const PREEMPT_MODE: &str = "/sys/kernel/debug/sched/preempt";
+
+/// Whether the kernel `release` (as `uname -r` gives it) may preempt a BTF tracepoint
+/// program, given its preemption model as [`PREEMPT_MODE`] lists them, the current one in
+/// parentheses (`None`: unreadable). Linux 7.0 made tracepoint callbacks preemptible
+/// (commit a46023d5616e, "tracing: Guard __DECLARE_TRACE() use of __DO_TRACE_CALL() with
+/// SRCU-fast"); before it every tracepoint ran with preemption off. A kernel that does not
+/// preempt kernel code (`none`, `voluntary`) still never preempts one. Where the model is
+/// unknown, preemptible: a program that cannot be preempted is only dearer.
+pub fn btf_programs_preemptible(release: &str, preempt_mode: Option<&str>) -> bool {
+    let mut numbers = release.split(['.', '-', '+']).map(str::parse::<u32>);
+    let (Some(Ok(major)), Some(Ok(_minor))) = (numbers.next(), numbers.next()) else {
+        return false;
+    };
+    if major < 7 {
+        return false;
+    }
+    let current = preempt_mode.and_then(|modes| {
+        let (_, rest) = modes.split_once('(')?;
+        rest.split_once(')').map(|(mode, _)| mode.trim())
+    });
+    !matches!(current, Some("none" | "voluntary"))
+}
+
+/// The running kernel's release, as `uname -r` prints it.
+fn kernel_release() -> String {
+    // SAFETY: uname fills the zeroed struct; `release` is NUL-terminated.
+    unsafe {
+        let mut names: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut names) != 0 {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(names.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    }
 }
 
 impl Probe {
@@ -45,6 +86,10 @@ impl Probe {
                 .iter()
                 .map(|&name| (name, btf.and_then(|b| b.tracepoint_arg_count(name).ok())))
                 .collect(),
+            preemptible_btf_programs: btf_programs_preemptible(
+                &kernel_release(),
+                std::fs::read_to_string(PREEMPT_MODE).ok().as_deref(),
+            ),
         };
         match std::env::var(HIDE_VAR) {
             Ok(hidden) if cfg!(debug_assertions) => probe.hiding(&hidden),
@@ -58,6 +103,7 @@ impl Probe {
             match feature {
                 "ring_buf" => self.ring_buf = false,
                 "btf" => self.btf = false,
+                "unpreempted_btf_programs" => self.preemptible_btf_programs = true,
                 name => {
                     for (tracepoint, args) in &mut self.tracepoints {
                         if *tracepoint == name {
@@ -124,6 +170,7 @@ mod tests {
                 ("tcp_receive_reset", Some(1)),
                 ("tcp_retransmit_skb", Some(2)),
             ],
+            preemptible_btf_programs: false,
         }
     }
 
@@ -161,6 +208,43 @@ mod tests {
             assert!(error.contains(says), "{hidden}: {error}");
             assert!(!error.contains('\n'), "{error}");
         }
+    }
+
+    #[test]
+    fn btf_programs_are_preemptible_from_linux_7_where_kernel_code_is() {
+        // What the vm-test guests and this project's machine read.
+        assert!(!btf_programs_preemptible("5.10.0-46-amd64", None));
+        let voluntary = "none (voluntary) full \n";
+        assert!(!btf_programs_preemptible(
+            "6.12.117+deb13-amd64",
+            Some(voluntary)
+        ));
+        assert!(!btf_programs_preemptible(
+            "6.18.44-fc-v857",
+            Some("none voluntary (full) lazy")
+        ));
+        assert!(btf_programs_preemptible(
+            "7.2.13+deb14-amd64",
+            Some("full (lazy) \n")
+        ));
+        assert!(btf_programs_preemptible(
+            "7.0.0",
+            Some("none voluntary (full) lazy")
+        ));
+        assert!(!btf_programs_preemptible("7.1.0-rc1", Some(voluntary)));
+        assert!(!btf_programs_preemptible(
+            "7.1.0",
+            Some("(none) voluntary full")
+        ));
+        assert!(
+            btf_programs_preemptible("7.2.13+deb14-amd64", None),
+            "unknown: preemptible"
+        );
+        assert!(btf_programs_preemptible("10.0", Some("garbage")));
+        assert!(
+            !btf_programs_preemptible("", None),
+            "no release: as before 7.0"
+        );
     }
 
     #[test]

@@ -13,11 +13,9 @@ pub const TRACEFS: &str = "/sys/kernel/tracing";
 /// Where older systems have it, under debugfs.
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 
-const HOOK: &str = "syscalls:sys_exit_accept";
-
 /// Where tracefs is: already mounted (at [`TRACEFS`] or under debugfs), or mounted now at
-/// [`TRACEFS`].
-pub fn ensure_mounted() -> Result<PathBuf> {
+/// [`TRACEFS`]. `hook` (`category:name`) is the tracepoint it is wanted for, named in errors.
+pub fn ensure_mounted(hook: &'static str) -> Result<PathBuf> {
     for dir in [TRACEFS, DEBUGFS_TRACING] {
         if Path::new(dir).join("events").is_dir() {
             return Ok(dir.into());
@@ -49,19 +47,25 @@ pub fn ensure_mounted() -> Result<PathBuf> {
     {
         return Err(Error::Hook {
             action: "read tracefs for",
-            hook: HOOK,
+            hook,
             reason: format!("{dir}/events is not readable: {error}"),
         });
     }
     Err(Error::Hook {
         action: "mount tracefs for",
-        hook: HOOK,
+        hook,
         reason: error.to_string(),
     })
 }
 
-/// The offset of `field` in a tracepoint's record, from its `format` file under `tracefs`.
-pub fn field_offset(tracefs: &Path, category: &str, name: &str, field: &str) -> Result<u32> {
+/// The offsets of `fields` in the record of the tracepoint `hook` (`category:name`), from
+/// its `format` file under `tracefs`.
+pub fn field_offsets<const N: usize>(
+    tracefs: &Path,
+    hook: &'static str,
+    fields: [&str; N],
+) -> Result<[u32; N]> {
+    let (category, name) = hook.split_once(':').unwrap_or(("", hook));
     let path = tracefs
         .join("events")
         .join(category)
@@ -69,14 +73,18 @@ pub fn field_offset(tracefs: &Path, category: &str, name: &str, field: &str) -> 
         .join("format");
     let format = fs::read_to_string(&path).map_err(|e| Error::Hook {
         action: "read the format of",
-        hook: HOOK,
+        hook,
         reason: format!("{}: {e}", path.display()),
     })?;
-    parse_field_offset(&format, field).ok_or_else(|| Error::Hook {
-        action: "find the field `ret` in",
-        hook: HOOK,
-        reason: format!("{} has no such field", path.display()),
-    })
+    let mut offsets = [0; N];
+    for (offset, field) in offsets.iter_mut().zip(fields) {
+        *offset = parse_field_offset(&format, field).ok_or_else(|| Error::Hook {
+            action: "find its fields in the record of",
+            hook,
+            reason: format!("{} has no field `{field}`", path.display()),
+        })?;
+    }
+    Ok(offsets)
 }
 
 /// Parses lines like `field:long ret; offset:16; size:8; signed:1;` (tab-separated).

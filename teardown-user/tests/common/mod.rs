@@ -25,6 +25,8 @@ pub use serde_json::Value;
 
 pub const TRACE: &str = env!("CARGO_BIN_EXE_teardown-trace");
 pub const LAB: &str = env!("CARGO_BIN_EXE_teardown-lab");
+/// Hides kernel features from the tracer's start-up probe (a debug build only).
+pub const PROBE_HIDE: &str = "TEARDOWN_PROBE_HIDE";
 /// How long a wait for a condition may take before the test gives up: a guard against a
 /// hang, not a bound on timing. 20 s at native speed; an emulated kernel (vm-test's TCG
 /// guests, where a process runs 100 times slower and Prometheus was seen taking more than
@@ -200,21 +202,31 @@ pub struct Traced {
 
 impl Traced {
     pub fn start(name: &str, port: u16) -> Traced {
+        Traced::hiding(name, port, "")
+    }
+
+    /// The same, with the kernel features in `hidden` hidden from the tracer's start-up
+    /// probe (`TEARDOWN_PROBE_HIDE`; a debug build only).
+    pub fn hiding(name: &str, port: u16, hidden: &str) -> Traced {
         let doc = std::env::temp_dir().join(format!("td-{name}-{port}.json"));
         let rec = std::env::temp_dir().join(format!("td-{name}-{port}.tdrec"));
-        Traced::at(doc, rec, port)
+        Traced::spawn(doc, rec, port, Command::new(TRACE).env(PROBE_HIDE, hidden))
     }
 
     /// The document and the recording at the paths given.
     pub fn at(doc: PathBuf, rec: PathBuf, port: u16) -> Traced {
-        let tracer = Tracer::start(&[
+        Traced::spawn(doc, rec, port, &mut Command::new(TRACE))
+    }
+
+    fn spawn(doc: PathBuf, rec: PathBuf, port: u16, tracer: &mut Command) -> Traced {
+        let tracer = Tracer::spawn(tracer.args([
             "-o",
             doc.to_str().unwrap(),
             "--record",
             rec.to_str().unwrap(),
             "-P",
             &port.to_string(),
-        ]);
+        ]));
         Traced { tracer, doc, rec }
     }
 
@@ -389,12 +401,29 @@ pub fn sockets_in(ns: &Netns, state: &str) -> usize {
 /// runs and misses (`BpfStats` must be on).
 pub struct UnrunFirings {
     instance: PathBuf,
-    program: &'static str,
+    /// The program whose runs and misses account for the firings.
+    pub program: &'static str,
     before: (u64, u64),
 }
 
 impl UnrunFirings {
-    pub fn start(category: &str, event: &'static str) -> UnrunFirings {
+    /// Of `sock:inet_sock_set_state`, against the state program the running tracer loaded
+    /// (its classic tracepoint variant on a kernel that may preempt a BTF program).
+    pub fn of_transitions() -> UnrunFirings {
+        let classic = "inet_sock_set_state_classic";
+        let loaded = Command::new("bpftool")
+            .args(["prog", "show", "name", classic])
+            .output()
+            .expect("bpftool");
+        let program = if loaded.stdout.is_empty() {
+            "inet_sock_set_state"
+        } else {
+            classic
+        };
+        UnrunFirings::start("sock", "inet_sock_set_state", program)
+    }
+
+    fn start(category: &str, event: &str, program: &'static str) -> UnrunFirings {
         static N: AtomicU16 = AtomicU16::new(0);
         let tracefs = PathBuf::from("/sys/kernel/tracing");
         let name = format!(
@@ -413,8 +442,8 @@ impl UnrunFirings {
         std::fs::write(&enable, "1").unwrap_or_else(|e| panic!("{}: {e}", enable.display()));
         UnrunFirings {
             instance,
-            program: event,
-            before: program_stats(event),
+            program,
+            before: program_stats(program),
         }
     }
 
