@@ -30,7 +30,7 @@ const SLACK_NS: i128 = 50_000;
 const TURNAROUNDS: i128 = 2;
 
 /// Connections made in the capture only to time the kernel's handshake turnarounds.
-const CALIBRATION_CONNECTIONS: &str = "100";
+const CALIBRATION_CONNECTIONS: usize = 100;
 
 /// Spawns `cmd` and waits until a stderr line contains `ready` (or panics after `WAIT`).
 /// Stdout and stderr keep draining into the returned channels.
@@ -192,7 +192,7 @@ fn captured(pattern: &str, extra: &[&str]) -> Capture {
         "churn",
         &ns,
         calibration_port,
-        &["--count", CALIBRATION_CONNECTIONS],
+        &["--count", &CALIBRATION_CONNECTIONS.to_string()],
     )
     .finish();
     let mut timelines: Vec<Value> = Vec::new();
@@ -210,14 +210,21 @@ fn captured(pattern: &str, extra: &[&str]) -> Capture {
         "{summary:?}"
     );
     // Every FIN copy and RST the tracer saw must reach the file before tcpdump stops;
-    // check_counts then holds the file to exactly these.
+    // check_counts then holds the file to exactly these. So must the calibration
+    // connections' FINs, the last segments sent: tcpdump stops without writing what it
+    // has not read yet, and an emulated guest's tcpdump lags far behind (without them the
+    // bound fell back to the native 50 µs, and slow kernels' waves failed it).
     let (fins, rsts) = segments_reported(&timelines);
     let read = || parse_pcap(&std::fs::read(&pcap).unwrap_or_default());
+    let is_calibration = |p: &Packet| p.src.1 == calibration_port || p.dst_port == calibration_port;
     let deadline = Instant::now() + *WAIT;
     while {
         let packets = read();
-        packets.iter().filter(|p| p.fin).count() < fins
-            || packets.iter().filter(|p| p.rst).count() < rsts
+        let (calibration, traced): (Vec<Packet>, Vec<Packet>) =
+            packets.into_iter().partition(is_calibration);
+        traced.iter().filter(|p| p.fin).count() < fins
+            || traced.iter().filter(|p| p.rst).count() < rsts
+            || calibration.iter().filter(|p| p.fin).count() < 2 * CALIBRATION_CONNECTIONS
     } {
         assert!(
             Instant::now() < deadline,
@@ -227,9 +234,7 @@ fn captured(pattern: &str, extra: &[&str]) -> Capture {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(interrupt(capture), 0, "tcpdump");
-    let (calibration, packets) = read()
-        .into_iter()
-        .partition(|p: &Packet| p.src.1 == calibration_port || p.dst_port == calibration_port);
+    let (calibration, packets) = read().into_iter().partition(is_calibration);
     let _ = std::fs::remove_file(&pcap);
     Capture {
         timelines,
@@ -300,7 +305,7 @@ impl Capture {
     /// kernel, the host descheduling the whole guest for milliseconds).
     fn turnaround_ns(&self) -> i128 {
         let packets = &self.calibration;
-        let mut slowest = 0;
+        let (mut slowest, mut measured) = (0, 0);
         for synack in packets.iter().filter(|p| p.syn && p.ack.is_some()) {
             // The last SYN it answers (a retransmitted SYN's first copy went unanswered).
             let syn = packets.iter().rfind(|p| {
@@ -316,8 +321,13 @@ impl Capture {
                 slowest = slowest
                     .max(synack.ts_ns - syn.ts_ns)
                     .max(ack.ts_ns - synack.ts_ns);
+                measured += 1;
             }
         }
+        assert!(
+            measured >= CALIBRATION_CONNECTIONS,
+            "{measured} calibration handshakes in the capture, {CALIBRATION_CONNECTIONS} made"
+        );
         slowest
     }
 
