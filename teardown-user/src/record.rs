@@ -7,7 +7,8 @@
 //! block   = 0x03 len:u32le crc32:u32le record*  (len bytes of records, CRC-32 of them)
 //! record  = 0x01 kind old new flags source reason tcp_flags family:u8
 //!           ts_delta:zigzag-varint skaddr:u64le sport:u16le dport:u16le
-//!           saddr daddr (4 bytes each for IPv4, 16 for IPv6)
+//!           saddr daddr (4 bytes each for IPv4, 16 for IPv6; an event about no socket,
+//!           a network namespace gone, has family 0 and 4 zero bytes each)
 //!           owner_pid:varint task_pid:varint owner_comm task_comm (len:u8 bytes)
 //!           netns:varint seq
 //! seq     = seq_flags:u8, and when it has KNOWN: snd_una:u32le (snd_nxt-snd_una):varint
@@ -27,7 +28,7 @@
 
 use std::io::{self, BufRead, Write};
 
-use teardown_common::{seq_flags, Event, KernelNames, AF_INET, AF_INET6, COMM_LEN};
+use teardown_common::{kind, seq_flags, Event, KernelNames, AF_INET, AF_INET6, COMM_LEN};
 
 const MAGIC: &[u8; 5] = b"TDREC";
 pub const VERSION: u8 = 4;
@@ -461,7 +462,8 @@ impl<R: BufRead> Replay<R> {
         self.exact(&mut head, "event")?;
         let [kind, oldstate, newstate, sock_flags, owner_source, reason, tcp_flags, family] = head;
         let family = u16::from(family);
-        if family != AF_INET && family != AF_INET6 {
+        let no_socket = kind == kind::NAMESPACE_GONE && family == 0;
+        if family != AF_INET && family != AF_INET6 && !no_socket {
             return Err(self.error(at + 7, format!("unknown address family {family}")));
         }
         let zigzag = self.varint("timestamp")?;
@@ -567,11 +569,15 @@ mod tests {
         owned.seq_flags = seq_flags::KNOWN | seq_flags::ACK_SCHEDULED;
         (owned.snd_una, owned.snd_nxt) = (u32::MAX - 5, 10);
         (owned.write_seq, owned.rcv_nxt) = (1_000_010, 77);
+        // An event about no socket: a network namespace gone, family 0.
+        let mut gone: Event = unsafe { std::mem::zeroed() };
+        (gone.ts_ns, gone.kind, gone.netns) = (1_200_000_000, kind::NAMESPACE_GONE, 4_026_532_174);
         // Out of order on purpose: deltas go backwards too.
         vec![
             ev(1_000_000_000, 7, 80, 5000, ESTABLISHED, FIN_WAIT1),
             owned,
             v6,
+            gone,
         ]
     }
 
