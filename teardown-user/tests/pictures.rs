@@ -52,7 +52,27 @@ fn render_mermaid(markdown: &Path, dir: &Path) -> Vec<String> {
         r#"{"executablePath":"/usr/bin/chromium","args":["--no-sandbox","--headless=new"],"timeout":600000,"protocolTimeout":600000}"#,
     )
     .unwrap();
+    // The page's own waits (loading mermaid's page, 30 s) mermaid-cli offers no setting
+    // for: a module Node loads first lifts Puppeteer's default for them (a 6.12 guest's
+    // Chromium once took longer to load the page).
+    let timeouts = dir.join("timeouts.mjs");
+    let settings =
+        tool("mermaid/node_modules/puppeteer-core/lib/esm/puppeteer/common/TimeoutSettings.js");
+    std::fs::write(
+        &timeouts,
+        format!(
+            "import {{ TimeoutSettings }} from 'file://{}';\n\
+             TimeoutSettings.prototype.timeout = () => 600000;\n\
+             TimeoutSettings.prototype.navigationTimeout = () => 600000;\n",
+            settings.display()
+        ),
+    )
+    .unwrap();
     run(Command::new(tool("mermaid/node_modules/.bin/mmdc"))
+        .env(
+            "NODE_OPTIONS",
+            format!("--import=file://{}", timeouts.display()),
+        )
         .arg("-p")
         .arg(&config)
         .arg("-i")
