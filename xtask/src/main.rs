@@ -36,7 +36,7 @@ enum Cmd {
     /// Run every test: unit tests, and the kernel tests when root
     Test {
         /// Then also run the kernel tests on other kernels (`vm-test`). Not yet the default:
-        /// under emulation the wire tests and the 7.2 storm still fail (README)
+        /// on 7.2 the scraped churn still loses TIME_WAIT events to preemption (README)
         #[arg(long)]
         vm: bool,
         /// Extra arguments for `cargo test`
