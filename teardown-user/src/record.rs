@@ -460,9 +460,10 @@ impl<R: BufRead> Replay<R> {
         let at = self.offset;
         let mut head = [0u8; 8];
         self.exact(&mut head, "event")?;
-        let [kind, oldstate, newstate, sock_flags, owner_source, reason, tcp_flags, family] = head;
+        let [event_kind, oldstate, newstate, sock_flags, owner_source, reason, tcp_flags, family] =
+            head;
         let family = u16::from(family);
-        let no_socket = kind == kind::NAMESPACE_GONE && family == 0;
+        let no_socket = event_kind == kind::NAMESPACE_GONE && family == 0;
         if family != AF_INET && family != AF_INET6 && !no_socket {
             return Err(self.error(at + 7, format!("unknown address family {family}")));
         }
@@ -497,7 +498,8 @@ impl<R: BufRead> Replay<R> {
         if self.version >= 4 {
             self.seq(&mut e)?;
         }
-        (e.kind, e.oldstate, e.newstate, e.sock_flags) = (kind, oldstate, newstate, sock_flags);
+        (e.kind, e.oldstate, e.newstate, e.sock_flags) =
+            (event_kind, oldstate, newstate, sock_flags);
         (e.owner_source, e.reason, e.tcp_flags, e.family) =
             (owner_source, reason, tcp_flags, family);
         Ok(e)

@@ -66,10 +66,13 @@ fn first_run(ctx: &impl EbpfContext, sk: impl Sock, old: u8, new: u8) {
 }
 
 /// The kernel does not run a program that fires again on a CPU where it is still running
-/// (a softirq interrupting it there; for the classic program, where any classic tracepoint
-/// or kprobe program is); it only counts the miss. This second program runs after the
-/// first on every transition (it is attached after it): when the first did not mark this very transition
-/// handled, the first was skipped, and this one does its work. (If a transition lands
+/// (a softirq interrupting it there); it only counts the miss. The classic program is
+/// skipped too wherever the CPU's `bpf_prog_active` is raised: by any classic tracepoint or
+/// kprobe program running there, or by a map syscall (the tracer's own counter reads
+/// included) that a softirq or, on a preemptible kernel, another task interrupts. This
+/// second program, which checks neither, runs after the first on every transition (it is
+/// attached after it): when the first did not mark this very transition handled, the
+/// first was skipped, and this one does its work. (If a transition lands
 /// just as this one starts, it may do a transition the first did handle; user space
 /// drops the repeat.)
 ///

@@ -156,7 +156,7 @@ fn attach_classic(
         .ok_or_else(|| Error::Bpf(format!("kernel program has no {name}")))?;
     program.load().map_err(|e| hook_err("load", e))?;
     for tracepoint in hooks {
-        let (category, tracepoint) = tracepoint.split_once(':').unwrap_or(("", tracepoint));
+        let (category, tracepoint) = super::tracefs::split_hook(tracepoint);
         program
             .attach(category, tracepoint)
             .map_err(|e| hook_err("attach", e))?;

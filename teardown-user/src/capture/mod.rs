@@ -42,10 +42,10 @@ use crate::{
     snapshot::Snapshot,
 };
 
-/// What a missing accept() hook costs.
 /// The classic tracepoints, as tracefs names them.
 const ACCEPT_HOOK: &str = "syscalls:sys_exit_accept4";
 const STATE_HOOK: &str = "sock:inet_sock_set_state";
+/// What a missing accept() hook costs.
 const ACCEPT_LOSES: &str = "accepted sockets get their owner only when they close";
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -92,10 +92,11 @@ impl log::Log for KernelLog {
 }
 
 /// The state program, whose skipped runs its nested twin does (the runs the twin misses
-/// are ones where the state program ran); its classic tracepoint variant, for a kernel
-/// that may preempt a BTF tracepoint program; the twin.
+/// are ones where the state program ran).
 const STATE_PROGRAM: &str = "inet_sock_set_state";
+/// The state program as a classic tracepoint, for a kernel that may preempt a BTF one.
 const CLASSIC_STATE_PROGRAM: &str = "inet_sock_set_state_classic";
+/// The twin.
 const NESTED_STATE_PROGRAM: &str = "inet_sock_set_state_nested";
 /// The other programs whose runs are events, and the one whose runs are owners.
 const EVENT_PROGRAMS: [&str; 9] = [
@@ -222,6 +223,7 @@ impl Capture {
         }
         // Where the kernel may preempt a BTF program, the state program is the classic
         // tracepoint's, which it may not (see the kernel program).
+        let mut classic_state = false;
         if probe.preemptible_btf_programs {
             let record = tracefs::ensure_mounted(STATE_HOOK).and_then(|dir| {
                 tracefs::field_offsets(&dir, STATE_HOOK, ["skaddr", "oldstate", "newstate"])
@@ -231,6 +233,7 @@ impl Capture {
                     layout.state_skaddr = skaddr;
                     layout.state_oldstate = old;
                     layout.state_newstate = new;
+                    classic_state = true;
                 }
                 Err(e) => degraded.push(format!("{e}: {PREEMPTED_LOSES}")),
             }
@@ -277,8 +280,11 @@ impl Capture {
         let log = aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLog)
             .map_err(|e| Error::Bpf(format!("kernel log: {e}")))?;
 
-        let state_program = if layout.state_skaddr != 0 {
-            attach_tracepoint(&mut ebpf, CLASSIC_STATE_PROGRAM, STATE_HOOK)?;
+        // The classic program where it was chosen and loads; else the BTF one.
+        let classic = classic_state
+            .then(|| attach_tracepoint(&mut ebpf, CLASSIC_STATE_PROGRAM, STATE_HOOK))
+            .map(|attached| attached.map_err(|e| degraded.push(format!("{e}: {PREEMPTED_LOSES}"))));
+        let state_program = if let Some(Ok(())) = classic {
             CLASSIC_STATE_PROGRAM
         } else {
             attach_btf_tracepoint(&mut ebpf, &kernel_btf, STATE_PROGRAM)?;

@@ -65,7 +65,7 @@ pub fn field_offsets<const N: usize>(
     hook: &'static str,
     fields: [&str; N],
 ) -> Result<[u32; N]> {
-    let (category, name) = hook.split_once(':').unwrap_or(("", hook));
+    let (category, name) = split_hook(hook);
     let path = tracefs
         .join("events")
         .join(category)
@@ -85,6 +85,13 @@ pub fn field_offsets<const N: usize>(
         })?;
     }
     Ok(offsets)
+}
+
+/// A classic tracepoint's `category:name`, in its two parts.
+pub fn split_hook(hook: &str) -> (&str, &str) {
+    let parts = hook.split_once(':');
+    debug_assert!(parts.is_some(), "{hook} is not category:name");
+    parts.unwrap_or(("", hook))
 }
 
 /// Parses lines like `field:long ret; offset:16; size:8; signed:1;` (tab-separated).
