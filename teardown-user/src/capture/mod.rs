@@ -282,9 +282,14 @@ impl Capture {
 
         // The classic program where it was chosen and loads; else the BTF one.
         let classic = classic_state
-            .then(|| attach_tracepoint(&mut ebpf, CLASSIC_STATE_PROGRAM, STATE_HOOK))
-            .map(|attached| attached.map_err(|e| degraded.push(format!("{e}: {PREEMPTED_LOSES}"))));
-        let state_program = if let Some(Ok(())) = classic {
+            && match attach_tracepoint(&mut ebpf, CLASSIC_STATE_PROGRAM, STATE_HOOK) {
+                Ok(()) => true,
+                Err(e) => {
+                    degraded.push(format!("{e}: {PREEMPTED_LOSES}"));
+                    false
+                }
+            };
+        let state_program = if classic {
             CLASSIC_STATE_PROGRAM
         } else {
             attach_btf_tracepoint(&mut ebpf, &kernel_btf, STATE_PROGRAM)?;
