@@ -411,14 +411,10 @@ impl UnrunFirings {
     /// (its classic tracepoint variant on a kernel that may preempt a BTF program).
     pub fn of_transitions() -> UnrunFirings {
         let classic = "inet_sock_set_state_classic";
-        let loaded = Command::new("bpftool")
-            .args(["prog", "show", "name", classic])
-            .output()
-            .expect("bpftool");
-        let program = if loaded.stdout.is_empty() {
-            "inet_sock_set_state"
-        } else {
+        let program = if newest_program(classic).is_some() {
             classic
+        } else {
+            "inet_sock_set_state"
         };
         UnrunFirings::start("sock", "inet_sock_set_state", program)
     }
@@ -496,15 +492,21 @@ impl Drop for BpfStats {
     }
 }
 
+/// `bpftool prog show`'s line for the newest loaded program called `name`, if any.
+fn newest_program(name: &str) -> Option<String> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "name", name])
+        .output()
+        .expect("bpftool");
+    String::from_utf8_lossy(&out.stdout)
+        .split('\n')
+        .rfind(|l| l.split_whitespace().skip_while(|w| *w != "name").nth(1) == Some(name))
+        .map(str::to_string)
+}
+
 /// `run_cnt` and `recursion_misses` of the newest loaded program called `name`.
 pub fn program_stats(name: &str) -> (u64, u64) {
-    let out = run(Command::new("bpftool").args(["prog", "show", "name", name]));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let newest = text
-        .split("\n")
-        .filter(|l| l.split_whitespace().skip_while(|w| *w != "name").nth(1) == Some(name))
-        .last()
-        .unwrap_or_else(|| panic!("no program {name}: {text}"));
+    let newest = newest_program(name).unwrap_or_else(|| panic!("no program {name} loaded"));
     let number_after = |key: &str| {
         let mut words = newest.split_whitespace().skip_while(|w| *w != key);
         words.nth(1).map_or(0, |n| n.parse().unwrap())
