@@ -180,8 +180,19 @@ pub mod owner_source {
 pub struct Owner {
     pub pid: u32,
     pub source: u8,
-    pub _pad: [u8; 3],
+    /// `time_wait_sender::*`: which of the hand-over's twin programs sent its event.
+    pub time_wait_sender: u8,
+    pub _pad: [u8; 2],
     pub comm: [u8; COMM_LEN],
+}
+
+/// `Owner::time_wait_sender`, on a kernel where two programs watch the hand-over to a
+/// TIME_WAIT mini-socket (`tcp_time_wait_kprobe` and `tcp_time_wait_twin`).
+pub mod time_wait_sender {
+    pub const KPROBE: u8 = 1;
+    pub const FENTRY: u8 = 2;
+    /// Both ran: the second saw the first's mark.
+    pub const BOTH: u8 = 3;
 }
 
 /// Indexes of the kernel's per-CPU `COUNTERS`.
@@ -193,7 +204,10 @@ pub mod counter {
     /// Transitions `inet_sock_set_state` did not mark handled, which its twin handled
     /// instead (the kernel skipped the first, or, rarely, a repeat).
     pub const NESTED_RUNS: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// Sockets that closed with `time_wait_sender::KPROBE`: the kernel skipped the
+    /// hand-over's fentry twin, and the kprobe sent its event.
+    pub const TIME_WAIT_TWIN_COVERED: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// One record in the ring buffer.
@@ -413,6 +427,7 @@ mod tests {
         assert_eq!(size_of::<Owner>(), 24);
         // The kernel side moves `comm` as two 8-byte words.
         assert_eq!(align_of::<Owner>(), 8);
+        assert_eq!(offset_of!(Owner, time_wait_sender), 5);
         assert_eq!(offset_of!(Owner, comm), 8);
     }
 

@@ -25,7 +25,8 @@ const EBUSY: i64 = 16;
 pub static NO_OWNER: Owner = Owner {
     pid: 0,
     source: owner_source::UNKNOWN,
-    _pad: [0; 3],
+    time_wait_sender: 0,
+    _pad: [0; 2],
     comm: [0; COMM_LEN],
 };
 
@@ -38,6 +39,7 @@ pub fn record(ctx: &impl EbpfContext, sk: u64, source: u8, pid: u32) -> Owner {
     let owner = unsafe {
         set!(owner.pid = pid);
         set!(owner.source = source);
+        set!(owner.time_wait_sender = 0);
         zero(core::ptr::addr_of_mut!((*owner)._pad));
         current_comm(&mut (*owner).comm);
         slot.assume_init()

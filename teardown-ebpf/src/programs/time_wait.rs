@@ -7,10 +7,10 @@
 //! which the kernel lets at most one mini-socket hold.
 
 use aya_ebpf::{
-    macros::{fentry, fexit},
-    programs::{FEntryContext, FExitContext},
+    macros::{fentry, fexit, kprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext},
 };
-use teardown_common::{kind, time_wait_end};
+use teardown_common::{kind, time_wait_end, time_wait_sender};
 
 use crate::{
     config::floor,
@@ -27,22 +27,76 @@ pub fn tcp_time_wait(ctx: FEntryContext) -> u32 {
     if floor() {
         return 0;
     }
-    let sk = Typed(ctx.arg(0));
-    let substate: i32 = ctx.arg(1);
-    if let Some(current) = sk.field::<u8>(config!(layout.state)) {
-        let owner = unsafe { OWNERS.get(sk.addr()) }.unwrap_or(&NO_OWNER);
-        emit(
-            sk,
-            owner,
-            owner::current_pid(),
-            kind::TIME_WAIT_ENTER,
-            current,
-            substate as u8,
-            0,
-            0,
-        );
+    hand_over(Typed(ctx.arg(0)), ctx.arg(1), None);
+    0
+}
+
+/// The hand-over as a kprobe, for a kernel that may preempt fentry programs (Linux 7.x):
+/// a preempted fentry program still counts as running on its CPU, and the kernel skips it
+/// for every task there that hands a socket over meanwhile (in process context, from the
+/// socket's backlog). A kprobe runs with preemption off, but is skipped wherever another
+/// kprobe or classic tracepoint program is running on the CPU (the classic state program
+/// under a softirq, a preempted map syscall). So both run, this and `tcp_time_wait_twin`,
+/// which is skipped only in the first case: whichever runs first sends the event and marks
+/// the socket's owner entry, and the other, seeing the mark, sends nothing.
+#[kprobe]
+pub fn tcp_time_wait_kprobe(ctx: ProbeContext) -> u32 {
+    if floor() {
+        return 0;
+    }
+    let sk: Option<*const u8> = ctx.arg(0);
+    let substate: Option<i32> = ctx.arg(1);
+    if let (Some(sk), Some(substate)) = (sk, substate) {
+        hand_over(Untyped(sk as u64), substate, Some(time_wait_sender::KPROBE));
     }
     0
+}
+
+/// The hand-over's fentry twin (see `tcp_time_wait_kprobe`).
+#[fentry(function = "tcp_time_wait")]
+pub fn tcp_time_wait_twin(ctx: FEntryContext) -> u32 {
+    if floor() {
+        return 0;
+    }
+    hand_over(
+        Typed(ctx.arg(0)),
+        ctx.arg(1),
+        Some(time_wait_sender::FENTRY),
+    );
+    0
+}
+
+/// The socket's hand-over to a mini-socket in `substate`. `twin`: which of two programs
+/// on the hook this is, when both run. The socket's hand-over happens once, in one task
+/// holding the socket's lock, so the twins run one after the other and the mark needs no
+/// atomics. A socket without an owner entry (a full table) gets the event from both, and
+/// user space drops the repeat.
+#[inline(always)]
+fn hand_over(sk: impl Sock, substate: i32, twin: Option<u8>) {
+    let Some(current) = sk.field::<u8>(config!(layout.state)) else {
+        return;
+    };
+    let entry = OWNERS.get_ptr_mut(sk.addr());
+    if let (Some(sender), Some(entry)) = (twin, entry) {
+        let mark = unsafe { core::ptr::addr_of_mut!((*entry).time_wait_sender) };
+        let sent = unsafe { mark.read_volatile() };
+        if sent != 0 && sent != sender {
+            unsafe { mark.write_volatile(time_wait_sender::BOTH) };
+            return;
+        }
+        unsafe { mark.write_volatile(sender) };
+    }
+    let owner = entry.map_or(&NO_OWNER, |entry| unsafe { &*entry });
+    emit(
+        sk,
+        owner,
+        owner::current_pid(),
+        kind::TIME_WAIT_ENTER,
+        current,
+        substate as u8,
+        0,
+        0,
+    );
 }
 
 /// `tcp_timewait_state_process(struct inet_timewait_sock *tw, struct sk_buff *skb,

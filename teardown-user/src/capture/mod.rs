@@ -26,8 +26,9 @@ use teardown_common::{
 };
 
 use attach::{
-    attach_accept, attach_btf_tracepoint, attach_btf_tracepoint_to, attach_traced_function,
-    attach_tracepoint, fill_filter_maps, first_line, map_mut, take_map,
+    attach_accept, attach_btf_tracepoint, attach_btf_tracepoint_to, attach_kprobe,
+    attach_traced_function, attach_traced_function_to, attach_tracepoint, fill_filter_maps,
+    first_line, map_mut, take_map,
 };
 pub use drain::Drain;
 use layout::{kernel_names, numbers_pids, sock_layout, time_wait_layout};
@@ -111,10 +112,18 @@ const EVENT_PROGRAMS: [&str; 9] = [
     "tcp_sk_exit_batch",
 ];
 const OWNER_PROGRAM: &str = "sys_exit_accept";
-/// The TIME_WAIT mini-socket's hooks (fentry/fexit), all or none: the hand-over, the
-/// segments it takes in, its reuse and its kill.
-const TIME_WAIT_PROGRAMS: [&str; 4] = [
-    "tcp_time_wait",
+/// The hand-over to a TIME_WAIT mini-socket, where the kernel may preempt fentry programs:
+/// an fentry twin and a kprobe, which the kernel never skips together but rarely (see the
+/// kernel program). The kprobe's runs are not counted: a hand-over is lost only where the
+/// twin was skipped and the kprobe did not make up for it.
+const TIME_WAIT_TWIN: &str = "tcp_time_wait_twin";
+const TIME_WAIT_KPROBE: &str = "tcp_time_wait_kprobe";
+const HAND_OVER: &str = "tcp_time_wait";
+const KPROBE_LOSES: &str =
+    "hand-overs to TIME_WAIT the kernel skips while another task is preempted in one are counted, not recovered";
+/// The TIME_WAIT mini-socket's hooks (fentry/fexit) besides the hand-over, all or none:
+/// the segments it takes in, its reuse and its kill.
+const TIME_WAIT_PROGRAMS: [&str; 3] = [
     "tcp_timewait_state_process",
     "tcp_twsk_unique",
     "inet_twsk_deschedule_put",
@@ -325,8 +334,17 @@ impl Capture {
         if let Err(e) = retransmits {
             degraded.push(format!("{e}: retransmitted FINs are not observed"));
         }
-        let time_wait_hooks = time_wait
-            .and_then(|tw| attach_all(&mut ebpf, &kernel_btf, &TIME_WAIT_PROGRAMS).map(|_| tw));
+        let time_wait_hooks = time_wait.and_then(|tw| {
+            if probe.preemptible_traced_functions {
+                attach_traced_function_to(&mut ebpf, &kernel_btf, TIME_WAIT_TWIN, HAND_OVER)?;
+                if let Err(e) = attach_kprobe(&mut ebpf, TIME_WAIT_KPROBE, HAND_OVER) {
+                    degraded.push(format!("{e}: {KPROBE_LOSES}"));
+                }
+            } else {
+                attach_traced_function(&mut ebpf, &kernel_btf, HAND_OVER)?;
+            }
+            attach_all(&mut ebpf, &kernel_btf, &TIME_WAIT_PROGRAMS).map(|_| tw)
+        });
         match time_wait_hooks {
             Err(e) => degraded.push(format!("{e}: {TIME_WAIT_LOSES}")),
             Ok(tw) => {
@@ -398,7 +416,8 @@ impl Capture {
             let owner = Owner {
                 pid,
                 source: owner_source::SNAPSHOT,
-                _pad: [0; 3],
+                time_wait_sender: 0,
+                _pad: [0; 2],
                 comm,
             };
             seeded
@@ -428,8 +447,13 @@ impl Capture {
         let state = state_skips.saturating_sub(recovered);
         // Each program's count read once (a syscall each).
         let state = (self.state_program, state);
+        // The same order: the twin's skips, then what the kprobe made up.
+        let hand_over = self
+            .skipped_runs(TIME_WAIT_TWIN)
+            .saturating_sub(self.counter(counter::TIME_WAIT_TWIN_COVERED));
+        let hand_over = (TIME_WAIT_TWIN, hand_over);
         let others = EVENT_PROGRAMS.map(|name| (name, self.skipped_runs(name)));
-        let skips = others.iter().chain([&state]);
+        let skips = others.iter().chain([&state, &hand_over]);
         Lost {
             ring_full: self.counter(counter::LOST_EVENTS),
             skipped: skips.clone().map(|(_, n)| n).sum(),

@@ -34,6 +34,9 @@ pub struct Probe {
     pub tracepoints: Vec<(&'static str, Option<u32>)>,
     /// The kernel may preempt a BTF tracepoint program (see [`btf_programs_preemptible`]).
     pub preemptible_btf_programs: bool,
+    /// The kernel may preempt an fentry program, and then skip it for other tasks on its
+    /// CPU (see [`traced_functions_preemptible`]).
+    pub preemptible_traced_functions: bool,
 }
 
 /// Where a kernel built to choose its preemption model at boot says which one it runs.
@@ -47,18 +50,34 @@ const PREEMPT_MODE: &str = "/sys/kernel/debug/sched/preempt";
 /// preempt kernel code (`none`, `voluntary`) still never preempts one. Where the model is
 /// unknown, preemptible: a program that cannot be preempted is only dearer.
 pub fn btf_programs_preemptible(release: &str, preempt_mode: Option<&str>) -> bool {
-    let mut numbers = release.split(['.', '-', '+']).map(str::parse::<u32>);
-    let (Some(Ok(major)), Some(Ok(_minor))) = (numbers.next(), numbers.next()) else {
-        return false;
-    };
-    if major < 7 {
-        return false;
+    version(release) >= Some((7, 0))
+        && !matches!(current_mode(preempt_mode), Some("none" | "voluntary"))
+}
+
+/// Whether the kernel may preempt an fentry/fexit program and skip it meanwhile for other
+/// tasks on its CPU. Trampolines only pin the CPU wherever kernel code is preemptible;
+/// the skip (the per-program recursion check) arrived in Linux 5.12. Where the model is
+/// unknown, as [`btf_programs_preemptible`] says.
+pub fn traced_functions_preemptible(release: &str, preempt_mode: Option<&str>) -> bool {
+    match current_mode(preempt_mode) {
+        Some(mode) => version(release) >= Some((5, 12)) && !matches!(mode, "none" | "voluntary"),
+        None => btf_programs_preemptible(release, preempt_mode),
     }
-    let current = preempt_mode.and_then(|modes| {
-        let (_, rest) = modes.split_once('(')?;
-        rest.split_once(')').map(|(mode, _)| mode.trim())
-    });
-    !matches!(current, Some("none" | "voluntary"))
+}
+
+/// `(major, minor)` of a release as `uname -r` prints it.
+fn version(release: &str) -> Option<(u32, u32)> {
+    let mut numbers = release.split(['.', '-', '+']).map(str::parse::<u32>);
+    match (numbers.next(), numbers.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => Some((major, minor)),
+        _ => None,
+    }
+}
+
+/// The current model in [`PREEMPT_MODE`]'s list: the one in parentheses.
+fn current_mode(preempt_mode: Option<&str>) -> Option<&str> {
+    let (_, rest) = preempt_mode?.split_once('(')?;
+    rest.split_once(')').map(|(mode, _)| mode.trim())
 }
 
 /// The running kernel's release, as `uname -r` prints it.
@@ -79,6 +98,9 @@ impl Probe {
     /// Reads the kernel: `ring_buf` as the caller tested it, the tracepoints from `btf`
     /// (`None`: the kernel has no BTF). A debug build then hides what [`HIDE_VAR`] names.
     pub fn read(ring_buf: bool, btf: Option<&Btf>) -> Probe {
+        let release = kernel_release();
+        let preempt_mode = std::fs::read_to_string(PREEMPT_MODE).ok();
+        let preempt_mode = preempt_mode.as_deref();
         let probe = Probe {
             ring_buf,
             btf: btf.is_some(),
@@ -86,10 +108,8 @@ impl Probe {
                 .iter()
                 .map(|&name| (name, btf.and_then(|b| b.tracepoint_arg_count(name).ok())))
                 .collect(),
-            preemptible_btf_programs: btf_programs_preemptible(
-                &kernel_release(),
-                std::fs::read_to_string(PREEMPT_MODE).ok().as_deref(),
-            ),
+            preemptible_btf_programs: btf_programs_preemptible(&release, preempt_mode),
+            preemptible_traced_functions: traced_functions_preemptible(&release, preempt_mode),
         };
         match std::env::var(HIDE_VAR) {
             Ok(hidden) if cfg!(debug_assertions) => probe.hiding(&hidden),
@@ -171,6 +191,7 @@ mod tests {
                 ("tcp_retransmit_skb", Some(2)),
             ],
             preemptible_btf_programs: false,
+            preemptible_traced_functions: false,
         }
     }
 
@@ -208,6 +229,30 @@ mod tests {
             assert!(error.contains(says), "{hidden}: {error}");
             assert!(!error.contains('\n'), "{error}");
         }
+    }
+
+    #[test]
+    fn fentry_programs_are_preemptible_from_linux_5_12_where_kernel_code_is() {
+        let full = Some("none voluntary (full) lazy");
+        assert!(traced_functions_preemptible("6.18.44-fc-v857", full));
+        assert!(traced_functions_preemptible("5.15.0", Some("(full)")));
+        assert!(traced_functions_preemptible(
+            "7.2.13+deb14-amd64",
+            Some("full (lazy) \n")
+        ));
+        assert!(
+            !traced_functions_preemptible("5.11.0", full),
+            "no recursion check, no skip"
+        );
+        assert!(!traced_functions_preemptible(
+            "6.12.117+deb13-amd64",
+            Some("none (voluntary) full \n")
+        ));
+        assert!(
+            !traced_functions_preemptible("6.1.0", None),
+            "unknown before 7.0"
+        );
+        assert!(traced_functions_preemptible("7.2.13+deb14-amd64", None));
     }
 
     #[test]

@@ -455,7 +455,10 @@ impl Reconstructor {
                 fin: event.tcp_flags & tcp_flag::FIN != 0,
             }),
             kind::RESET_SENT | kind::RESET_RECEIVED => timeline.resets.push(Reset::of(event)),
-            kind::TIME_WAIT_ENTER => {
+            // A socket is handed over once: a second is the repeat of a kernel whose two
+            // hand-over programs could not tell each other they ran (see teardown-ebpf's
+            // programs/time_wait.rs).
+            kind::TIME_WAIT_ENTER if timeline.mini.is_none() => {
                 timeline.mini = Some(MiniSocket::entered(event.ts_ns, event.newstate))
             }
             // accept() handed out a socket already closing, before any transition was seen:

@@ -110,6 +110,24 @@ fn the_peers_fin_reaching_the_mini_socket_is_observed() {
 }
 
 #[test]
+fn a_hand_over_sent_by_both_twin_programs_counts_once() {
+    let mut events = server_closes_observed();
+    // Both of a preemptible kernel's hand-over programs ran and neither could mark it.
+    let repeat = entered(1000 * MS + 61_400, SERVER, 80, 5000, FIN_WAIT2, TIME_WAIT);
+    events.insert(4, repeat);
+    let timelines = run(&events);
+    let server = by_port(&timelines, 80);
+    let m = server.mini.expect("the hand-over was seen");
+    assert_eq!(
+        (m.entered_ns, m.substate),
+        (1000 * MS + 61_000, FIN_WAIT2),
+        "the first one's"
+    );
+    assert_eq!(m.fin_received_ns, Some(1200 * MS + 20_000));
+    assert!(!server.gap);
+}
+
+#[test]
 fn without_the_hooks_the_fin_stays_inferred_from_the_peer() {
     let timelines = run(&normal_close());
     let server = by_port(&timelines, 80);
