@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
     EbpfContext,
 };
-use teardown_common::{counter, filter, kind, owner_source, state, time_wait_sender};
+use teardown_common::{counter, filter, kind, owner_source, state};
 
 use crate::{
     config::floor,
@@ -175,12 +175,7 @@ fn try_transition(ctx: &impl EbpfContext, sk: impl Sock, old: u8, new: u8) {
     }
     // CLOSE ends the entry; a new child socket may sit at the address of a dead one whose
     // end was missed.
-    if let Some(known) = known.filter(|_| matches!(new, state::CLOSE | state::SYN_RECV)) {
-        // Read as its entry goes: the hand-over (just before this CLOSE) had only the
-        // kprobe run, and the kernel's count of the fentry twin's skips has one it made up.
-        if known.time_wait_sender == time_wait_sender::KPROBE {
-            count(counter::TIME_WAIT_TWIN_COVERED);
-        }
+    if known.is_some() && matches!(new, state::CLOSE | state::SYN_RECV) {
         let _ = OWNERS.remove(key);
     }
 }

@@ -147,8 +147,11 @@ pub type ExistsInKernel = Box<dyn Fn(&Timeline) -> bool>;
 /// Loss spans remembered; older ones are merged into the oldest kept.
 const MAX_LOSS_SPANS: usize = 1024;
 
-/// Closes remembered to recognise the nested-run twin's repeat of one (it comes at once).
-const JUST_CLOSED: usize = 64;
+/// Closes remembered to recognise the nested-run twin's repeat of one. It comes at once
+/// unless the twin was preempted (Linux 7.x): in a 7.2 guest's storm, one came after more
+/// than 64 other closes and began a timeline of its own. A second of closes at a high
+/// churn; only a close of a socket not followed looks through them.
+const JUST_CLOSED: usize = 4096;
 /// How soon a repeat follows the transition it repeats: the same firing of the tracepoint,
 /// µs natively, stretched by an emulated guest's stalls (up to 113 ms were seen under
 /// QEMU on a loaded host).

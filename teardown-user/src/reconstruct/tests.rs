@@ -855,6 +855,25 @@ fn a_close_repeated_by_the_nested_run_twin_begins_no_timeline() {
     assert!(out.iter().all(|t| t.transitions.len() == 2 && !t.gap));
 }
 
+#[test]
+fn a_close_repeated_by_a_preempted_twin_after_many_closes_begins_no_timeline() {
+    let mut events = vec![
+        ev(0, 1, 80, 9000, CLOSE_WAIT, LAST_ACK),
+        ev(10, 1, 80, 9000, LAST_ACK, CLOSE),
+    ];
+    // A 7.2 guest's storm closed more than 64 other sockets before a preempted twin's
+    // repeat came.
+    for i in 0..200u16 {
+        let (ts, sock) = (MS + u64::from(i) * 1000, 100 + u64::from(i));
+        events.push(ev(ts, sock, 80, 10_000 + i, CLOSE_WAIT, LAST_ACK));
+        events.push(ev(ts + 10, sock, 80, 10_000 + i, LAST_ACK, CLOSE));
+    }
+    events.push(ev(300 * MS, 1, 80, 9000, LAST_ACK, CLOSE));
+    let out = run(&events);
+    assert_eq!(out.len(), 201);
+    assert!(out.iter().all(|t| t.transitions.len() == 2 && !t.gap));
+}
+
 /// The twin's repeats are counted: the kernel's count of runs the twin made up for is its
 /// runs less these (a repeat recovered nothing).
 #[test]
