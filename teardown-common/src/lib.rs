@@ -180,19 +180,20 @@ pub mod owner_source {
 pub struct Owner {
     pub pid: u32,
     pub source: u8,
-    /// `time_wait_sender::*`: which of the hand-over's twin programs sent its event.
+    /// `time_wait_sender::*`: which program saw the socket's hand-over to TIME_WAIT.
     pub time_wait_sender: u8,
     pub _pad: [u8; 2],
     pub comm: [u8; COMM_LEN],
 }
 
-/// `Owner::time_wait_sender`, on a kernel where two programs watch the hand-over to a
-/// TIME_WAIT mini-socket (`tcp_time_wait_kprobe` and `tcp_time_wait_twin`).
+/// `Owner::time_wait_sender`: which program saw the socket's hand-over to a TIME_WAIT
+/// mini-socket (0: none yet). Where the kernel may preempt fentry programs, a kprobe
+/// watches it too.
 pub mod time_wait_sender {
+    /// The kprobe sent the event, and the fentry program has not run.
     pub const KPROBE: u8 = 1;
+    /// The fentry program ran (and sent the event, unless the kprobe had).
     pub const FENTRY: u8 = 2;
-    /// Both ran: the second saw the first's mark.
-    pub const BOTH: u8 = 3;
 }
 
 /// Indexes of the kernel's per-CPU `COUNTERS`.
@@ -204,10 +205,12 @@ pub mod counter {
     /// Transitions `inet_sock_set_state` did not mark handled, which its twin handled
     /// instead (the kernel skipped the first, or, rarely, a repeat).
     pub const NESTED_RUNS: u32 = 2;
-    /// Sockets that closed with `time_wait_sender::KPROBE`: the kernel skipped the
-    /// hand-over's fentry twin, and the kprobe sent its event.
-    pub const TIME_WAIT_TWIN_COVERED: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Hand-overs to TIME_WAIT the kprobe saw first and sent (`time_wait_sender`).
+    pub const TIME_WAIT_KPROBE_SENT: u32 = 3;
+    /// Of those, the ones the fentry program then ran for: the others are its skips the
+    /// kprobe made up for (or, for a moment, ones it has yet to run for).
+    pub const TIME_WAIT_KPROBE_SEEN: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// One record in the ring buffer.

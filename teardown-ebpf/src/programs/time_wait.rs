@@ -10,12 +10,12 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe},
     programs::{FEntryContext, FExitContext, ProbeContext},
 };
-use teardown_common::{kind, time_wait_end, time_wait_sender};
+use teardown_common::{counter, kind, time_wait_end, time_wait_sender};
 
 use crate::{
     config::floor,
     emit::{emit, emit_mini, emit_namespace_gone},
-    maps::OWNERS,
+    maps::{count, OWNERS},
     owner::{self, NO_OWNER},
     sock::{read, Sock, Typed, Untyped},
 };
@@ -27,18 +27,18 @@ pub fn tcp_time_wait(ctx: FEntryContext) -> u32 {
     if floor() {
         return 0;
     }
-    hand_over(Typed(ctx.arg(0)), ctx.arg(1), None);
+    hand_over(Typed(ctx.arg(0)), ctx.arg(1), time_wait_sender::FENTRY);
     0
 }
 
-/// The hand-over as a kprobe, for a kernel that may preempt fentry programs (Linux 7.x):
-/// a preempted fentry program still counts as running on its CPU, and the kernel skips it
-/// for every task there that hands a socket over meanwhile (in process context, from the
-/// socket's backlog). A kprobe runs with preemption off, but is skipped wherever another
-/// kprobe or classic tracepoint program is running on the CPU (the classic state program
-/// under a softirq, a preempted map syscall). So both run, this and `tcp_time_wait_twin`,
-/// which is skipped only in the first case: whichever runs first sends the event and marks
-/// the socket's owner entry, and the other, seeing the mark, sends nothing.
+/// The hand-over again, as a kprobe, where the kernel may preempt fentry programs (a
+/// kernel that preempts kernel code, Linux 5.12 on): a preempted fentry program still
+/// counts as running on its CPU, and the kernel skips it for every hand-over there
+/// meanwhile, a softirq's too (a task preempted while it takes the peer's FIN from its
+/// socket's backlog). A kprobe runs with preemption off, but is skipped where another
+/// kprobe or classic tracepoint program holds the CPU (the classic state program under a
+/// softirq, a preempted map syscall), which does not stop the fentry program. Whichever
+/// runs first sends the event (see `hand_over`).
 #[kprobe]
 pub fn tcp_time_wait_kprobe(ctx: ProbeContext) -> u32 {
     if floor() {
@@ -47,44 +47,45 @@ pub fn tcp_time_wait_kprobe(ctx: ProbeContext) -> u32 {
     let sk: Option<*const u8> = ctx.arg(0);
     let substate: Option<i32> = ctx.arg(1);
     if let (Some(sk), Some(substate)) = (sk, substate) {
-        hand_over(Untyped(sk as u64), substate, Some(time_wait_sender::KPROBE));
+        hand_over(Untyped(sk as u64), substate, time_wait_sender::KPROBE);
     }
     0
 }
 
-/// The hand-over's fentry twin (see `tcp_time_wait_kprobe`).
-#[fentry(function = "tcp_time_wait")]
-pub fn tcp_time_wait_twin(ctx: FEntryContext) -> u32 {
-    if floor() {
-        return 0;
-    }
-    hand_over(
-        Typed(ctx.arg(0)),
-        ctx.arg(1),
-        Some(time_wait_sender::FENTRY),
-    );
-    0
-}
-
-/// The socket's hand-over to a mini-socket in `substate`. `twin`: which of two programs
-/// on the hook this is, when both run. The socket's hand-over happens once, in one task
-/// holding the socket's lock, so the twins run one after the other and the mark needs no
-/// atomics. A socket without an owner entry (a full table) gets the event from both, and
-/// user space drops the repeat.
+/// The socket's hand-over to a mini-socket in `substate`, seen by `sender`. The socket's
+/// owner entry keeps who sent it: the second program to run sees the mark and sends
+/// nothing. One call of `tcp_time_wait` runs the two in turn (on x86 the kprobe first),
+/// and the socket's lock rules out a second call for it, so the mark needs no atomics; it
+/// lives in the shared table because the task may move to another CPU between the two.
+/// The kprobe counts the hand-overs it sent, the fentry program those it found sent:
+/// the difference is the fentry program's skips the kprobe made up for. A socket without
+/// an entry (a full table) gets the event from both, and user space drops the repeat; a
+/// skip of the fentry program there counts as lost.
 #[inline(always)]
-fn hand_over(sk: impl Sock, substate: i32, twin: Option<u8>) {
+fn hand_over(sk: impl Sock, substate: i32, sender: u8) {
     let Some(current) = sk.field::<u8>(config!(layout.state)) else {
         return;
     };
-    let entry = OWNERS.get_ptr_mut(sk.addr());
-    if let (Some(sender), Some(entry)) = (twin, entry) {
+    let key = sk.addr();
+    let entry = OWNERS.get_ptr_mut(key).or_else(|| {
+        owner::seeded(sk)?;
+        OWNERS.get_ptr_mut(key)
+    });
+    if let Some(entry) = entry {
         let mark = unsafe { core::ptr::addr_of_mut!((*entry).time_wait_sender) };
         let sent = unsafe { mark.read_volatile() };
-        if sent != 0 && sent != sender {
-            unsafe { mark.write_volatile(time_wait_sender::BOTH) };
+        if sender == time_wait_sender::FENTRY {
+            unsafe { mark.write_volatile(sender) };
+            if sent == time_wait_sender::KPROBE {
+                count(counter::TIME_WAIT_KPROBE_SEEN);
+            }
+        } else if sent == 0 {
+            unsafe { mark.write_volatile(sender) };
+            count(counter::TIME_WAIT_KPROBE_SENT);
+        }
+        if sent != 0 {
             return;
         }
-        unsafe { mark.write_volatile(sender) };
     }
     let owner = entry.map_or(&NO_OWNER, |entry| unsafe { &*entry });
     emit(

@@ -85,11 +85,7 @@ pub fn attach_btf_tracepoint_to(
     name: &'static str,
     tracepoint: &str,
 ) -> Result<()> {
-    let hook_err = |action, e: aya::programs::ProgramError| Error::Hook {
-        action,
-        hook: name,
-        reason: first_line(e),
-    };
+    let hook_err = hook_error(name);
     let program: &mut BtfTracePoint = ebpf
         .program_mut(name)
         .and_then(|p| p.try_into().ok())
@@ -103,32 +99,14 @@ pub fn attach_btf_tracepoint_to(
 
 /// Attaches the fentry or fexit program `name` to the kernel function of the same name.
 pub fn attach_traced_function(ebpf: &mut Ebpf, btf: &aya::Btf, name: &'static str) -> Result<()> {
-    attach_traced_function_to(ebpf, btf, name, name)
-}
-
-/// Attaches the fentry or fexit program `name` to the kernel function `function`.
-pub fn attach_traced_function_to(
-    ebpf: &mut Ebpf,
-    btf: &aya::Btf,
-    name: &'static str,
-    function: &str,
-) -> Result<()> {
-    let hook_err = |action, e: aya::programs::ProgramError| Error::Hook {
-        action,
-        hook: name,
-        reason: first_line(e),
-    };
+    let hook_err = hook_error(name);
     match ebpf.program_mut(name) {
         Some(Program::FEntry(program)) => {
-            program
-                .load(function, btf)
-                .map_err(|e| hook_err("load", e))?;
+            program.load(name, btf).map_err(|e| hook_err("load", e))?;
             program.attach().map_err(|e| hook_err("attach", e))?;
         }
         Some(Program::FExit(program)) => {
-            program
-                .load(function, btf)
-                .map_err(|e| hook_err("load", e))?;
+            program.load(name, btf).map_err(|e| hook_err("load", e))?;
             program.attach().map_err(|e| hook_err("attach", e))?;
         }
         _ => return Err(Error::Bpf(format!("kernel program has no {name}"))),
@@ -138,11 +116,7 @@ pub fn attach_traced_function_to(
 
 /// Attaches the kprobe program `name` to the entry of the kernel function `function`.
 pub fn attach_kprobe(ebpf: &mut Ebpf, name: &'static str, function: &str) -> Result<()> {
-    let hook_err = |action, e: aya::programs::ProgramError| Error::Hook {
-        action,
-        hook: name,
-        reason: first_line(e),
-    };
+    let hook_err = hook_error(name);
     let program: &mut KProbe = ebpf
         .program_mut(name)
         .and_then(|p| p.try_into().ok())
@@ -177,11 +151,7 @@ fn attach_classic(
     hook: &'static str,
     hooks: &[&str],
 ) -> Result<()> {
-    let hook_err = |action, e: aya::programs::ProgramError| Error::Hook {
-        action,
-        hook,
-        reason: first_line(e),
-    };
+    let hook_err = hook_error(hook);
     let program: &mut TracePoint = ebpf
         .program_mut(name)
         .and_then(|p| p.try_into().ok())
@@ -194,4 +164,13 @@ fn attach_classic(
             .map_err(|e| hook_err("attach", e))?;
     }
     Ok(())
+}
+
+/// Makes an aya error in `action` ("load", "attach") on `hook` one line.
+fn hook_error(hook: &'static str) -> impl Fn(&'static str, aya::programs::ProgramError) -> Error {
+    move |action, e| Error::Hook {
+        action,
+        hook,
+        reason: first_line(e),
+    }
 }

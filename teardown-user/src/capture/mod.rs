@@ -27,8 +27,7 @@ use teardown_common::{
 
 use attach::{
     attach_accept, attach_btf_tracepoint, attach_btf_tracepoint_to, attach_kprobe,
-    attach_traced_function, attach_traced_function_to, attach_tracepoint, fill_filter_maps,
-    first_line, map_mut, take_map,
+    attach_traced_function, attach_tracepoint, fill_filter_maps, first_line, map_mut, take_map,
 };
 pub use drain::Drain;
 use layout::{kernel_names, numbers_pids, sock_layout, time_wait_layout};
@@ -100,11 +99,10 @@ const CLASSIC_STATE_PROGRAM: &str = "inet_sock_set_state_classic";
 /// The twin.
 const NESTED_STATE_PROGRAM: &str = "inet_sock_set_state_nested";
 /// The other programs whose runs are events, and the one whose runs are owners.
-const EVENT_PROGRAMS: [&str; 9] = [
+const EVENT_PROGRAMS: [&str; 8] = [
     "tcp_send_reset",
     "tcp_receive_reset",
     "tcp_retransmit_skb",
-    "tcp_time_wait",
     "tcp_timewait_state_process",
     "tcp_twsk_unique",
     "inet_twsk_deschedule_put",
@@ -112,15 +110,14 @@ const EVENT_PROGRAMS: [&str; 9] = [
     "tcp_sk_exit_batch",
 ];
 const OWNER_PROGRAM: &str = "sys_exit_accept";
-/// The hand-over to a TIME_WAIT mini-socket, where the kernel may preempt fentry programs:
-/// an fentry twin and a kprobe, which the kernel never skips together but rarely (see the
-/// kernel program). The kprobe's runs are not counted: a hand-over is lost only where the
-/// twin was skipped and the kprobe did not make up for it.
-const TIME_WAIT_TWIN: &str = "tcp_time_wait_twin";
-const TIME_WAIT_KPROBE: &str = "tcp_time_wait_kprobe";
+/// The hand-over to a TIME_WAIT mini-socket (fentry), whose skips a kprobe on the same
+/// function makes up for where the kernel may preempt fentry programs (see the kernel
+/// program). The kprobe's own skips are not counted: a hand-over is lost only where both
+/// were skipped.
 const HAND_OVER: &str = "tcp_time_wait";
-const KPROBE_LOSES: &str =
-    "hand-overs to TIME_WAIT the kernel skips while another task is preempted in one are counted, not recovered";
+const HAND_OVER_KPROBE: &str = "tcp_time_wait_kprobe";
+const KPROBE_LOSES: &str = "hand-overs to TIME_WAIT that the kernel skips while another \
+     task is preempted in one are counted, not recovered";
 /// The TIME_WAIT mini-socket's hooks (fentry/fexit) besides the hand-over, all or none:
 /// the segments it takes in, its reuse and its kill.
 const TIME_WAIT_PROGRAMS: [&str; 3] = [
@@ -335,13 +332,11 @@ impl Capture {
             degraded.push(format!("{e}: retransmitted FINs are not observed"));
         }
         let time_wait_hooks = time_wait.and_then(|tw| {
+            attach_traced_function(&mut ebpf, &kernel_btf, HAND_OVER)?;
             if probe.preemptible_traced_functions {
-                attach_traced_function_to(&mut ebpf, &kernel_btf, TIME_WAIT_TWIN, HAND_OVER)?;
-                if let Err(e) = attach_kprobe(&mut ebpf, TIME_WAIT_KPROBE, HAND_OVER) {
+                if let Err(e) = attach_kprobe(&mut ebpf, HAND_OVER_KPROBE, HAND_OVER) {
                     degraded.push(format!("{e}: {KPROBE_LOSES}"));
                 }
-            } else {
-                attach_traced_function(&mut ebpf, &kernel_btf, HAND_OVER)?;
             }
             attach_all(&mut ebpf, &kernel_btf, &TIME_WAIT_PROGRAMS).map(|_| tw)
         });
@@ -447,11 +442,17 @@ impl Capture {
         let state = state_skips.saturating_sub(recovered);
         // Each program's count read once (a syscall each).
         let state = (self.state_program, state);
-        // The same order: the twin's skips, then what the kprobe made up.
-        let hand_over = self
-            .skipped_runs(TIME_WAIT_TWIN)
-            .saturating_sub(self.counter(counter::TIME_WAIT_TWIN_COVERED));
-        let hand_over = (TIME_WAIT_TWIN, hand_over);
+        // The same order: the fentry program's skips, then what the kprobe made up, which
+        // it counts before the fentry program runs (on x86), and of that the fentry
+        // program's runs before the kprobe's sends. A count read in between is too low
+        // for a moment, never too high.
+        let hand_over_skips = self.skipped_runs(HAND_OVER);
+        let seen = self.counter(counter::TIME_WAIT_KPROBE_SEEN);
+        let made_up = self
+            .counter(counter::TIME_WAIT_KPROBE_SENT)
+            .saturating_sub(seen);
+        let hand_over = hand_over_skips.saturating_sub(made_up);
+        let hand_over = (HAND_OVER, hand_over);
         let others = EVENT_PROGRAMS.map(|name| (name, self.skipped_runs(name)));
         let skips = others.iter().chain([&state, &hand_over]);
         Lost {

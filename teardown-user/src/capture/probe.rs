@@ -57,11 +57,22 @@ pub fn btf_programs_preemptible(release: &str, preempt_mode: Option<&str>) -> bo
 /// Whether the kernel may preempt an fentry/fexit program and skip it meanwhile for other
 /// tasks on its CPU. Trampolines only pin the CPU wherever kernel code is preemptible;
 /// the skip (the per-program recursion check) arrived in Linux 5.12. Where the model is
-/// unknown, as [`btf_programs_preemptible`] says.
-pub fn traced_functions_preemptible(release: &str, preempt_mode: Option<&str>) -> bool {
+/// unknown, `build` (as `uname -v` gives it) says whether the kernel was built preemptible:
+/// `PREEMPT`, `PREEMPT_RT`, or `PREEMPT_DYNAMIC`, whose boot choice is unknown here and
+/// counts as preemptible (the kprobe this adds is only dearer).
+pub fn traced_functions_preemptible(
+    release: &str,
+    build: &str,
+    preempt_mode: Option<&str>,
+) -> bool {
+    if version(release) < Some((5, 12)) {
+        return false;
+    }
     match current_mode(preempt_mode) {
-        Some(mode) => version(release) >= Some((5, 12)) && !matches!(mode, "none" | "voluntary"),
-        None => btf_programs_preemptible(release, preempt_mode),
+        Some(mode) => !matches!(mode, "none" | "voluntary"),
+        None => build
+            .split_whitespace()
+            .any(|word| word.starts_with("PREEMPT")),
     }
 }
 
@@ -80,17 +91,20 @@ fn current_mode(preempt_mode: Option<&str>) -> Option<&str> {
     rest.split_once(')').map(|(mode, _)| mode.trim())
 }
 
-/// The running kernel's release, as `uname -r` prints it.
-fn kernel_release() -> String {
-    // SAFETY: uname fills the zeroed struct; `release` is NUL-terminated.
+/// The running kernel's release and build, as `uname -r` and `uname -v` print them.
+fn kernel_release() -> (String, String) {
+    // SAFETY: uname fills the zeroed struct; its strings are NUL-terminated.
     unsafe {
         let mut names: libc::utsname = std::mem::zeroed();
         if libc::uname(&mut names) != 0 {
-            return String::new();
+            return Default::default();
         }
-        std::ffi::CStr::from_ptr(names.release.as_ptr())
-            .to_string_lossy()
-            .into_owned()
+        let text = |field: &[libc::c_char]| {
+            std::ffi::CStr::from_ptr(field.as_ptr())
+                .to_string_lossy()
+                .into_owned()
+        };
+        (text(&names.release), text(&names.version))
     }
 }
 
@@ -98,7 +112,7 @@ impl Probe {
     /// Reads the kernel: `ring_buf` as the caller tested it, the tracepoints from `btf`
     /// (`None`: the kernel has no BTF). A debug build then hides what [`HIDE_VAR`] names.
     pub fn read(ring_buf: bool, btf: Option<&Btf>) -> Probe {
-        let release = kernel_release();
+        let (release, build) = kernel_release();
         let preempt_mode = std::fs::read_to_string(PREEMPT_MODE).ok();
         let preempt_mode = preempt_mode.as_deref();
         let probe = Probe {
@@ -109,7 +123,11 @@ impl Probe {
                 .map(|&name| (name, btf.and_then(|b| b.tracepoint_arg_count(name).ok())))
                 .collect(),
             preemptible_btf_programs: btf_programs_preemptible(&release, preempt_mode),
-            preemptible_traced_functions: traced_functions_preemptible(&release, preempt_mode),
+            preemptible_traced_functions: traced_functions_preemptible(
+                &release,
+                &build,
+                preempt_mode,
+            ),
         };
         match std::env::var(HIDE_VAR) {
             Ok(hidden) if cfg!(debug_assertions) => probe.hiding(&hidden),
@@ -233,26 +251,46 @@ mod tests {
 
     #[test]
     fn fentry_programs_are_preemptible_from_linux_5_12_where_kernel_code_is() {
+        let debian = "#1 SMP PREEMPT_DYNAMIC Debian 6.12.117-1 (2026-10-02)";
         let full = Some("none voluntary (full) lazy");
-        assert!(traced_functions_preemptible("6.18.44-fc-v857", full));
-        assert!(traced_functions_preemptible("5.15.0", Some("(full)")));
+        assert!(traced_functions_preemptible("6.18.44-fc-v857", "", full));
+        assert!(traced_functions_preemptible("5.15.0", "", Some("(full)")));
         assert!(traced_functions_preemptible(
             "7.2.13+deb14-amd64",
+            debian,
             Some("full (lazy) \n")
         ));
         assert!(
-            !traced_functions_preemptible("5.11.0", full),
+            !traced_functions_preemptible("5.11.0", "#1 SMP PREEMPT", full),
             "no recursion check, no skip"
         );
         assert!(!traced_functions_preemptible(
             "6.12.117+deb13-amd64",
+            debian,
             Some("none (voluntary) full \n")
         ));
-        assert!(
-            !traced_functions_preemptible("6.1.0", None),
-            "unknown before 7.0"
-        );
-        assert!(traced_functions_preemptible("7.2.13+deb14-amd64", None));
+        // The model unknown: the build says.
+        assert!(traced_functions_preemptible("6.1.0", debian, None));
+        assert!(traced_functions_preemptible(
+            "5.14.0",
+            "#1 SMP PREEMPT_RT Tue",
+            None
+        ));
+        assert!(traced_functions_preemptible(
+            "6.8.0",
+            "#1 SMP PREEMPT Mon",
+            None
+        ));
+        assert!(!traced_functions_preemptible(
+            "5.10.0-46-amd64",
+            "#1 SMP Debian 5.10.250-1",
+            None
+        ));
+        assert!(!traced_functions_preemptible(
+            "6.1.0",
+            "#1 SMP Debian 6.1.1",
+            None
+        ));
     }
 
     #[test]
