@@ -80,6 +80,17 @@ impl Filter {
                 && (e.owner_pid == 0 || self.matches_owner(e.owner_pid))
     }
 
+    /// What a `--raw` stream shows: the events that pass, except that one about no socket
+    /// (a namespace gone) is shown only when no socket is filtered for. The reconstruction
+    /// still takes it in, for the mini-sockets that ended with the namespace.
+    pub fn matches_raw_event(&self, e: &Event) -> bool {
+        if e.kind == kind::NAMESPACE_GONE {
+            self.is_empty()
+        } else {
+            self.matches_event(e)
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         *self == Filter::default()
     }
@@ -164,6 +175,25 @@ mod tests {
         e.owner_pid = 8;
         assert!(!f.matches_event(&e));
         assert!(!f.matches_event(&ev(0, 1, 81, 9, 1, 4)));
+    }
+
+    #[test]
+    fn a_filtered_raw_stream_shows_no_event_about_no_socket() {
+        use crate::testing::ev;
+        let mut gone = ev(0, 0, 0, 0, 0, 0);
+        (gone.kind, gone.family, gone.netns) = (kind::NAMESPACE_GONE, 0, 4_026_532_175);
+        let by_port = Filter {
+            lports: vec![80],
+            ..Default::default()
+        };
+        assert!(
+            by_port.matches_event(&gone),
+            "the reconstruction takes it in"
+        );
+        assert!(!by_port.matches_raw_event(&gone));
+        assert!(Filter::default().matches_raw_event(&gone));
+        assert!(by_port.matches_raw_event(&ev(0, 1, 80, 9, 1, 4)));
+        assert!(!by_port.matches_raw_event(&ev(0, 1, 81, 9, 1, 4)));
     }
 
     #[test]

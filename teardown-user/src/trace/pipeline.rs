@@ -197,12 +197,11 @@ impl Pipeline {
                 }
             }
         }
-        if !self.filter.matches_event(e) {
-            return;
-        }
         if self.mode.raw() {
-            self.outputs.event(e);
-        } else {
+            if self.filter.matches_raw_event(e) {
+                self.outputs.event(e);
+            }
+        } else if self.filter.matches_event(e) {
             self.reconstructor.push(e);
         }
     }
