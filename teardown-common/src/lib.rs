@@ -187,12 +187,12 @@ pub struct Owner {
 }
 
 /// `Owner::time_wait_sender`: which program saw the socket's hand-over to a TIME_WAIT
-/// mini-socket (0: none yet). Where the kernel may preempt fentry programs, a kprobe
-/// watches it too.
+/// mini-socket (0: none yet). Where the kernel may preempt fentry programs, a second one,
+/// `tcp_time_wait_early`, watches it too.
 pub mod time_wait_sender {
-    /// The kprobe sent the event, and the fentry program has not run.
-    pub const KPROBE: u8 = 1;
-    /// The fentry program ran (and sent the event, unless the kprobe had).
+    /// The early program sent the event, and `tcp_time_wait` has not run.
+    pub const EARLY: u8 = 1;
+    /// `tcp_time_wait` ran (and sent the event, unless the early program had).
     pub const FENTRY: u8 = 2;
 }
 
@@ -205,11 +205,11 @@ pub mod counter {
     /// Transitions `inet_sock_set_state` did not mark handled, which its twin handled
     /// instead (the kernel skipped the first, or, rarely, a repeat).
     pub const NESTED_RUNS: u32 = 2;
-    /// Hand-overs to TIME_WAIT the kprobe saw first and sent (`time_wait_sender`).
-    pub const TIME_WAIT_KPROBE_SENT: u32 = 3;
-    /// Of those, the ones the fentry program then ran for: the others are its skips the
-    /// kprobe made up for (or, for a moment, ones it has yet to run for).
-    pub const TIME_WAIT_KPROBE_SEEN: u32 = 4;
+    /// Hand-overs to TIME_WAIT `tcp_time_wait_early` saw first and sent.
+    pub const TIME_WAIT_EARLY_SENT: u32 = 3;
+    /// Of those, the ones `tcp_time_wait` then ran for: the others are its skips the
+    /// early program made up for (or, for a moment, ones it has yet to run for).
+    pub const TIME_WAIT_EARLY_SEEN: u32 = 4;
     pub const COUNT: u32 = 5;
 }
 

@@ -7,8 +7,8 @@
 //! which the kernel lets at most one mini-socket hold.
 
 use aya_ebpf::{
-    macros::{fentry, fexit, kprobe},
-    programs::{FEntryContext, FExitContext, ProbeContext},
+    macros::{fentry, fexit},
+    programs::{FEntryContext, FExitContext},
 };
 use teardown_common::{counter, kind, time_wait_end, time_wait_sender};
 
@@ -31,34 +31,31 @@ pub fn tcp_time_wait(ctx: FEntryContext) -> u32 {
     0
 }
 
-/// The hand-over again, as a kprobe, where the kernel may preempt fentry programs (a
-/// kernel that preempts kernel code, Linux 5.12 on): a preempted fentry program still
-/// counts as running on its CPU, and the kernel skips it for every hand-over there
-/// meanwhile, a softirq's too (a task preempted while it takes the peer's FIN from its
-/// socket's backlog). A kprobe runs with preemption off, but is skipped where another
-/// kprobe or classic tracepoint program holds the CPU (the classic state program under a
-/// softirq, a preempted map syscall), which does not stop the fentry program. Whichever
+/// The hand-over again, where the kernel may preempt fentry programs (a kernel that
+/// preempts kernel code, Linux 5.12 on): a preempted fentry program still counts as
+/// running on its CPU, and the kernel skips it for every hand-over there meanwhile, a
+/// softirq's too (a task preempted while it takes the peer's FIN from its socket's
+/// backlog). This second program, which runs first, has a running
+/// flag of its own: both are skipped only while one task is preempted in each on that
+/// CPU. (A kprobe, which runs with preemption off, raises the CPU's `bpf_prog_active`
+/// instead, and made the classic state program skip more than it saved.) Whichever
 /// runs first sends the event (see `hand_over`).
-#[kprobe]
-pub fn tcp_time_wait_kprobe(ctx: ProbeContext) -> u32 {
+#[fentry(function = "tcp_time_wait")]
+pub fn tcp_time_wait_early(ctx: FEntryContext) -> u32 {
     if floor() {
         return 0;
     }
-    let sk: Option<*const u8> = ctx.arg(0);
-    let substate: Option<i32> = ctx.arg(1);
-    if let (Some(sk), Some(substate)) = (sk, substate) {
-        hand_over(Untyped(sk as u64), substate, time_wait_sender::KPROBE);
-    }
+    hand_over(Typed(ctx.arg(0)), ctx.arg(1), time_wait_sender::EARLY);
     0
 }
 
 /// The socket's hand-over to a mini-socket in `substate`, seen by `sender`. The socket's
 /// owner entry keeps who sent it: the second program to run sees the mark and sends
-/// nothing. One call of `tcp_time_wait` runs the two in turn (on x86 the kprobe first),
+/// nothing. One call of `tcp_time_wait` runs the two in turn,
 /// and the socket's lock rules out a second call for it, so the mark needs no atomics; it
 /// lives in the shared table because the task may move to another CPU between the two.
-/// The kprobe counts the hand-overs it sent, the fentry program those it found sent:
-/// the difference is the fentry program's skips the kprobe made up for. A socket without
+/// The early program counts the hand-overs it sent, `tcp_time_wait` those it found sent:
+/// the difference is the skips of `tcp_time_wait` the early one made up for. A socket without
 /// an entry (a full table) gets the event from both, and user space drops the repeat; a
 /// skip of the fentry program there counts as lost.
 #[inline(always)]
@@ -76,12 +73,12 @@ fn hand_over(sk: impl Sock, substate: i32, sender: u8) {
         let sent = unsafe { mark.read_volatile() };
         if sender == time_wait_sender::FENTRY {
             unsafe { mark.write_volatile(sender) };
-            if sent == time_wait_sender::KPROBE {
-                count(counter::TIME_WAIT_KPROBE_SEEN);
+            if sent == time_wait_sender::EARLY {
+                count(counter::TIME_WAIT_EARLY_SEEN);
             }
         } else if sent == 0 {
             unsafe { mark.write_volatile(sender) };
-            count(counter::TIME_WAIT_KPROBE_SENT);
+            count(counter::TIME_WAIT_EARLY_SENT);
         }
         if sent != 0 {
             return;

@@ -3,7 +3,7 @@
 
 use aya::{
     maps::HashMap,
-    programs::{BtfTracePoint, KProbe, Program, TracePoint},
+    programs::{BtfTracePoint, Program, TracePoint},
     Ebpf,
 };
 
@@ -99,32 +99,32 @@ pub fn attach_btf_tracepoint_to(
 
 /// Attaches the fentry or fexit program `name` to the kernel function of the same name.
 pub fn attach_traced_function(ebpf: &mut Ebpf, btf: &aya::Btf, name: &'static str) -> Result<()> {
+    attach_traced_function_to(ebpf, btf, name, name)
+}
+
+/// Attaches the fentry or fexit program `name` to the kernel function `function`.
+pub fn attach_traced_function_to(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    name: &'static str,
+    function: &str,
+) -> Result<()> {
     let hook_err = hook_error(name);
     match ebpf.program_mut(name) {
         Some(Program::FEntry(program)) => {
-            program.load(name, btf).map_err(|e| hook_err("load", e))?;
+            program
+                .load(function, btf)
+                .map_err(|e| hook_err("load", e))?;
             program.attach().map_err(|e| hook_err("attach", e))?;
         }
         Some(Program::FExit(program)) => {
-            program.load(name, btf).map_err(|e| hook_err("load", e))?;
+            program
+                .load(function, btf)
+                .map_err(|e| hook_err("load", e))?;
             program.attach().map_err(|e| hook_err("attach", e))?;
         }
         _ => return Err(Error::Bpf(format!("kernel program has no {name}"))),
     }
-    Ok(())
-}
-
-/// Attaches the kprobe program `name` to the entry of the kernel function `function`.
-pub fn attach_kprobe(ebpf: &mut Ebpf, name: &'static str, function: &str) -> Result<()> {
-    let hook_err = hook_error(name);
-    let program: &mut KProbe = ebpf
-        .program_mut(name)
-        .and_then(|p| p.try_into().ok())
-        .ok_or_else(|| Error::Bpf(format!("kernel program has no {name}")))?;
-    program.load().map_err(|e| hook_err("load", e))?;
-    program
-        .attach(function, 0)
-        .map_err(|e| hook_err("attach", e))?;
     Ok(())
 }
 

@@ -26,8 +26,8 @@ use teardown_common::{
 };
 
 use attach::{
-    attach_accept, attach_btf_tracepoint, attach_btf_tracepoint_to, attach_kprobe,
-    attach_traced_function, attach_tracepoint, fill_filter_maps, first_line, map_mut, take_map,
+    attach_accept, attach_btf_tracepoint, attach_btf_tracepoint_to, attach_traced_function,
+    attach_traced_function_to, attach_tracepoint, fill_filter_maps, first_line, map_mut, take_map,
 };
 pub use drain::Drain;
 use layout::{kernel_names, numbers_pids, sock_layout, time_wait_layout};
@@ -110,13 +110,13 @@ const EVENT_PROGRAMS: [&str; 8] = [
     "tcp_sk_exit_batch",
 ];
 const OWNER_PROGRAM: &str = "sys_exit_accept";
-/// The hand-over to a TIME_WAIT mini-socket (fentry), whose skips a kprobe on the same
-/// function makes up for where the kernel may preempt fentry programs (see the kernel
-/// program). The kprobe's own skips are not counted: a hand-over is lost only where both
+/// The hand-over to a TIME_WAIT mini-socket, and the second program whose runs make up
+/// for its skips where the kernel may preempt fentry programs (see the kernel program).
+/// The early program's own skips are not counted: a hand-over is lost only where both
 /// were skipped.
 const HAND_OVER: &str = "tcp_time_wait";
-const HAND_OVER_KPROBE: &str = "tcp_time_wait_kprobe";
-const KPROBE_LOSES: &str = "hand-overs to TIME_WAIT that the kernel skips while another \
+const HAND_OVER_EARLY: &str = "tcp_time_wait_early";
+const EARLY_LOSES: &str = "hand-overs to TIME_WAIT that the kernel skips while another \
      task is preempted in one are counted, not recovered";
 /// The TIME_WAIT mini-socket's hooks (fentry/fexit) besides the hand-over, all or none:
 /// the segments it takes in, its reuse and its kill.
@@ -333,9 +333,13 @@ impl Capture {
         }
         let time_wait_hooks = time_wait.and_then(|tw| {
             attach_traced_function(&mut ebpf, &kernel_btf, HAND_OVER)?;
+            // After it, so that it runs first: a trampoline runs the last attached first
+            // (seen in the 7.2 guest: attached the other way round, it never sent).
             if probe.preemptible_traced_functions {
-                if let Err(e) = attach_kprobe(&mut ebpf, HAND_OVER_KPROBE, HAND_OVER) {
-                    degraded.push(format!("{e}: {KPROBE_LOSES}"));
+                if let Err(e) =
+                    attach_traced_function_to(&mut ebpf, &kernel_btf, HAND_OVER_EARLY, HAND_OVER)
+                {
+                    degraded.push(format!("{e}: {EARLY_LOSES}"));
                 }
             }
             attach_all(&mut ebpf, &kernel_btf, &TIME_WAIT_PROGRAMS).map(|_| tw)
@@ -442,14 +446,14 @@ impl Capture {
         let state = state_skips.saturating_sub(recovered);
         // Each program's count read once (a syscall each).
         let state = (self.state_program, state);
-        // The same order: the fentry program's skips, then what the kprobe made up, which
-        // it counts before the fentry program runs (on x86), and of that the fentry
-        // program's runs before the kprobe's sends. A count read in between is too low
-        // for a moment, never too high.
+        // The same order: the skips of `tcp_time_wait`, then what the early program made
+        // up, which it counts before `tcp_time_wait` runs, and of that the runs of
+        // `tcp_time_wait` before the early program's sends. A count read in between is too
+        // low for a moment, never too high.
         let hand_over_skips = self.skipped_runs(HAND_OVER);
-        let seen = self.counter(counter::TIME_WAIT_KPROBE_SEEN);
+        let seen = self.counter(counter::TIME_WAIT_EARLY_SEEN);
         let made_up = self
-            .counter(counter::TIME_WAIT_KPROBE_SENT)
+            .counter(counter::TIME_WAIT_EARLY_SENT)
             .saturating_sub(seen);
         let hand_over = hand_over_skips.saturating_sub(made_up);
         let hand_over = (HAND_OVER, hand_over);
