@@ -35,10 +35,10 @@ pub fn tcp_time_wait(ctx: FEntryContext) -> u32 {
 /// preempts kernel code, Linux 5.12 on): a preempted fentry program still counts as
 /// running on its CPU, and the kernel skips it for every hand-over there meanwhile, a
 /// softirq's too (a task preempted while it takes the peer's FIN from its socket's
-/// backlog). This second program, which runs first, has a running
-/// flag of its own: both are skipped only while one task is preempted in each on that
-/// CPU. (A kprobe, which runs with preemption off, raises the CPU's `bpf_prog_active`
-/// instead, and made the classic state program skip more than it saved.) Whichever
+/// backlog). This second program, which runs first, has a running flag of its own: both
+/// are skipped only while one task is preempted in each on that CPU. (A kprobe, which
+/// runs with preemption off, would raise the CPU's `bpf_prog_active` while it runs, and
+/// so make the classic state program skip a softirq's transition meanwhile.) Whichever
 /// runs first sends the event (see `hand_over`).
 #[fentry(function = "tcp_time_wait")]
 pub fn tcp_time_wait_early(ctx: FEntryContext) -> u32 {
@@ -51,13 +51,13 @@ pub fn tcp_time_wait_early(ctx: FEntryContext) -> u32 {
 
 /// The socket's hand-over to a mini-socket in `substate`, seen by `sender`. The socket's
 /// owner entry keeps who sent it: the second program to run sees the mark and sends
-/// nothing. One call of `tcp_time_wait` runs the two in turn,
-/// and the socket's lock rules out a second call for it, so the mark needs no atomics; it
-/// lives in the shared table because the task may move to another CPU between the two.
-/// The early program counts the hand-overs it sent, `tcp_time_wait` those it found sent:
-/// the difference is the skips of `tcp_time_wait` the early one made up for. A socket without
-/// an entry (a full table) gets the event from both, and user space drops the repeat; a
-/// skip of the fentry program there counts as lost.
+/// nothing. One call of `tcp_time_wait` runs the two in turn, and the socket's lock rules
+/// out a second call for it, so the mark needs no atomics; it lives in the shared table
+/// because the task may move to another CPU between the two. The early program counts
+/// the hand-overs it sent, `tcp_time_wait` those it found sent: the difference is the
+/// skips of `tcp_time_wait` the early one made up for. A socket without an entry (a full
+/// table) gets the event from both, and user space drops the repeat; a skip of
+/// `tcp_time_wait` there counts as lost.
 #[inline(always)]
 fn hand_over(sk: impl Sock, substate: i32, sender: u8) {
     let Some(current) = sk.field::<u8>(config!(layout.state)) else {
