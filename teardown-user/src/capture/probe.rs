@@ -50,8 +50,7 @@ const PREEMPT_MODE: &str = "/sys/kernel/debug/sched/preempt";
 /// preempt kernel code (`none`, `voluntary`) still never preempts one. Where the model is
 /// unknown, preemptible: a program that cannot be preempted is only dearer.
 pub fn btf_programs_preemptible(release: &str, preempt_mode: Option<&str>) -> bool {
-    version(release) >= Some((7, 0))
-        && !matches!(current_mode(preempt_mode), Some("none" | "voluntary"))
+    version(release) >= Some((7, 0)) && current_mode(preempt_mode).is_none_or(preempts_kernel_code)
 }
 
 /// Whether the kernel may preempt an fentry/fexit program and skip it meanwhile for other
@@ -59,7 +58,7 @@ pub fn btf_programs_preemptible(release: &str, preempt_mode: Option<&str>) -> bo
 /// the skip (the per-program recursion check) arrived in Linux 5.12. Where the model is
 /// unknown, `build` (as `uname -v` gives it) says whether the kernel was built preemptible:
 /// `PREEMPT`, `PREEMPT_RT`, or `PREEMPT_DYNAMIC`, whose boot choice is unknown here and
-/// counts as preemptible (the kprobe this adds is only dearer).
+/// counts as preemptible (the second hand-over program this adds is only dearer).
 pub fn traced_functions_preemptible(
     release: &str,
     build: &str,
@@ -69,7 +68,7 @@ pub fn traced_functions_preemptible(
         return false;
     }
     match current_mode(preempt_mode) {
-        Some(mode) => !matches!(mode, "none" | "voluntary"),
+        Some(mode) => preempts_kernel_code(mode),
         None => build
             .split_whitespace()
             .any(|word| word.starts_with("PREEMPT")),
@@ -83,6 +82,11 @@ fn version(release: &str) -> Option<(u32, u32)> {
         (Some(Ok(major)), Some(Ok(minor))) => Some((major, minor)),
         _ => None,
     }
+}
+
+/// Whether the preemption model `mode` preempts kernel code.
+fn preempts_kernel_code(mode: &str) -> bool {
+    !matches!(mode, "none" | "voluntary")
 }
 
 /// The current model in [`PREEMPT_MODE`]'s list: the one in parentheses.
