@@ -211,6 +211,10 @@ pub mod counter {
     /// early program made up for (or, for a moment, ones it has yet to run for).
     pub const TIME_WAIT_EARLY_SEEN: u32 = 4;
     pub const COUNT: u32 = 5;
+    /// Each CPU's counters start this many slots after the previous CPU's: a cache line
+    /// of their own, so that CPUs counting at once do not share one.
+    pub const PER_CPU: u32 = 8;
+    const _: () = assert!(COUNT <= PER_CPU);
 }
 
 /// One record in the ring buffer.

@@ -4,8 +4,9 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::{
+    helpers::generated::bpf_get_smp_processor_id,
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use teardown_common::{counter, Owner};
 
@@ -14,8 +15,15 @@ use teardown_common::{counter, Owner};
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
 /// `counter::*`: what could not be recorded is counted and reported, never silent.
+/// `counter::PER_CPU` slots per CPU; user space sizes it. User space maps it and reads it
+/// without a system call: a map syscall raises the CPU's `bpf_prog_active` while it runs
+/// (preemptible on a kernel that preempts kernel code), and every classic tracepoint
+/// program is skipped on that CPU meanwhile.
 #[map]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+pub static COUNTERS: Array<u64> = Array::with_max_entries(counter::PER_CPU, BPF_F_MMAPABLE);
+
+/// `BPF_F_MMAPABLE`: user space may map an array's values.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// Port filter: port → the `filter::PORT_*` roles it is wanted in. User space sizes it.
 #[map]
@@ -25,11 +33,25 @@ pub static PORTS: HashMap<u16, u32> = HashMap::with_max_entries(1024, 0);
 #[map]
 pub static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 
-/// Per CPU: the transition `inet_sock_set_state` handled last, as `[socket, transition,
-/// scratch]` (see `inet_sock_set_state_nested`). Read back from a map, a socket's address
-/// is a plain number the programs may compare.
+/// Per CPU and per thread (one slot per thread id modulo `HANDLED_SLOTS`): the transition
+/// `inet_sock_set_state` handled last in that thread, as `[socket, transition, scratch]`
+/// (see `inet_sock_set_state_nested`). Per thread, because where the kernel preempts its
+/// twin another task's transition on the same CPU must not overwrite the mark the twin
+/// has yet to read. Read back from a map, a socket's address is a plain number the
+/// programs may compare.
 #[map]
-pub static HANDLED: PerCpuArray<[u64; 3]> = PerCpuArray::with_max_entries(1, 0);
+pub static HANDLED: PerCpuArray<[u64; 3]> = PerCpuArray::with_max_entries(HANDLED_SLOTS, 0);
+
+/// Threads that can share a CPU's marks without colliding: thread ids are handed out in
+/// sequence, so the threads busy on one CPU at once rarely share one modulo this.
+pub const HANDLED_SLOTS: u32 = 256;
+
+/// The current thread's slot in `HANDLED`.
+#[inline(always)]
+pub fn handled_slot() -> Option<*mut [u64; 3]> {
+    let thread = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
+    HANDLED.get_ptr_mut(thread % HANDLED_SLOTS)
+}
 
 /// The word `owner::full_barrier` updates: per CPU, so that no two CPUs fight over it.
 #[map]
@@ -53,7 +75,8 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 /// Adds one to a per-CPU counter; returns its value before. Atomic: a nested run on the
 /// same CPU may be counting too.
 pub fn count(index: u32) -> u64 {
-    let Some(value) = COUNTERS.get_ptr_mut(index) else {
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(value) = COUNTERS.get_ptr_mut(cpu * counter::PER_CPU + index) else {
         return 0;
     };
     let before = unsafe { read_volatile(value) };

@@ -13,7 +13,7 @@ use teardown_common::{counter, filter, kind, owner_source, state};
 use crate::{
     config::floor,
     emit::emit,
-    maps::{count, HANDLED, OWNERS},
+    maps::{count, handled_slot, OWNERS},
     owner::{self, NO_OWNER},
     sock::{Sock, Typed, Untyped},
 };
@@ -50,7 +50,7 @@ pub fn inet_sock_set_state_classic(ctx: TracePointContext) -> u32 {
 /// The state program's work, with the mark its twin looks for.
 #[inline(always)]
 fn first_run(ctx: &impl EbpfContext, sk: impl Sock, old: u8, new: u8) {
-    let handled = HANDLED.get_ptr_mut(0);
+    let handled = handled_slot();
     // A mark left by a run whose twin was skipped is no one's: gone before this run can
     // be skipped for a transition that would match it.
     if let Some(handled) = handled {
@@ -58,23 +58,30 @@ fn first_run(ctx: &impl EbpfContext, sk: impl Sock, old: u8, new: u8) {
     }
     try_transition(ctx, sk, old, new);
     if let Some(handled) = handled {
-        unsafe {
-            write_volatile(&mut (*handled)[0], sk.addr());
-            write_volatile(&mut (*handled)[1], change(old, new));
-        }
+        set_mark(handled, sk.addr(), old, new);
+    }
+}
+
+/// Marks this change of socket `sk` handled, in the running thread's slot.
+#[inline(always)]
+fn set_mark(handled: *mut [u64; 3], sk: u64, old: u8, new: u8) {
+    unsafe {
+        write_volatile(&mut (*handled)[0], sk);
+        write_volatile(&mut (*handled)[1], change(old, new));
     }
 }
 
 /// The kernel does not run a program that fires again on a CPU where it is still running
 /// (a softirq interrupting it there); it only counts the miss. The classic program is
 /// skipped too wherever the CPU's `bpf_prog_active` is raised: by any classic tracepoint or
-/// kprobe program running there, or by a map syscall (the tracer's own counter reads
-/// included) that a softirq or, on a preemptible kernel, another task interrupts. This
-/// second program, which checks neither, runs after the first on every transition (it is
-/// attached after it): when the first did not mark this very transition handled, the
-/// first was skipped, and this one does its work. (If a transition lands
-/// just as this one starts, it may do a transition the first did handle; user space
-/// drops the repeat.)
+/// kprobe program running there, or by another tool's map syscall that a softirq or, on a
+/// preemptible kernel, another task interrupts (the tracer reads its own counters without
+/// one). This second program, which checks neither, runs after the first on every
+/// transition (it is attached after it): when the first did not mark this very transition
+/// handled, the first was skipped, and this one does its work. (If a softirq's transition
+/// lands just as this one starts, it may do a transition the first did handle; user space
+/// drops the repeat.) The mark is the running thread's: where the kernel preempts this
+/// program, the transitions other tasks make on its CPU meanwhile leave it alone.
 ///
 /// The mark is consumed whether it matches or not, and cleared when the first program
 /// starts: a mark this program does not match was left by a run that interrupted it, whose
@@ -88,19 +95,58 @@ pub fn inet_sock_set_state_nested(ctx: BtfTracePointContext) -> i32 {
     if floor() {
         return 0;
     }
-    let (sk, old, new) = arguments(&ctx);
-    let handled = HANDLED.get_ptr_mut(0).is_some_and(|handled| unsafe {
-        write_volatile(&mut (*handled)[2], sk.addr());
-        let matched = read_volatile(&(*handled)[2]) == read_volatile(&(*handled)[0])
-            && read_volatile(&(*handled)[1]) == change(old, new);
-        write_volatile(&mut (*handled)[1], 0);
-        matched
-    });
-    if !handled {
-        count(counter::NESTED_RUNS);
-        try_transition(&ctx, sk, old, new);
-    }
+    make_up(&ctx, Mark::Consume);
     0
+}
+
+/// A second twin, attached between the classic state program and the nested twin where
+/// the kernel preempts BTF programs (see `inet_sock_set_state_classic`). There a task
+/// preempted inside the nested twin makes the kernel skip it for every other task on that
+/// CPU, and a transition the classic program was skipped for meanwhile (a softirq during
+/// a classic program, or another tool's map syscall) was lost. This one has its own
+/// running flag, so a transition is lost only when the kernel skips all three. It leaves
+/// the mark for the nested twin (set, where it did the work), so that one does nothing
+/// more.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_nested_early(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
+    make_up(&ctx, Mark::Keep);
+    0
+}
+
+/// What a twin does with the mark once it has looked.
+enum Mark {
+    /// The last program on the tracepoint: nothing may find the mark after it.
+    Consume,
+    /// Another twin follows: the mark must say whether the transition is handled.
+    Keep,
+}
+
+/// Does the transition unless the mark says a program before this one on the tracepoint
+/// did.
+#[inline(always)]
+fn make_up(ctx: &BtfTracePointContext, mark: Mark) {
+    let (sk, old, new) = arguments(ctx);
+    let handled = handled_slot();
+    let matched = handled.is_some_and(|handled| unsafe {
+        write_volatile(&mut (*handled)[2], sk.addr());
+        read_volatile(&(*handled)[2]) == read_volatile(&(*handled)[0])
+            && read_volatile(&(*handled)[1]) == change(old, new)
+    });
+    if !matched {
+        count(counter::NESTED_RUNS);
+        try_transition(ctx, sk, old, new);
+    }
+    let Some(handled) = handled else {
+        return;
+    };
+    match mark {
+        Mark::Consume => unsafe { write_volatile(&mut (*handled)[1], 0) },
+        Mark::Keep if !matched => set_mark(handled, sk.addr(), old, new),
+        Mark::Keep => {}
+    }
 }
 
 #[inline(always)]

@@ -37,16 +37,6 @@ where
     M::try_from(map).map_err(|e| Error::Bpf(format!("map {name}: {}", first_line(e))))
 }
 
-pub fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M>
-where
-    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-{
-    let map = ebpf
-        .take_map(name)
-        .ok_or_else(|| Error::Bpf(format!("kernel program has no map {name}")))?;
-    M::try_from(map).map_err(|e| Error::Bpf(format!("map {name}: {}", first_line(e))))
-}
-
 /// The first line of an aya error (a verifier log would not fit on one line), with the
 /// causes it does not say itself ("failed to create map" hides its errno in a source).
 pub fn first_line(e: impl std::error::Error) -> String {

@@ -5,6 +5,7 @@
 
 mod attach;
 pub mod btf;
+mod counters;
 mod drain;
 mod layout;
 mod probe;
@@ -17,7 +18,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Map, MapData, MapType, PerCpuArray},
+    maps::{Map, MapType},
     sys::is_map_supported,
     Ebpf, EbpfLoader,
 };
@@ -27,8 +28,9 @@ use teardown_common::{
 
 use attach::{
     attach_accept, attach_btf_tracepoint, attach_btf_tracepoint_to, attach_traced_function,
-    attach_traced_function_to, attach_tracepoint, fill_filter_maps, first_line, map_mut, take_map,
+    attach_traced_function_to, attach_tracepoint, fill_filter_maps, first_line, map_mut,
 };
+use counters::Counters;
 pub use drain::Drain;
 use layout::{kernel_names, numbers_pids, sock_layout, time_wait_layout};
 use probe::Probe;
@@ -96,8 +98,10 @@ impl log::Log for KernelLog {
 const STATE_PROGRAM: &str = "inet_sock_set_state";
 /// The state program as a classic tracepoint, for a kernel that may preempt a BTF one.
 const CLASSIC_STATE_PROGRAM: &str = "inet_sock_set_state_classic";
-/// The twin.
+/// The twin, and the second twin before it where the state program is the classic one
+/// (the kernel may preempt the twin).
 const NESTED_STATE_PROGRAM: &str = "inet_sock_set_state_nested";
+const NESTED_EARLY_STATE_PROGRAM: &str = "inet_sock_set_state_nested_early";
 /// The other programs whose runs are events, and the one whose runs are owners.
 const EVENT_PROGRAMS: [&str; 8] = [
     "tcp_send_reset",
@@ -132,6 +136,8 @@ const NAMESPACE_LOSES: &str = "a TIME_WAIT mini-socket's end with its network na
      is seen only where the kernel does not inline the kill";
 const NESTED_LOSES: &str =
     "transitions the kernel skips while the program runs on that CPU are counted, not recovered";
+const NESTED_EARLY_LOSES: &str = "transitions the kernel skips while another task is \
+     preempted in the state program's twin are counted, not recovered";
 const PREEMPTED_LOSES: &str = "this kernel may preempt the state program, and transitions \
      made on its CPU meanwhile are mostly counted lost, not recovered";
 
@@ -173,7 +179,7 @@ pub struct Capture {
     /// `STATE_PROGRAM` or `CLASSIC_STATE_PROGRAM`, whichever this kernel runs.
     state_program: &'static str,
     log: aya_log::EbpfLogger<KernelLog>,
-    counters: PerCpuArray<MapData, u64>,
+    counters: Counters,
     /// Hooks this kernel lacks, and what the output loses because of it.
     pub degraded: Vec<String>,
     /// Names this kernel gives to values in events.
@@ -272,6 +278,10 @@ impl Capture {
         // The filter maps hold exactly what was asked for, however much that is.
         let ports = options.filter.port_roles().len().max(1) as u32;
         let pids = options.filter.pids.len().max(1) as u32;
+        let cpus = aya::util::nr_cpus().map_err(|(path, error)| Error::Input {
+            path: path.into(),
+            error,
+        })?;
         let mut ebpf = loader
             .btf(Some(&kernel_btf))
             .override_global("CONFIG", &config, true)
@@ -280,6 +290,7 @@ impl Capture {
             .map_max_entries("PORTS", ports)
             .map_max_entries("PIDS", pids)
             .map_max_entries("SEEDED", options.max_sockets)
+            .map_max_entries("COUNTERS", Counters::slots(cpus))
             .load(EBPF_OBJECT)
             .map_err(|e| Error::Bpf(format!("loading the kernel program: {}", first_line(e))))?;
         fill_filter_maps(&mut ebpf, &options.filter)?;
@@ -301,14 +312,19 @@ impl Capture {
             attach_btf_tracepoint(&mut ebpf, &kernel_btf, STATE_PROGRAM)?;
             STATE_PROGRAM
         };
-        // After the state program, so that it runs second on every transition.
-        if let Err(e) = attach_btf_tracepoint_to(
-            &mut ebpf,
-            &kernel_btf,
-            NESTED_STATE_PROGRAM,
-            "inet_sock_set_state",
-        ) {
-            degraded.push(format!("{e}: {NESTED_LOSES}"));
+        // After the state program, in this order, so that they run in it on every
+        // transition.
+        let early = (NESTED_EARLY_STATE_PROGRAM, NESTED_EARLY_LOSES);
+        let nested = (NESTED_STATE_PROGRAM, NESTED_LOSES);
+        let twins = if classic {
+            &[early, nested][..]
+        } else {
+            &[nested]
+        };
+        for (twin, loses) in twins {
+            if let Err(e) = attach_btf_tracepoint_to(&mut ebpf, &kernel_btf, twin, STATE_PROGRAM) {
+                degraded.push(format!("{e}: {loses}"));
+            }
         }
         // The probe said which of these this kernel lacks (already in `degraded`).
         for name in ["tcp_send_reset", "tcp_receive_reset"] {
@@ -375,7 +391,11 @@ impl Capture {
                 ))
             }
         };
-        let counters = take_map(&mut ebpf, "COUNTERS")?;
+        let counters = match ebpf.take_map("COUNTERS") {
+            Some(Map::Array(data)) => Counters::new(data, cpus)
+                .map_err(|e| Error::Bpf(format!("mapping the counters: {e}")))?,
+            _ => return Err(Error::Bpf("kernel program has no array COUNTERS".into())),
+        };
         Ok(Capture {
             ring: Some(ring),
             state_program,
@@ -479,10 +499,7 @@ impl Capture {
     }
 
     fn counter(&self, index: u32) -> u64 {
-        self.counters
-            .get(&index, 0)
-            .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0)
+        self.counters.get(index)
     }
 }
 

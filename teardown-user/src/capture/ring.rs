@@ -136,13 +136,19 @@ impl AsRawFd for Ring {
 }
 
 /// One shared mapping of the map's file, unmapped on drop.
-struct Mapping {
+/// A shared mapping of a map's memory, unmapped when dropped.
+pub(super) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
 }
 
 impl Mapping {
-    fn new(fd: RawFd, len: usize, protection: i32, offset: usize) -> io::Result<Mapping> {
+    pub(super) fn new(
+        fd: RawFd,
+        len: usize,
+        protection: i32,
+        offset: usize,
+    ) -> io::Result<Mapping> {
         // SAFETY: a new shared mapping of a descriptor we hold; checked below.
         let ptr = unsafe {
             libc::mmap(
@@ -161,6 +167,10 @@ impl Mapping {
             ptr: NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap gave null"))?,
             len,
         })
+    }
+
+    pub(super) fn ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
     }
 }
 
