@@ -196,14 +196,14 @@ pub mod time_wait_sender {
     pub const FENTRY: u8 = 2;
 }
 
-/// Indexes of the kernel's per-CPU `COUNTERS`.
+/// Indexes of the kernel's `COUNTERS`, in each CPU's stride of `PER_CPU` slots.
 pub mod counter {
     /// Events dropped because the ring buffer was full.
     pub const LOST_EVENTS: u32 = 0;
     /// Owners not recorded because the owner table was full.
     pub const LOST_OWNERS: u32 = 1;
-    /// Transitions `inet_sock_set_state` did not mark handled, which its twin handled
-    /// instead (the kernel skipped the first, or, rarely, a repeat).
+    /// Transitions `inet_sock_set_state` did not mark handled, which one of its twins
+    /// handled instead (the kernel skipped the first, or, rarely, a repeat).
     pub const NESTED_RUNS: u32 = 2;
     /// Hand-overs to TIME_WAIT `tcp_time_wait_early` saw first and sent.
     pub const TIME_WAIT_EARLY_SENT: u32 = 3;

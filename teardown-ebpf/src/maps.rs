@@ -4,7 +4,7 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::{
-    helpers::generated::bpf_get_smp_processor_id,
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_smp_processor_id},
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
@@ -15,10 +15,10 @@ use teardown_common::{counter, Owner};
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
 /// `counter::*`: what could not be recorded is counted and reported, never silent.
-/// `counter::PER_CPU` slots per CPU; user space sizes it. User space maps it and reads it
-/// without a system call: a map syscall raises the CPU's `bpf_prog_active` while it runs
-/// (preemptible on a kernel that preempts kernel code), and every classic tracepoint
-/// program is skipped on that CPU meanwhile.
+/// `counter::PER_CPU` slots per CPU number; user space sizes it. User space maps it and
+/// reads it without a system call: a map syscall raises the CPU's `bpf_prog_active` while
+/// it runs (preemptible on a kernel that preempts kernel code), and every classic
+/// tracepoint program is skipped on that CPU meanwhile.
 #[map]
 pub static COUNTERS: Array<u64> = Array::with_max_entries(counter::PER_CPU, BPF_F_MMAPABLE);
 
@@ -33,24 +33,31 @@ pub static PORTS: HashMap<u16, u32> = HashMap::with_max_entries(1024, 0);
 #[map]
 pub static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 
-/// Per CPU and per thread (one slot per thread id modulo `HANDLED_SLOTS`): the transition
+/// Per thread (one slot per thread id modulo `HANDLED_SLOTS`): the transition
 /// `inet_sock_set_state` handled last in that thread, as `[socket, transition, scratch]`
-/// (see `inet_sock_set_state_nested`). Per thread, because where the kernel preempts its
-/// twin another task's transition on the same CPU must not overwrite the mark the twin
-/// has yet to read. Read back from a map, a socket's address is a plain number the
-/// programs may compare.
+/// and padding to a cache line (see `inet_sock_set_state_nested`). Per thread, because
+/// where the kernel preempts the twins another task's transition must not overwrite the
+/// mark a twin has yet to read; not per CPU, because there a task may also move to another
+/// CPU between the programs. Read back from a map, a socket's address is a plain number
+/// the programs may compare.
 #[map]
-pub static HANDLED: PerCpuArray<[u64; 3]> = PerCpuArray::with_max_entries(HANDLED_SLOTS, 0);
+pub static HANDLED: Array<[u64; 8]> = Array::with_max_entries(HANDLED_SLOTS, 0);
 
-/// Threads that can share a CPU's marks without colliding: thread ids are handed out in
-/// sequence, so the threads busy on one CPU at once rarely share one modulo this.
-pub const HANDLED_SLOTS: u32 = 256;
+/// Threads that can hold marks at once without colliding (2 MiB of marks): the threads
+/// between the state program and its twins at one moment rarely share one modulo this.
+pub const HANDLED_SLOTS: u32 = 1 << 15;
 
-/// The current thread's slot in `HANDLED`.
+/// The current thread's slot in `HANDLED`. Every CPU's idle task is thread 0, and a
+/// softirq there runs as it: those take their CPU's number (idle tasks never move).
 #[inline(always)]
-pub fn handled_slot() -> Option<*mut [u64; 3]> {
-    let thread = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
-    HANDLED.get_ptr_mut(thread % HANDLED_SLOTS)
+pub fn handled_slot() -> Option<*mut [u64; 8]> {
+    let thread = bpf_get_current_pid_tgid() as u32;
+    let slot = if thread == 0 {
+        unsafe { bpf_get_smp_processor_id() }
+    } else {
+        thread
+    };
+    HANDLED.get_ptr_mut(slot % HANDLED_SLOTS)
 }
 
 /// The word `owner::full_barrier` updates: per CPU, so that no two CPUs fight over it.

@@ -64,7 +64,7 @@ fn first_run(ctx: &impl EbpfContext, sk: impl Sock, old: u8, new: u8) {
 
 /// Marks this change of socket `sk` handled, in the running thread's slot.
 #[inline(always)]
-fn set_mark(handled: *mut [u64; 3], sk: u64, old: u8, new: u8) {
+fn set_mark(handled: *mut [u64; 8], sk: u64, old: u8, new: u8) {
     unsafe {
         write_volatile(&mut (*handled)[0], sk);
         write_volatile(&mut (*handled)[1], change(old, new));
@@ -74,14 +74,16 @@ fn set_mark(handled: *mut [u64; 3], sk: u64, old: u8, new: u8) {
 /// The kernel does not run a program that fires again on a CPU where it is still running
 /// (a softirq interrupting it there); it only counts the miss. The classic program is
 /// skipped too wherever the CPU's `bpf_prog_active` is raised: by any classic tracepoint or
-/// kprobe program running there, or by another tool's map syscall that a softirq or, on a
-/// preemptible kernel, another task interrupts (the tracer reads its own counters without
-/// one). This second program, which checks neither, runs after the first on every
-/// transition (it is attached after it): when the first did not mark this very transition
-/// handled, the first was skipped, and this one does its work. (If a softirq's transition
-/// lands just as this one starts, it may do a transition the first did handle; user space
-/// drops the repeat.) The mark is the running thread's: where the kernel preempts this
-/// program, the transitions other tasks make on its CPU meanwhile leave it alone.
+/// kprobe program running there, or by a map syscall that a softirq or, on a preemptible
+/// kernel, another task interrupts: another tool's, or the tracer's own as it seeds the
+/// owners of the sockets open at its start (it reads its counters without one). This
+/// program, which checks neither, runs last on every transition (it is attached last; on a
+/// kernel that preempts it, `inet_sock_set_state_nested_early` runs before it): when no
+/// program before it marked this very transition handled, they were skipped, and this
+/// one does the work. (If a softirq's transition lands just as this one starts, it may do
+/// a transition the first did handle; user space drops the repeat.) The mark is the
+/// running thread's: where the kernel preempts the twins, the transitions other tasks make
+/// meanwhile leave it alone, on this CPU or on another the task moved to.
 ///
 /// The mark is consumed whether it matches or not, and cleared when the first program
 /// starts: a mark this program does not match was left by a run that interrupted it, whose

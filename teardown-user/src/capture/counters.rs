@@ -19,8 +19,28 @@ pub struct Counters {
     cpus: usize,
 }
 
+/// The CPUs the kernel may run on, as the kernel numbers them.
+const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
+
+/// One past the highest number a CPU may have: the kernel programs index their counters
+/// by CPU number, and the possible CPUs may have gaps (`0-3,8-11`).
+pub fn cpu_numbers() -> io::Result<usize> {
+    let possible = std::fs::read_to_string(POSSIBLE_CPUS)?;
+    possible_cpu_numbers(&possible).ok_or_else(|| {
+        io::Error::other(format!(
+            "{POSSIBLE_CPUS}: not a CPU list: {}",
+            possible.trim()
+        ))
+    })
+}
+
+fn possible_cpu_numbers(list: &str) -> Option<usize> {
+    let highest: usize = list.trim().rsplit([',', '-']).next()?.parse().ok()?;
+    Some(highest + 1)
+}
+
 impl Counters {
-    /// Slots for `cpus` CPUs: what the array must be sized to before it is loaded.
+    /// Slots for `cpus` CPU numbers: what the array must be sized to before it is loaded.
     pub fn slots(cpus: usize) -> u32 {
         cpus as u32 * counter::PER_CPU
     }
@@ -55,5 +75,19 @@ impl Counters {
                 value.load(Ordering::Relaxed)
             })
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::possible_cpu_numbers;
+
+    #[test]
+    fn counters_reach_the_highest_cpu_number_even_past_gaps() {
+        assert_eq!(possible_cpu_numbers("0\n"), Some(1));
+        assert_eq!(possible_cpu_numbers("0-3\n"), Some(4));
+        assert_eq!(possible_cpu_numbers("0-3,8-11\n"), Some(12));
+        assert_eq!(possible_cpu_numbers("0,2\n"), Some(3));
+        assert_eq!(possible_cpu_numbers("\n"), None);
     }
 }

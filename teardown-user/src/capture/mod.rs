@@ -278,10 +278,7 @@ impl Capture {
         // The filter maps hold exactly what was asked for, however much that is.
         let ports = options.filter.port_roles().len().max(1) as u32;
         let pids = options.filter.pids.len().max(1) as u32;
-        let cpus = aya::util::nr_cpus().map_err(|(path, error)| Error::Input {
-            path: path.into(),
-            error,
-        })?;
+        let cpus = counters::cpu_numbers().map_err(|e| Error::Bpf(e.to_string()))?;
         let mut ebpf = loader
             .btf(Some(&kernel_btf))
             .override_global("CONFIG", &config, true)

@@ -135,7 +135,6 @@ impl AsRawFd for Ring {
     }
 }
 
-/// One shared mapping of the map's file, unmapped on drop.
 /// A shared mapping of a map's memory, unmapped when dropped.
 pub(super) struct Mapping {
     ptr: NonNull<u8>,
