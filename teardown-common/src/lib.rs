@@ -336,6 +336,9 @@ pub struct SockLayout {
     pub snd_nxt: u32,
     pub write_seq: u32,
     pub rcv_nxt: u32,
+    /// `tcp_sock.tcp_clock_cache` (8 bytes): the CLOCK_MONOTONIC nanoseconds TCP last read
+    /// for its segments' departure times. An active reset refreshes it right before it sends.
+    pub tcp_clock_cache: u32,
     /// `inet_connection_sock.icsk_ack.pending` and `.pingpong` (one byte each), and the
     /// values of `ICSK_ACK_SCHED` and `ICSK_ACK_TIMER` in `pending`.
     pub ack_pending: u32,
@@ -425,12 +428,12 @@ mod tests {
 
     #[test]
     fn config_and_owner_layouts_are_pinned() {
-        assert_eq!(size_of::<SockLayout>(), 188);
-        assert_eq!(size_of::<Config>(), 224);
-        assert_eq!(offset_of!(Config, wakeup_bytes), 192);
-        assert_eq!(offset_of!(Config, pid_namespace), 200);
-        assert_eq!(offset_of!(Config, floor), 204);
-        assert_eq!(offset_of!(Config, time_wait), 208);
+        assert_eq!(size_of::<SockLayout>(), 192);
+        assert_eq!(size_of::<Config>(), 228);
+        assert_eq!(offset_of!(Config, wakeup_bytes), 196);
+        assert_eq!(offset_of!(Config, pid_namespace), 204);
+        assert_eq!(offset_of!(Config, floor), 208);
+        assert_eq!(offset_of!(Config, time_wait), 212);
         assert_eq!(size_of::<Owner>(), 24);
         // The kernel side moves `comm` as two 8-byte words.
         assert_eq!(align_of::<Owner>(), 8);

@@ -15,11 +15,15 @@ use crate::{
     sock::{self, Sock},
 };
 
-/// An event about a socket that does not change its state (`current`).
-pub fn note(sk: impl Sock, event_kind: u8, current: u8, reason: u8, tcp_flags: u8) {
+/// An event about a socket that does not change its state (`current`), stamped now unless
+/// the caller knows better when it happened (`ts_ns`, else 0). Inlined: a BPF function takes
+/// at most five arguments.
+#[inline(always)]
+pub fn note(sk: impl Sock, event_kind: u8, current: u8, reason: u8, tcp_flags: u8, ts_ns: u64) {
     let owner = unsafe { OWNERS.get(sk.addr()) }.unwrap_or(&NO_OWNER);
-    emit(
+    emit_about(
         sk,
+        false,
         owner,
         current_pid(),
         event_kind,
@@ -27,6 +31,7 @@ pub fn note(sk: impl Sock, event_kind: u8, current: u8, reason: u8, tcp_flags: u
         current,
         reason,
         tcp_flags,
+        ts_ns,
     );
 }
 
@@ -49,7 +54,7 @@ pub fn emit(
     tcp_flags: u8,
 ) -> Option<()> {
     emit_about(
-        sk, false, owner, task_pid, event_kind, oldstate, newstate, reason, tcp_flags,
+        sk, false, owner, task_pid, event_kind, oldstate, newstate, reason, tcp_flags, 0,
     )
 }
 
@@ -66,6 +71,7 @@ pub fn emit_mini(tw: impl Sock, event_kind: u8, substate: u8, reason: u8, tcp_fl
         substate,
         reason,
         tcp_flags,
+        0,
     );
 }
 
@@ -98,6 +104,7 @@ fn emit_about(
     newstate: u8,
     reason: u8,
     tcp_flags: u8,
+    ts_ns: u64,
 ) -> Option<()> {
     let filters = config!(filters);
     let family: u16 = sk.field(config!(layout.family))?;
@@ -149,7 +156,13 @@ fn emit_about(
     } else {
         (sock::flags(sk), sock::seq_state(sk))
     };
-    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    // Not an Option: LLVM leaves a None's payload in an unset register, which the verifier
+    // refuses to copy.
+    let ts_ns = if ts_ns != 0 {
+        ts_ns
+    } else {
+        unsafe { bpf_ktime_get_ns() }
+    };
 
     let wakeup = wakeup_flag();
     let Some(mut slot) = EVENTS.reserve::<Event>(0) else {

@@ -24,7 +24,7 @@ pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
     };
     if matches!(current, state::FIN_WAIT1 | state::CLOSING | state::LAST_ACK) {
         let flags: u8 = skb.field(config!(layout.skb_tcp_flags)).unwrap_or(0);
-        note(sk, kind::RETRANSMIT, current, 0, flags);
+        note(sk, kind::RETRANSMIT, current, 0, flags, 0);
     }
     0
 }

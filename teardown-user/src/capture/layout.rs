@@ -60,6 +60,8 @@ pub fn sock_layout(kernel: &btf::Btf) -> Result<SockLayout> {
         upid_nr: field("upid", "nr", 4).unwrap_or(SockLayout::NONE),
         upid_ns: field("upid", "ns", 8).unwrap_or(SockLayout::NONE),
         pidns_inum: field("pid_namespace", "ns.inum", 4).unwrap_or(SockLayout::NONE),
+        // Without it an active reset is stamped when its tracepoint runs, after the send.
+        tcp_clock_cache: field("tcp_sock", "tcp_clock_cache", 8).unwrap_or(SockLayout::NONE),
         ..tcp_seq_layout(kernel).unwrap_or(NO_TCP_SEQ)
     })
 }
@@ -232,6 +234,7 @@ mod tests {
             (1500, 1504, 1600, 1700)
         );
         assert_eq!((layout.ack_pending, layout.ack_pingpong), (1300, 1302));
+        assert_eq!(layout.tcp_clock_cache, 1800);
         assert_eq!((layout.ack_sched_bit, layout.ack_timer_bit), (1, 2));
     }
 }

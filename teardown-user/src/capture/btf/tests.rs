@@ -236,6 +236,7 @@ pub fn mini_kernel() -> Vec<u8> {
             ("snd_nxt", u32_, 8 * 1504, 0),
             ("write_seq", u32_, 8 * 1600, 0),
             ("rcv_nxt", u32_, 8 * 1700, 0),
+            ("tcp_clock_cache", long, 8 * 1800, 0),
         ],
     );
     b.enumeration(
