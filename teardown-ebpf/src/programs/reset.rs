@@ -58,7 +58,7 @@ fn departure(sk: Typed) -> u64 {
         return 0;
     }
     let sent: u64 = sk.outer(config!(layout.tcp_clock_cache)).unwrap_or(0);
-    // Both are CLOCK_MONOTONIC; a cache from the future is not this reset's.
+    // Both are CLOCK_MONOTONIC: a value ahead of now would be a misread, not this reset.
     if sent <= unsafe { bpf_ktime_get_ns() } {
         sent
     } else {
