@@ -18,8 +18,11 @@ use std::{
 
 use common::*;
 
-/// Prometheus needs a few scrapes (one a second) before rates exist.
-const PROMETHEUS_WAIT: Duration = Duration::from_secs(60);
+/// Prometheus needs a few scrapes (one a second) before rates exist; an emulated kernel
+/// waits longer (`WAIT`).
+fn prometheus_wait() -> Duration {
+    Duration::from_secs(60).max(*WAIT)
+}
 const DASHBOARD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../deploy/grafana/teardown.json"
@@ -136,9 +139,9 @@ impl Prometheus {
         v["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 
-    /// Queries `promql` until `done` accepts its result, or panics after `PROMETHEUS_WAIT`.
+    /// Queries `promql` until `done` accepts its result, or panics after `prometheus_wait`.
     fn query_until(&self, promql: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + PROMETHEUS_WAIT;
+        let deadline = Instant::now() + prometheus_wait();
         loop {
             let result = self.query(promql);
             if done(&result) {
