@@ -44,13 +44,14 @@ fn the_clients_fin_reaching_the_servers_mini_socket_is_observed() {
         }
         return;
     }
-    // The socket entered the mini-socket when it left (its CLOSE follows at once).
+    // The socket entered the mini-socket as it left: after the ACK of its FIN, before its
+    // CLOSE. Bounded by causes, not by a gap: a preemptible kernel can preempt the
+    // hand-over between the two (taking the FIN from the socket's backlog, in process
+    // context).
+    let fin_acked = last_ts(server, "FIN_WAIT1", "FIN_WAIT2");
     let closed = last_ts(server, "FIN_WAIT2", "CLOSE");
     let entered = mini["entered_ns"].as_u64().unwrap();
-    assert!(
-        entered <= closed && closed - entered < 1_000_000,
-        "{server}"
-    );
+    assert!(fin_acked <= entered && entered <= closed, "{server}");
     match server["time_wait"].as_str() {
         // The orphan was handed over before the client's FIN: the mini-socket took it in.
         Some("FIN_WAIT2") => {
