@@ -134,8 +134,12 @@ pub fn run(env: &BuildEnv, options: &Options) -> Result<()> {
                 }
                 .unwrap_or_else(|e| Outcome::failed(format!("{e:#}")));
                 let line = outcome.line(kernel, started.elapsed());
-                // Printed as each kernel finishes, and all together at the end.
+                // Printed as each kernel finishes, and all together at the end; a failure
+                // with what the test said, since CI keeps only what was printed.
                 println!("{line}");
+                for report in failure_reports(&dir, &outcome.failed) {
+                    println!("{report}");
+                }
                 outcomes.lock().unwrap()[i] = Some((line, outcome.passed()));
             });
         }
@@ -906,6 +910,50 @@ fn probe_tracer(tracer: &Path, out: &Path) -> Result<(Vec<String>, Vec<String>)>
     Ok((programs, degraded))
 }
 
+/// What each failed test printed (its panic message), from the guest's libtest logs in
+/// `dir`, at most `FAILURE_LINES` lines each.
+fn failure_reports(dir: &Path, failed: &[String]) -> Vec<String> {
+    let logs: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "txt"))
+        .filter_map(|path| fs::read_to_string(path).ok())
+        .collect();
+    failed
+        .iter()
+        .filter_map(|name| logs.iter().find_map(|log| failure_report(log, name)))
+        .collect()
+}
+
+const FAILURE_LINES: usize = 40;
+const LINE_CHARS: usize = 4000;
+
+/// The `---- NAME stdout ----` section of libtest's output, indented, cut to `FAILURE_LINES`.
+fn failure_report(output: &str, name: &str) -> Option<String> {
+    let header = format!("---- {name} stdout ----");
+    let start = output.find(&header)? + header.len();
+    let section = output[start..]
+        .lines()
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.starts_with("---- ") && *l != "failures:");
+    let mut report = format!("    {name}:");
+    for (i, line) in section.enumerate() {
+        if i == FAILURE_LINES {
+            report += "\n      [cut; the whole output is in the run directory]";
+            break;
+        }
+        // A test's message may hold a whole timeline; a longer line is cut.
+        let cut = line
+            .char_indices()
+            .nth(LINE_CHARS)
+            .map_or(line, |(at, _)| &line[..at]);
+        report += &format!("\n      {cut}");
+    }
+    Some(report.trim_end().to_string())
+}
+
 /// libtest's verdicts in one test executable's output.
 struct TestResults {
     passed: u32,
@@ -951,6 +999,16 @@ mod tests {
         let out = "running 3 tests\ntest a ... ok\ntest b ... FAILED\ntest c ... ok\n\nfailures:\n";
         let results = TestResults::parse(out);
         assert_eq!((results.passed, results.failed), (2, vec!["b".to_string()]));
+    }
+
+    #[test]
+    fn a_failed_tests_panic_is_reported() {
+        let out = "test a ... FAILED\n\nfailures:\n\n---- a stdout ----\nthread 'a' panicked at x.rs:1:2:\nboom\n\n---- b stdout ----\nother\n\nfailures:\n    a\n";
+        assert_eq!(
+            failure_report(out, "a").unwrap(),
+            "    a:\n      thread 'a' panicked at x.rs:1:2:\n      boom"
+        );
+        assert!(failure_report(out, "c").is_none());
     }
 
     #[test]
