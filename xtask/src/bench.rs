@@ -412,6 +412,10 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// Connections in the light-load run: its worst case is a maximum over twice as many
+/// timelines.
+const LIGHT_LOAD_CONNECTIONS: usize = 50;
+
 /// Light load: one connection every 100 ms; how long after its last transition does the
 /// NDJSON line for it come out?
 fn json_latency() -> Result<Vec<f64>> {
@@ -430,7 +434,7 @@ fn json_latency() -> Result<Vec<f64>> {
         }
     });
     let mut latencies = Vec::new();
-    for _ in 0..10 {
+    for _ in 0..LIGHT_LOAD_CONNECTIONS {
         let out = Command::new(bin("teardown-lab"))
             .args(["server-closes", "--port", "9098", "--delay-ms", "0"])
             .output()?;
