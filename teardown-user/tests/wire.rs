@@ -29,7 +29,8 @@ const SLACK_NS: i128 = 50_000;
 /// `Capture::slack_ns`).
 const TURNAROUNDS: i128 = 2;
 
-/// Connections made in the capture only to time the kernel's handshake turnarounds.
+/// Connections made in the capture only to time the kernel's handshake turnarounds, before
+/// the pattern and again after it.
 const CALIBRATION_CONNECTIONS: usize = 100;
 
 /// Spawns `cmd` and waits until a stderr line contains `ready` (or panics after `WAIT`).
@@ -178,6 +179,22 @@ fn captured(pattern: &str, extra: &[&str]) -> Capture {
     trace.args(["--json", "-P", &port.to_string()]);
     let (tracer, lines, tracer_err) = start_until(trace, "Tracing");
 
+    // Handshakes to other ports, in the same capture and under the same load, whose
+    // turnarounds set the bound on a slow kernel (`Capture::slack_ns`): just before the
+    // pattern and just after it, so that they sample the stalls of the time it ran (a
+    // 5.10 guest's ACK, 43 ms into the pattern, came 342 µs after its packet, with 100
+    // handshakes after the pattern giving a bound of 337 µs).
+    let calibration_ports = [common::port(), common::port()];
+    let calibrate = |port: u16| {
+        play(
+            "churn",
+            &ns,
+            port,
+            &["--count", &CALIBRATION_CONNECTIONS.to_string()],
+        )
+        .finish()
+    };
+    calibrate(calibration_ports[0]);
     let status = Command::new(LAB)
         .args([pattern, "--netns", &ns.0, "--port", &port.to_string()])
         .args(extra)
@@ -185,16 +202,7 @@ fn captured(pattern: &str, extra: &[&str]) -> Capture {
         .status()
         .expect("teardown-lab");
     assert!(status.success(), "teardown-lab {pattern}: {status}");
-    // Handshakes to another port, in the same capture and under the same load, whose
-    // turnarounds set the bound on a slow kernel (`Capture::slack_ns`).
-    let calibration_port = common::port();
-    play(
-        "churn",
-        &ns,
-        calibration_port,
-        &["--count", &CALIBRATION_CONNECTIONS.to_string()],
-    )
-    .finish();
+    calibrate(calibration_ports[1]);
     let mut timelines: Vec<Value> = Vec::new();
     let deadline = Instant::now() + *WAIT;
     while timelines.len() < 2 {
@@ -216,7 +224,9 @@ fn captured(pattern: &str, extra: &[&str]) -> Capture {
     // bound fell back to the native 50 µs, and slow kernels' waves failed it).
     let (fins, rsts) = segments_reported(&timelines);
     let read = || parse_pcap(&std::fs::read(&pcap).unwrap_or_default());
-    let is_calibration = |p: &Packet| p.src.1 == calibration_port || p.dst_port == calibration_port;
+    let is_calibration = |p: &Packet| {
+        calibration_ports.contains(&p.src.1) || calibration_ports.contains(&p.dst_port)
+    };
     let deadline = Instant::now() + *WAIT;
     while {
         let packets = read();
@@ -224,7 +234,7 @@ fn captured(pattern: &str, extra: &[&str]) -> Capture {
             packets.into_iter().partition(is_calibration);
         traced.iter().filter(|p| p.fin).count() < fins
             || traced.iter().filter(|p| p.rst).count() < rsts
-            || calibration.iter().filter(|p| p.fin).count() < 2 * CALIBRATION_CONNECTIONS
+            || calibration.iter().filter(|p| p.fin).count() < 4 * CALIBRATION_CONNECTIONS
     } {
         assert!(
             Instant::now() < deadline,
@@ -325,14 +335,15 @@ impl Capture {
             }
         }
         assert!(
-            measured >= CALIBRATION_CONNECTIONS,
-            "{measured} calibration handshakes in the capture, {CALIBRATION_CONNECTIONS} made"
+            measured >= 2 * CALIBRATION_CONNECTIONS,
+            "{measured} calibration handshakes in the capture, {} made",
+            2 * CALIBRATION_CONNECTIONS
         );
         slowest
     }
 
     /// How far an observed wave may be from its packet: 50 µs, or on a slower kernel twice
-    /// the slowest of the 200 turnarounds the same kernel took in the same capture, measured
+    /// the slowest of the 400 turnarounds the same kernel took in the same capture, measured
     /// on the wire by the same tcpdump (an emulated kernel under QEMU's TCG on a loaded host
     /// was seen 0.1 to 3.6 ms from its packets; its single handshake's turnarounds, 0.35 to
     /// 0.53 ms, missed the stalls). The bound follows the kernel's measured speed and
