@@ -45,9 +45,9 @@ fn the_clients_fin_reaching_the_servers_mini_socket_is_observed() {
         return;
     }
     // The socket entered the mini-socket as it left: after the ACK of its FIN, before its
-    // CLOSE. Bounded by causes, not by a gap: a preemptible kernel can preempt the
-    // hand-over between the two (taking the FIN from the socket's backlog, in process
-    // context).
+    // CLOSE. Bounded by causes, not by a gap: anything that delays the CLOSE after the
+    // hand-over (preemption on a preemptible kernel; an emulated guest's stalled vCPU)
+    // would break a gap of any size.
     let fin_acked = last_ts(server, "FIN_WAIT1", "FIN_WAIT2");
     let closed = last_ts(server, "FIN_WAIT2", "CLOSE");
     let entered = mini["entered_ns"].as_u64().unwrap();

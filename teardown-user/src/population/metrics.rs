@@ -222,13 +222,11 @@ impl Metrics {
     /// Counts one teardown of `group`.
     pub fn add(&mut self, group: Group, t: &Timeline, names: &KernelNames) {
         let series = self.series(group);
+        series.closes[role_index(t.role())].inc();
         series.fin_retransmits.inc_by(fin_retransmits(t));
         for (phase, ns) in phases_ns(t) {
             series.phases[phase].observe(ns as f64 / 1e9);
         }
-        // Last, as a commit mark: a scrape (served from another thread) encodes `closes`
-        // before the durations, so one that counts this close also has its durations.
-        series.closes[role_index(t.role())].inc();
         for reset in &t.resets {
             let labels = group_labels(&group);
             self.resets
