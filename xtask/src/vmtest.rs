@@ -134,12 +134,14 @@ pub fn run(env: &BuildEnv, options: &Options) -> Result<()> {
                 }
                 .unwrap_or_else(|e| Outcome::failed(format!("{e:#}")));
                 let line = outcome.line(kernel, started.elapsed());
-                // Printed as each kernel finishes, and all together at the end; a failure
-                // with what the test said, since CI keeps only what was printed.
-                println!("{line}");
+                // Printed as each kernel finishes (in one piece: two kernels finish at
+                // once), and all together at the end; a failure with what the test said,
+                // since CI keeps only what was printed.
+                let mut printed = line.clone();
                 for report in failure_reports(&dir, &outcome.failed) {
-                    println!("{report}");
+                    printed += &format!("\n{report}");
                 }
+                println!("{printed}");
                 outcomes.lock().unwrap()[i] = Some((line, outcome.passed()));
             });
         }
@@ -658,12 +660,18 @@ fn boot(kernel: &Kernel, accel: &[&str], dir: &Path, tests: &Tests) -> Result<Ou
     };
     let console = fs::read_to_string(dir.join("console.log")).unwrap_or_default();
     let summary = fs::read_to_string(dir.join(SUMMARY)).ok();
+    let timed_out = format!(
+        "timed out after {} s (see console.log)",
+        (GUEST_TIMEOUT + BOOT_ALLOWANCE).as_secs()
+    );
     match (summary, status) {
-        (Some(summary), _) => Ok(Outcome::parse(&summary)),
-        (None, None) => bail!(
-            "timed out after {} s (see console.log)",
-            (GUEST_TIMEOUT + BOOT_ALLOWANCE).as_secs()
-        ),
+        (Some(summary), Some(_)) => Ok(Outcome::parse(&summary)),
+        // What the guest learnt before it was stopped, and that it was.
+        (Some(summary), None) => Ok(Outcome {
+            error: Some(timed_out),
+            ..Outcome::parse(&summary)
+        }),
+        (None, None) => bail!(timed_out),
         (None, Some(status)) => {
             let why = console
                 .lines()
@@ -911,7 +919,8 @@ fn probe_tracer(tracer: &Path, out: &Path) -> Result<(Vec<String>, Vec<String>)>
 }
 
 /// What each failed test printed (its panic message), from the guest's libtest logs in
-/// `dir`, at most `FAILURE_LINES` lines each.
+/// `dir`, at most `FAILURE_LINES` lines each; for a test executable that ended without
+/// verdicts (`NAME (exit status)`: a crash), the end of its output.
 fn failure_reports(dir: &Path, failed: &[String]) -> Vec<String> {
     let logs: Vec<String> = fs::read_dir(dir)
         .into_iter()
@@ -923,8 +932,35 @@ fn failure_reports(dir: &Path, failed: &[String]) -> Vec<String> {
         .collect();
     failed
         .iter()
-        .filter_map(|name| logs.iter().find_map(|log| failure_report(log, name)))
+        .filter_map(|name| {
+            logs.iter()
+                .find_map(|log| failure_report(log, name))
+                .or_else(|| crash_report(dir, name))
+        })
         .collect()
+}
+
+/// The last `FAILURE_LINES` lines of stdout and stderr of the executable `failed` names.
+fn crash_report(dir: &Path, failed: &str) -> Option<String> {
+    let (exe, _) = failed.split_once(" (")?;
+    let mut report = format!("    {failed}:");
+    for stream in ["txt", "stderr"] {
+        let text = fs::read_to_string(dir.join(format!("{exe}.{stream}"))).ok()?;
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(FAILURE_LINES)..];
+        report += &format!("\n      [{stream}, last {} lines]", tail.len());
+        for line in tail {
+            report += &format!("\n      {}", cut(line));
+        }
+    }
+    Some(report)
+}
+
+/// A line of a report, cut at `LINE_CHARS` (a test's message may hold a whole timeline).
+fn cut(line: &str) -> &str {
+    line.char_indices()
+        .nth(LINE_CHARS)
+        .map_or(line, |(at, _)| &line[..at])
 }
 
 const FAILURE_LINES: usize = 40;
@@ -944,12 +980,7 @@ fn failure_report(output: &str, name: &str) -> Option<String> {
             report += "\n      [cut; the whole output is in the run directory]";
             break;
         }
-        // A test's message may hold a whole timeline; a longer line is cut.
-        let cut = line
-            .char_indices()
-            .nth(LINE_CHARS)
-            .map_or(line, |(at, _)| &line[..at]);
-        report += &format!("\n      {cut}");
+        report += &format!("\n      {}", cut(line));
     }
     Some(report.trim_end().to_string())
 }
@@ -1009,6 +1040,33 @@ mod tests {
             "    a:\n      thread 'a' panicked at x.rs:1:2:\n      boom"
         );
         assert!(failure_report(out, "c").is_none());
+    }
+
+    #[test]
+    fn a_crashed_executable_shows_the_end_of_its_output() {
+        let dir = std::env::temp_dir().join(format!("vmtest-crash-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let many: String = (0..50).map(|i| format!("line {i}\n")).collect();
+        fs::write(dir.join("wire-1.txt"), &many).unwrap();
+        fs::write(
+            dir.join("wire-1.stderr"),
+            "fatal runtime error: stack overflow\n",
+        )
+        .unwrap();
+        let reports = failure_reports(&dir, &["wire-1 (signal: 6)".to_string()]);
+        fs::remove_dir_all(&dir).unwrap();
+        let report = &reports[0];
+        assert!(report.starts_with("    wire-1 (signal: 6):"), "{report}");
+        assert!(
+            report.contains("[txt, last 40 lines]\n      line 10\n"),
+            "{report}"
+        );
+        assert!(
+            report.ends_with(
+                "line 49\n      [stderr, last 1 lines]\n      fatal runtime error: stack overflow"
+            ),
+            "{report}"
+        );
     }
 
     #[test]
