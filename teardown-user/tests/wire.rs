@@ -29,9 +29,10 @@ const SLACK_NS: i128 = 50_000;
 /// `Capture::slack_ns`).
 const TURNAROUNDS: i128 = 2;
 
-/// Connections made in the capture only to time the kernel's handshake turnarounds, before
-/// the pattern and again after it.
+/// Connections made in the capture only to time the kernel's handshake turnarounds, in each
+/// of the calibration rounds: one just before the pattern, one just after it.
 const CALIBRATION_CONNECTIONS: usize = 100;
+const CALIBRATION_ROUNDS: usize = 2;
 
 /// Spawns `cmd` and waits until a stderr line contains `ready` (or panics after `WAIT`).
 /// Stdout and stderr keep draining into the returned channels.
@@ -184,7 +185,7 @@ fn captured(pattern: &str, extra: &[&str]) -> Capture {
     // pattern and just after it, so that they sample the stalls of the time it ran (a
     // 5.10 guest's ACK, 43 ms into the pattern, came 342 µs after its packet, with 100
     // handshakes after the pattern giving a bound of 337 µs).
-    let calibration_ports = [common::port(), common::port()];
+    let calibration_ports: [u16; CALIBRATION_ROUNDS] = std::array::from_fn(|_| common::port());
     let calibrate = |port: u16| {
         play(
             "churn",
@@ -194,7 +195,8 @@ fn captured(pattern: &str, extra: &[&str]) -> Capture {
         )
         .finish()
     };
-    calibrate(calibration_ports[0]);
+    let [before, after] = calibration_ports;
+    calibrate(before);
     let status = Command::new(LAB)
         .args([pattern, "--netns", &ns.0, "--port", &port.to_string()])
         .args(extra)
@@ -202,7 +204,7 @@ fn captured(pattern: &str, extra: &[&str]) -> Capture {
         .status()
         .expect("teardown-lab");
     assert!(status.success(), "teardown-lab {pattern}: {status}");
-    calibrate(calibration_ports[1]);
+    calibrate(after);
     let mut timelines: Vec<Value> = Vec::new();
     let deadline = Instant::now() + *WAIT;
     while timelines.len() < 2 {
@@ -234,7 +236,9 @@ fn captured(pattern: &str, extra: &[&str]) -> Capture {
             packets.into_iter().partition(is_calibration);
         traced.iter().filter(|p| p.fin).count() < fins
             || traced.iter().filter(|p| p.rst).count() < rsts
-            || calibration.iter().filter(|p| p.fin).count() < 4 * CALIBRATION_CONNECTIONS
+            // Two FINs per calibration connection.
+            || calibration.iter().filter(|p| p.fin).count()
+                < 2 * CALIBRATION_ROUNDS * CALIBRATION_CONNECTIONS
     } {
         assert!(
             Instant::now() < deadline,
@@ -334,10 +338,10 @@ impl Capture {
                 measured += 1;
             }
         }
+        let made = CALIBRATION_ROUNDS * CALIBRATION_CONNECTIONS;
         assert!(
-            measured >= 2 * CALIBRATION_CONNECTIONS,
-            "{measured} calibration handshakes in the capture, {} made",
-            2 * CALIBRATION_CONNECTIONS
+            measured >= made,
+            "{measured} calibration handshakes in the capture, {made} made"
         );
         slowest
     }
