@@ -11,14 +11,17 @@ pub mod metrics;
 pub mod render;
 pub mod sink;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::{
+    collections::{BTreeMap, HashSet, VecDeque},
+    hash::BuildHasherDefault,
+};
 
 use hdrhistogram::Histogram;
 use teardown_common::{state, COMM_LEN};
 
 use teardown_common::KernelNames;
 
-use crate::reconstruct::{Reset, Role, Timeline, CLOSING_STATES, FIN_TIMEOUT_NS};
+use crate::reconstruct::{FastHasher, Reset, Role, Timeline, CLOSING_STATES, FIN_TIMEOUT_NS};
 
 /// Distinct process names counted apart; the rest share [`Process::Other`]. Bounds the
 /// memory of the summary and the number of series a Prometheus has to keep.
@@ -95,14 +98,14 @@ impl Group {
 pub struct Grouping {
     /// Local ports counted apart.
     ports: Vec<u16>,
-    comms: HashSet<[u8; COMM_LEN]>,
+    comms: HashSet<[u8; COMM_LEN], BuildHasherDefault<FastHasher>>,
 }
 
 impl Grouping {
     pub fn new(ports: Vec<u16>) -> Self {
         Grouping {
             ports,
-            comms: HashSet::new(),
+            comms: HashSet::default(),
         }
     }
 
@@ -111,8 +114,9 @@ impl Grouping {
             None => Process::Unowned,
             Some(owner) => {
                 let comm = owner.task.comm;
-                if self.comms.contains(&comm) || self.comms.len() < MAX_COMMS {
-                    self.comms.insert(comm);
+                if self.comms.contains(&comm)
+                    || (self.comms.len() < MAX_COMMS && self.comms.insert(comm))
+                {
                     Process::Named(comm)
                 } else {
                     Process::Other
