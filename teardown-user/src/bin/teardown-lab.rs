@@ -81,7 +81,8 @@ struct Args {
     /// close-wait-leak: how long the server holds the socket before exiting
     #[arg(long, default_value_t = 1000)]
     hold_ms: u64,
-    /// Existing namespace to use (default: a new one, removed afterwards)
+    /// Existing namespace to use, its loopback brought up (default: a new one, removed
+    /// afterwards)
     #[arg(long)]
     netns: Option<String>,
     /// churn: connections in all
@@ -215,6 +216,29 @@ impl Peer {
             .then_some(())
             .ok_or_else(|| format!("a peer failed: {status}"))
     }
+
+    /// Waits for every peer, in whatever order they end. The first to fail ends the lab and
+    /// takes the others down (a server left in accept() by a failed client would otherwise
+    /// keep it waiting for ever).
+    fn wait_all(mut peers: Vec<Peer>) -> Result<()> {
+        while !peers.is_empty() {
+            let mut ended = None;
+            for (i, peer) in peers.iter_mut().enumerate() {
+                if let Some(status) = peer.child.try_wait().map_err(|e| e.to_string())? {
+                    ended = Some((i, status));
+                    break;
+                }
+            }
+            match ended {
+                Some((_, status)) if !status.success() => {
+                    return Err(format!("a peer failed: {status}"));
+                }
+                Some((i, _)) => drop(peers.swap_remove(i)),
+                None => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Peer {
@@ -230,7 +254,11 @@ impl Drop for Peer {
 /// The conductor: namespace, firewall rules, both peers, and a JSON line saying who was who.
 fn lab(args: &Args) -> Result<()> {
     let (netns, _own) = match &args.netns {
-        Some(name) => (name.clone(), None),
+        Some(name) => {
+            // The lab talks over loopback, which a namespace made by `ip netns add` has down.
+            run(Command::new("ip").args(["-n", name, "link", "set", "lo", "up"]))?;
+            (name.clone(), None)
+        }
         None => {
             let name = format!("teardown-lab-{}", std::process::id());
             let own = lab::Netns::create(&name)?;
@@ -309,7 +337,7 @@ fn lab(args: &Args) -> Result<()> {
         }
         _ => {}
     }
-    let result = server.wait().and(client.wait());
+    let result = Peer::wait_all(vec![server, client]);
     if drops_fins {
         let _ = nft(&netns, "delete table inet teardown_lab");
     }
@@ -349,10 +377,7 @@ fn storm(args: &Args, netns: &str) -> Result<()> {
     for peer in clients.iter_mut().chain(&mut servers) {
         peer.say("go")?;
     }
-    for peer in clients.into_iter().chain(servers) {
-        peer.wait()?;
-    }
-    Ok(())
+    Peer::wait_all(clients.into_iter().chain(servers).collect())
 }
 
 /// One storm process: its share of the connections, held until the clients close.
