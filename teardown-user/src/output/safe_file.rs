@@ -5,9 +5,9 @@
 //!   given as `>(cmd)`) is written into directly.
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, File, Metadata, OpenOptions, Permissions},
     io::{self, BufWriter, Write},
-    os::unix::fs::OpenOptionsExt,
+    os::unix::fs::{fchown, MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -38,8 +38,8 @@ impl SafeFile {
                 let file = OpenOptions::new().write(true).open(path).map_err(fail)?;
                 (file, None)
             }
-            Ok(_) => staged(&fs::canonicalize(path).map_err(fail)?).map_err(fail)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => staged(path).map_err(fail)?,
+            Ok(meta) => staged(&fs::canonicalize(path).map_err(fail)?, Some(&meta)).map_err(fail)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => staged(path, None).map_err(fail)?,
             Err(e) => return Err(fail(e)),
         };
         Ok(SafeFile {
@@ -82,8 +82,9 @@ impl SafeFile {
     }
 }
 
-/// A new temporary file beside `dest`, never one that exists.
-fn staged(dest: &Path) -> io::Result<(File, Option<Staging>)> {
+/// A new temporary file beside `dest`, never one that exists. It takes over the mode and
+/// owner of the file it will replace (`existing`): a private output stays private.
+fn staged(dest: &Path, existing: Option<&Metadata>) -> io::Result<(File, Option<Staging>)> {
     let name = dest
         .file_name()
         .ok_or_else(|| io::Error::other("not a file name"))?;
@@ -92,11 +93,27 @@ fn staged(dest: &Path) -> io::Result<(File, Option<Staging>)> {
         name.to_string_lossy(),
         std::process::id()
     ));
+    let beside = |error: io::Error| {
+        io::Error::new(
+            error.kind(),
+            format!("creating {} to replace it: {error}", tmp.display()),
+        )
+    };
+    // Private until it has the mode of the file it replaces; a new file's is the umask's.
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
-        .open(&tmp)?;
+        .mode(if existing.is_some() { 0o600 } else { 0o644 })
+        .open(&tmp)
+        .map_err(beside)?;
+    if let Some(meta) = existing {
+        let kept = fchown(&file, Some(meta.uid()), Some(meta.gid()))
+            .and_then(|()| file.set_permissions(Permissions::from_mode(meta.mode() & 0o7777)));
+        if let Err(error) = kept {
+            let _ = fs::remove_file(&tmp);
+            return Err(beside(error));
+        }
+    }
     let staging = Staging {
         tmp,
         dest: dest.to_path_buf(),

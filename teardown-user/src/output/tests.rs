@@ -479,6 +479,45 @@ fn a_document_never_destroys_what_it_is_given() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A replaced output keeps the mode and owner of the file it replaces (a private file
+/// stays private), and a temporary file that cannot be made beside it is named.
+#[test]
+fn a_replaced_document_keeps_its_mode_and_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = std::env::temp_dir().join(format!("teardown-mode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Root (as CI runs) can give the file to another user; anyone else keeps their own.
+    let owner = if unsafe { libc::geteuid() } == 0 {
+        65534
+    } else {
+        unsafe { libc::geteuid() }
+    };
+    for mode in [0o600, 0o640, 0o444] {
+        let file = dir.join(format!("out-{mode:o}.json"));
+        std::fs::write(&file, b"previous").unwrap();
+        std::os::unix::fs::chown(&file, Some(owner), Some(owner)).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut doc = DocumentWriter::create(&file, b"\"v\":1").unwrap();
+        doc.timeline(b"{}").unwrap();
+        doc.finish(b"\"lost_events\":0").unwrap();
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(meta.mode() & 0o7777, mode, "{}", file.display());
+        assert_eq!((meta.uid(), meta.gid()), (owner, owner), "{}", file.display());
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(v["lost_events"], 0);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    // /proc/version exists, but nothing can be created beside it.
+    let error = DocumentWriter::create(std::path::Path::new("/proc/version"), b"")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("/proc/.version.") && error.contains("to replace it"),
+        "{error}"
+    );
+}
+
 /// The line's integer writers print what `core::fmt` printed: every width of the
 /// millisecond fraction, rounding at the half microsecond, IPv4 and IPv6 endpoints, the
 /// time of day across an hour.
