@@ -38,7 +38,7 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        Err(e) => return usage_error(e.to_string().lines().next().unwrap_or("bad usage")),
+        Err(e) => return usage_error(&one_line(&e)),
     };
     let generated = match (cli.completions, cli.man) {
         (Some(shell), _) => Some(teardown_user::docs::completions(shell)),
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
     }
     let options = match cli.options() {
         Ok(options) => options,
-        Err(message) => return usage_error(&message),
+        Err(message) => return usage_error(&format!("error: {message}")),
     };
     let report = match trace::run(&options, signals) {
         Ok(report) => report,
@@ -94,6 +94,19 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// clap's first line, with the values it would take where it lists them on the next.
+fn one_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("bad usage");
+    match e.get(ContextKind::ValidValue) {
+        Some(ContextValue::Strings(values)) if !values.is_empty() => {
+            format!("{first} (one of: {})", values.join(", "))
+        }
+        _ => first.to_string(),
     }
 }
 

@@ -101,6 +101,14 @@ async fn live(options: &Options, live: &Live, signals: StopSignals) -> Result<Re
     if !degraded.is_empty() {
         eprintln!("teardown-trace: warning: degraded: {}", degraded.join("; "));
     }
+    // Like tcpstates, a pid that is not there now is kept (it may come), but not in silence.
+    for pid in &options.filter.pids {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!(
+                "teardown-trace: warning: no process {pid} now: -p {pid} shows only sockets of a process that gets that pid"
+            );
+        }
+    }
     pipeline.start(&capture.names);
     // SAFETY: the wake-up pipes belong to `drain` and `signals`, which the AsyncFds own.
     let drain = unsafe { AsyncFd::register(drain) }
