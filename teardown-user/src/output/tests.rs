@@ -352,6 +352,34 @@ fn an_exchange_merges_both_ends_in_time_with_their_meaning() {
     );
 }
 
+/// A crossing close where the first retransmitted FIN to land is acked at once: the end
+/// that closed second takes the active path (FIN_WAIT2), the other goes through CLOSING.
+/// The header names who queued a FIN first, not who got the `active` role.
+#[test]
+fn a_crossing_close_names_who_queued_its_fin_first() {
+    let events = vec![
+        ev(0, 5, 80, 5000, ESTABLISHED, FIN_WAIT1),
+        ev(62_000, 6, 5000, 80, ESTABLISHED, FIN_WAIT1),
+        ev(208_000_000, 5, 80, 5000, FIN_WAIT1, CLOSING),
+        ev(208_010_000, 6, 5000, 80, FIN_WAIT1, FIN_WAIT2),
+        ev(208_020_000, 6, 5000, 80, FIN_WAIT2, CLOSE),
+        ev(208_030_000, 5, 80, 5000, CLOSING, CLOSE),
+    ];
+    let out = timelines_of(&events);
+    let clock = crate::clock::Clock::default();
+    let mut printer = text::ExchangePrinter::default();
+    let block = out
+        .iter()
+        .find_map(|t| printer.timeline(t, &clock, &names()))
+        .expect("both ends seen");
+    let header = block.lines().next().unwrap();
+    let first = out.iter().find(|t| t.lport == 80).unwrap().id;
+    assert!(
+        header.contains(&format!("both closed at once, #{first} first")),
+        "{block}"
+    );
+}
+
 /// Sequence state for an event: `una`, `nxt`, `write`, `rcv` and ACK bits.
 fn numbered(
     mut e: teardown_common::Event,

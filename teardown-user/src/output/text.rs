@@ -437,13 +437,23 @@ pub fn exchange(a: &Timeline, b: &Timeline, clock: &Clock, names: &KernelNames) 
     // Time runs from the first transition, as the header says.
     let transitions = a.transitions.iter().chain(&b.transitions);
     let start = transitions.map(|tr| tr.ts_ns).min().unwrap_or(0);
-    let how = match (a.role(), b.role()) {
-        (Some(Role::Active), _) => format!("#{} closed first", a.id),
-        (_, Some(Role::Active)) => format!("#{} closed first", b.id),
-        (Some(Role::Simultaneous), _) | (_, Some(Role::Simultaneous)) => {
-            "both closed at once".into()
+    // Who closed first is when each end queued its FIN, not its role: in a crossing close
+    // the first retransmitted FIN to land is acked at once, so one end may take the active
+    // path (FIN_WAIT2) though both closed before the other's FIN arrived.
+    let queued = |t: &Timeline| {
+        t.transitions
+            .iter()
+            .find(|tr| tr.to == state::FIN_WAIT1)
+            .map(|tr| tr.ts_ns)
+    };
+    let how = match (queued(a), queued(b)) {
+        (Some(x), Some(y)) => {
+            let first = if y < x { b.id } else { a.id };
+            format!("both closed at once, #{first} first")
         }
-        (Some(Role::Reset), _) | (_, Some(Role::Reset)) => "reset".into(),
+        (Some(_), None) => format!("#{} closed first", a.id),
+        (None, Some(_)) => format!("#{} closed first", b.id),
+        _ if [a, b].iter().any(|t| t.role() == Some(Role::Reset)) => "reset".into(),
         _ => "seen mid-close".into(),
     };
     let mut out = format!(
