@@ -29,12 +29,15 @@ EXAMPLES:
     teardown-trace --leaks               # CLOSE_WAIT per process and port, TIME_WAIT per port, now
     teardown-trace --summary -P 443      # a table per process and port, redrawn every 2 s
     teardown-trace --metrics 127.0.0.1:9464 --by-port 443,8080   # Prometheus metrics
+    teardown-trace -P 8080 --mermaid closes.md --perfetto closes.pftrace   # pictures
+    teardown-trace --replay run.tdrec --mermaid closes.md                  # the same, from a recording
 
 ROLES:
     active        sent the first FIN (ESTABLISHED -> FIN_WAIT1)
     passive       received the first FIN (ESTABLISHED -> CLOSE_WAIT)
     simultaneous  both FINs crossed (went through CLOSING)
-    reset         closed without a FIN exchange (RST sent or received)";
+    reset         closed without a FIN exchange (RST sent or received)
+    unknown       nothing seen tells (JSON: null)";
 
 /// The release and the commit it was built from (teardown-user/build.rs).
 const VERSION: &str = concat!(
@@ -92,7 +95,8 @@ pub struct Cli {
     #[arg(long)]
     pub json: bool,
 
-    /// At exit, write all timelines to FILE as one JSON document (atomically)
+    /// Write all timelines to FILE as one JSON document at exit (a regular file is replaced
+    /// only by a complete one, keeping its mode; a device, FIFO or pipe is written into)
     #[arg(
         short = 'o',
         long = "output",
@@ -384,6 +388,22 @@ mod tests {
         let version = parse(&["--version"]).unwrap_err().to_string();
         assert!(version.starts_with("teardown-trace 0."), "{version}");
         assert!(version.contains(env!("TEARDOWN_COMMIT")), "{version}");
+    }
+
+    /// README's Usage block is `teardown-trace -h` (wrapped for reading): a flag or an
+    /// example changed in one and not the other fails here.
+    #[test]
+    fn readme_usage_is_the_help() {
+        use clap::CommandFactory;
+        let readme = include_str!("../../README.md");
+        let block = readme
+            .split_once("## Usage\n\n```\n")
+            .and_then(|(_, rest)| rest.split_once("```"))
+            .expect("README has a Usage block")
+            .0;
+        let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let help = Cli::command().render_help().to_string();
+        assert_eq!(words(block), words(&help));
     }
 
     #[test]
