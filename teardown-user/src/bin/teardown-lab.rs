@@ -10,12 +10,15 @@ use std::{
     net::{Shutdown, SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
     process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
     time::{Duration, Instant},
 };
 
 use clap::{Parser, ValueEnum};
-use teardown_user::lab;
+use teardown_user::{lab, signals::StopSignals};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Pattern {
@@ -85,10 +88,10 @@ struct Args {
     /// afterwards)
     #[arg(long)]
     netns: Option<String>,
-    /// churn: connections in all
+    /// churn, storm: connections in all; leak-many: connections per server
     #[arg(long, default_value_t = 10_000)]
     count: u64,
-    /// churn: connections at once
+    /// churn: connections at once; storm: server processes (and as many clients)
     #[arg(long, default_value_t = 2)]
     concurrency: u64,
     /// leak-many: server processes, on `--port` and the ports after it
@@ -104,7 +107,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.role {
         Some(role) => enter_netns(args.netns.as_deref()).and_then(|()| play(role, &args)),
-        None => lab(&args),
+        None => undo_on_stop().and_then(|()| lab(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -117,6 +120,41 @@ fn main() -> ExitCode {
 
 fn run(cmd: &mut Command) -> Result<()> {
     lab::run(cmd).map(drop)
+}
+
+/// What the conductor leaves if a stop signal ends it: its peers (which a SIGTERM to it
+/// alone would leave running) and the namespace it made.
+static LEFT: Mutex<(Vec<u32>, Option<String>)> = Mutex::new((Vec::new(), None));
+
+fn left() -> std::sync::MutexGuard<'static, (Vec<u32>, Option<String>)> {
+    LEFT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// On SIGINT, SIGTERM or SIGHUP, the conductor kills its peers, deletes its namespace and
+/// exits with 128 + the signal, as a shell reports a process killed by it.
+fn undo_on_stop() -> Result<()> {
+    let signals = StopSignals::install().map_err(|e| format!("catching signals: {e}"))?;
+    std::thread::spawn(move || {
+        let mut fd = libc::pollfd {
+            fd: signals.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one pollfd we own.
+        while signals.caught().is_none() && unsafe { libc::poll(&mut fd, 1, -1) } <= 0 {}
+        let left = left();
+        for &pid in &left.0 {
+            // SAFETY: kill(2) of a child not yet reaped (`Peer::reaped`), so still ours.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            // SAFETY: waitpid(2) on that child: gone before its namespace is.
+            unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), 0) };
+        }
+        if let Some(name) = &left.1 {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+        std::process::exit(128 + signals.caught().unwrap_or(libc::SIGTERM));
+    });
+    Ok(())
 }
 
 fn enter_netns(name: Option<&str>) -> Result<()> {
@@ -180,6 +218,7 @@ impl Peer {
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| format!("starting the {role:?}: {e}"))?;
+        left().0.push(child.id());
         let stdin = child.stdin.take().ok_or("no stdin")?;
         let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
         Ok(Peer {
@@ -211,10 +250,17 @@ impl Peer {
 
     fn wait(mut self) -> Result<()> {
         let status = self.child.wait().map_err(|e| e.to_string())?;
+        self.reaped();
         status
             .success()
             .then_some(())
             .ok_or_else(|| format!("a peer failed: {status}"))
+    }
+
+    /// Gone and reaped: its pid may now be another process's.
+    fn reaped(&self) {
+        let id = self.child.id();
+        left().0.retain(|&pid| pid != id);
     }
 
     /// Waits for every peer, in whatever order they end. The first to fail ends the lab and
@@ -225,6 +271,7 @@ impl Peer {
             let mut ended = None;
             for (i, peer) in peers.iter_mut().enumerate() {
                 if let Some(status) = peer.child.try_wait().map_err(|e| e.to_string())? {
+                    peer.reaped();
                     ended = Some((i, status));
                     break;
                 }
@@ -248,6 +295,7 @@ impl Drop for Peer {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        self.reaped();
     }
 }
 
@@ -261,6 +309,7 @@ fn lab(args: &Args) -> Result<()> {
         }
         None => {
             let name = format!("teardown-lab-{}", std::process::id());
+            left().1 = Some(name.clone());
             let own = lab::Netns::create(&name)?;
             (name, Some(own))
         }
