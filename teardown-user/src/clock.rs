@@ -36,6 +36,11 @@ impl Clock {
         }
     }
 
+    /// Nanoseconds since the Unix epoch of a monotonic timestamp.
+    pub fn unix_ns(&self, ts_ns: u64) -> u64 {
+        (ts_ns as i128 + self.realtime_offset_ns).max(0) as u64
+    }
+
     /// `HH:MM:SS.mmm` (UTC) of a monotonic timestamp.
     pub fn time_of_day(&self, ts_ns: u64) -> String {
         let mut out = String::with_capacity(12);

@@ -16,6 +16,9 @@ pub struct Health {
     pub lost_owners: u64,
     /// Optional hooks this kernel lacks.
     pub degraded: usize,
+    /// When these figures were taken, in ns since the Unix epoch: everything counts from
+    /// the start of the run, so two summaries' difference is what happened between them.
+    pub at_unix_ns: u64,
 }
 
 /// Every group with closes or sockets now, in order.
@@ -77,7 +80,7 @@ pub fn table(population: &Population, now: &Now, health: &Health) -> String {
     out
 }
 
-/// `{"groups": [...], "events", "lost_events", "lost_owners", "degraded"}`.
+/// `{"groups": [...], "events", "lost_events", "lost_owners", "degraded", "at_unix_ns"}`.
 pub fn json(out: &mut Vec<u8>, population: &Population, now: &Now, health: &Health) {
     json::push(out, "{\"groups\":[");
     for (i, (group, stats)) in rows(population, now).into_iter().enumerate() {
@@ -139,7 +142,7 @@ pub fn json(out: &mut Vec<u8>, population: &Population, now: &Now, health: &Heal
     }
     let _ = write!(
         out,
-        "],\"events\":{},\"lost_events\":{},\"lost_owners\":{},\"degraded\":{}}}",
-        health.events, health.lost_events, health.lost_owners, health.degraded
+        "],\"events\":{},\"lost_events\":{},\"lost_owners\":{},\"degraded\":{},\"at_unix_ns\":{}}}",
+        health.events, health.lost_events, health.lost_owners, health.degraded, health.at_unix_ns
     );
 }

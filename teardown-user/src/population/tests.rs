@@ -239,6 +239,7 @@ fn summary_json_and_table_show_each_group() {
         lost_events: 0,
         lost_owners: 0,
         degraded: 1,
+        at_unix_ns: 1_764_400_000_123_456_789,
     };
     let mut out = Vec::new();
     render::json(&mut out, &population, &now, &health);
@@ -254,6 +255,7 @@ fn summary_json_and_table_show_each_group() {
     assert_eq!(curl["port"], "other");
     assert_eq!(curl["now"]["CLOSE_WAIT"], 1);
     assert_eq!(v["degraded"], 1);
+    assert_eq!(v["at_unix_ns"], 1_764_400_000_123_456_789u64);
 
     let table = render::table(&population, &now, &health);
     let line = |comm: &str| {
@@ -284,6 +286,7 @@ fn metrics_follow_prometheus_conventions_and_bounded_labels() {
         lost_events: 2,
         lost_owners: 0,
         degraded: 0,
+        at_unix_ns: 0,
     };
     metrics.refresh(&now, &health);
     let text = metrics.encode();

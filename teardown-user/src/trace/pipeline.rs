@@ -232,6 +232,7 @@ impl Pipeline {
             lost_events,
             lost_owners,
             degraded,
+            at_unix_ns: self.outputs.clock.unix_ns(now_ns),
         };
         let Some(population) = &mut self.outputs.population else {
             return;
@@ -304,6 +305,7 @@ impl Pipeline {
             lost_events,
             lost_owners,
             degraded: degraded.len(),
+            at_unix_ns: outputs.clock.unix_ns(end_ns),
         };
         if let Some(population) = &mut outputs.population {
             population.refresh(end_ns, reconstructor.open_timelines(), health);
