@@ -165,6 +165,25 @@ fn closes_resets_and_retransmits_add_up_per_process_and_port() {
 }
 
 #[test]
+fn sockets_first_seen_mid_close_count_under_the_role_their_state_proves() {
+    let events = [
+        // In CLOSE_WAIT when tracing started, closed while traced: passive.
+        owned(ev(0, 50, 6379, 7000, CLOSE_WAIT, LAST_ACK), "redis"),
+        owned(ev(MS, 50, 6379, 7000, LAST_ACK, CLOSE), "redis"),
+        // Released in FIN_WAIT1 and still there: its FIN could yet cross the peer's.
+        owned(ev(0, 51, 6379, 7001, FIN_WAIT1, FIN_WAIT1), "redis"),
+    ];
+    let (done, _) = replay(&events, 10 * MS);
+    let mut population = Population::new(Grouping::new(vec![6379]));
+    for t in &done {
+        population.add(t, &names());
+    }
+    let redis = &population.groups[&group("redis", Some(6379))];
+    assert_eq!(redis.closes, [0, 1, 0, 0, 1], "1 passive, 1 unknown");
+    assert_eq!(redis.incomplete, 1);
+}
+
+#[test]
 fn phase_percentiles_come_from_the_recorded_durations() {
     let (population, _) = population(Grouping::new(vec![443]));
     let [fin_wait1, .., teardown] = population.groups[&group("nginx", Some(443))].percentiles();

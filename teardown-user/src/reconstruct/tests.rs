@@ -588,7 +588,121 @@ fn a_socket_first_seen_mid_close() {
     assert!(t.first_seen_mid_close);
     assert_eq!(t.teardown_ns(), None, "the start was not seen");
     assert_eq!(t.durations_ns(), vec![(FIN_WAIT2, 5)]);
-    assert_eq!(t.role(), None, "nothing tells who sent the first FIN");
+    assert_eq!(
+        t.role(),
+        Some(Role::Active),
+        "FIN_WAIT2: its FIN was acknowledged before any FIN of the peer's came in"
+    );
+    assert_nothing_before_it_is_observed(t);
+}
+
+/// The timeline of a socket first seen mid-close, making `changes` 1 ms apart.
+fn first_seen(changes: &[(u8, u8)]) -> Timeline {
+    let events: Vec<Event> = (0..)
+        .zip(changes)
+        .map(|(i, &(from, to))| ev(i * MS, SERVER, 80, 5000, from, to))
+        .collect();
+    let t = run(&events).remove(0);
+    assert!(t.first_seen_mid_close);
+    t
+}
+
+/// Whatever role the state it was first seen in gives a socket, its waves still observe
+/// nothing from before that moment.
+fn assert_nothing_before_it_is_observed(t: &Timeline) {
+    let first = t.transitions[0].ts_ns;
+    for w in t.waves() {
+        if w.evidence == Evidence::Observed {
+            assert!(w.ts_ns.is_some_and(|ts| ts >= first), "{w:?} in {t:?}");
+        }
+    }
+}
+
+#[test]
+fn a_socket_in_close_wait_when_tracing_started_is_passive() {
+    let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
+    let before = BeforeTrace {
+        state: CLOSE_WAIT,
+        snapshot_ns: 1,
+        since_fin_ms: Some((26_196, 26_196)),
+    };
+    let mut r = Reconstructor::new(Filter::default());
+    r.before_trace([((0, localhost, 80, localhost, 5000), before)]);
+    r.push(&ev(10, SERVER, 80, 5000, CLOSE_WAIT, LAST_ACK));
+    r.push(&ev(20, SERVER, 80, 5000, LAST_ACK, CLOSE));
+    let mut out = Vec::new();
+    r.finish(100, &mut |t| out.push(t));
+    let t = &out[0];
+    assert_eq!(
+        t.role(),
+        Some(Role::Passive),
+        "CLOSE_WAIT: the peer's FIN came first"
+    );
+    assert!(t.first_seen_mid_close && t.before_trace.is_some());
+    assert_nothing_before_it_is_observed(t);
+    let fin_in = wave(t, WaveKind::FinReceived);
+    assert_eq!(
+        (fin_in.evidence, fin_in.ts_ns),
+        (Evidence::NotObserved, None)
+    );
+    assert_eq!(wave(t, WaveKind::FinQueued).ts_ns, Some(10));
+    assert_eq!(wave(t, WaveKind::AckReceived).ts_ns, Some(20));
+}
+
+#[test]
+fn a_socket_first_seen_in_last_ack_is_passive_as_if_traced_throughout() {
+    // LAST_ACK is only reached from CLOSE_WAIT.
+    let t = first_seen(&[(LAST_ACK, CLOSE)]);
+    assert_eq!(t.role(), Some(Role::Passive));
+    assert_nothing_before_it_is_observed(&t);
+    // It closed, unseen: its FIN is there, not observed (not "never sent").
+    let queued = wave(&t, WaveKind::FinQueued);
+    assert_eq!(
+        (queued.evidence, queued.ts_ns),
+        (Evidence::NotObserved, None)
+    );
+
+    // The peer's RST in LAST_ACK makes a fully traced socket no reset either.
+    let mut rst = ev(5, SERVER, 80, 5000, LAST_ACK, LAST_ACK);
+    rst.kind = kind::RESET_RECEIVED;
+    let traced = [
+        ev(0, SERVER, 80, 5000, ESTABLISHED, CLOSE_WAIT),
+        ev(1, SERVER, 80, 5000, CLOSE_WAIT, LAST_ACK),
+        rst,
+        ev(6, SERVER, 80, 5000, LAST_ACK, CLOSE),
+    ];
+    assert_eq!(run(&traced)[0].role(), Some(Role::Passive));
+    assert_eq!(run(&traced[2..])[0].role(), Some(Role::Passive));
+}
+
+#[test]
+fn a_socket_first_seen_in_closing_is_simultaneous() {
+    let t = first_seen(&[(CLOSING, CLOSE)]);
+    assert_eq!(t.role(), Some(Role::Simultaneous));
+    assert_eq!(t.time_wait(), Some(TIME_WAIT));
+    assert_nothing_before_it_is_observed(&t);
+}
+
+#[test]
+fn a_socket_first_seen_in_fin_wait1_has_a_role_only_once_it_leaves() {
+    // close() after shutdown() re-enters FIN_WAIT1: still there, a crossing FIN could yet
+    // take it to CLOSING.
+    assert_eq!(first_seen(&[(FIN_WAIT1, FIN_WAIT1)]).role(), None);
+    let crossed = first_seen(&[(FIN_WAIT1, CLOSING), (CLOSING, CLOSE)]);
+    assert_eq!(crossed.role(), Some(Role::Simultaneous));
+    // Straight to CLOSE (a reset or an abort): no FIN came in while its own was out, as
+    // for a socket seen entering FIN_WAIT1.
+    let aborted = first_seen(&[(FIN_WAIT1, CLOSE)]);
+    assert_eq!(aborted.role(), Some(Role::Active));
+    assert_eq!(
+        run(&[
+            ev(0, SERVER, 80, 5000, ESTABLISHED, FIN_WAIT1),
+            ev(1, SERVER, 80, 5000, FIN_WAIT1, CLOSE)
+        ])[0]
+            .role(),
+        Some(Role::Active)
+    );
+    assert_nothing_before_it_is_observed(&aborted);
 }
 
 #[test]

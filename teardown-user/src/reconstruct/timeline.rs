@@ -464,6 +464,11 @@ impl Timeline {
             .find(|t| t.to == to && (from.is_empty() || from.contains(&t.from)))
     }
 
+    /// The socket was in state `s` while traced: it entered it, or was first seen leaving it.
+    fn was_in(&self, s: u8) -> bool {
+        self.transitions.first().is_some_and(|t| t.from == s) || self.find(&[], s).is_some()
+    }
+
     /// Every transition from an open connection to CLOSE was seen, each starting where the
     /// previous one ended: no transition can be missing from it, whatever was lost
     /// meanwhile (a lost reset or retransmission note could be).
@@ -502,18 +507,28 @@ impl Timeline {
         ) && self.resets.is_empty()
     }
 
-    /// `None` until the socket has left ESTABLISHED in a way that tells.
+    /// `None` until the socket has been in a state that tells: one it entered, or the one
+    /// it was first seen leaving (tracing began mid-close: `first_seen_mid_close`).
     pub fn role(&self) -> Option<Role> {
         let last = self.transitions.last()?;
         // Only a reset or an abort takes an open connection straight to CLOSE. A handshake
         // that ends there is a reset only where one was seen (see `never_opened`).
         if last.to == state::CLOSE && matches!(last.from, state::ESTABLISHED | state::CLOSE_WAIT) {
             Some(Role::Reset)
-        } else if self.find(&[], state::CLOSING).is_some() {
+        } else if self.was_in(state::CLOSING) {
             Some(Role::Simultaneous)
-        } else if self.find(&[], state::FIN_WAIT1).is_some() {
+        } else if self
+            .find(&[state::ESTABLISHED, state::SYN_RECV], state::FIN_WAIT1)
+            .is_some()
+            // Its FIN was acknowledged before any of the peer's came in: none can cross it.
+            || self.was_in(state::FIN_WAIT2)
+            // First seen in FIN_WAIT1, it tells once it left without crossing a FIN (until
+            // then one still could).
+            || self.find(&[state::FIN_WAIT1], state::CLOSE).is_some()
+        {
             Some(Role::Active)
-        } else if self.find(&[], state::CLOSE_WAIT).is_some() {
+        } else if self.was_in(state::CLOSE_WAIT) || self.was_in(state::LAST_ACK) {
+            // LAST_ACK is only reached from CLOSE_WAIT.
             Some(Role::Passive)
         } else if !self.resets.is_empty() {
             Some(Role::Reset)
@@ -658,7 +673,8 @@ impl Timeline {
                         .seq(fin_in_seq(fin_in)),
                 );
                 waves.push(self.passive_ack(fin_in, close, acked));
-                if close.is_some() {
+                // In LAST_ACK it had closed, even where that was before it was first seen.
+                if self.was_in(state::LAST_ACK) {
                     waves.extend(self.own_fin(close, "CLOSE_WAIT->LAST_ACK", acked));
                 }
                 waves.push(

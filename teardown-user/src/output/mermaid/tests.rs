@@ -328,6 +328,24 @@ fn a_socket_still_closing_ends_with_how_long_it_has_been_there() {
     );
 }
 
+#[test]
+fn a_socket_first_seen_in_last_ack_had_closed_unseen() {
+    let ts = timelines_of(&[ev(MS, 2, 5000, 80, LAST_ACK, CLOSE)]);
+    let lines = draw(&ts, false);
+    // Passive from its state, it sent a FIN: not seen, yet not "never closed".
+    assert!(
+        lines.contains(
+            &"Note over A,B: FIN=1 from A: not seen (not seen at 127.0.0.1#58;5000)".to_string()
+        ),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("no close() seen")),
+        "{lines:#?}"
+    );
+    assert_eq!(arrows(&lines), ["B->>A: ACK=1"], "{lines:#?}");
+}
+
 /// `e` with the socket's sequence state read: `(snd_una, snd_nxt, write_seq, rcv_nxt)`.
 fn with_seq(mut e: Event, (una, nxt, write, rcv): (u32, u32, u32, u32), flags: u8) -> Event {
     e.snd_una = una;
