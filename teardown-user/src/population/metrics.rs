@@ -102,7 +102,7 @@ impl Metrics {
         let closes = Family::<RoleLabels, Counter>::default();
         registry.register(
             "closes",
-            "TCP sockets whose teardown was traced, by role (active sent the first FIN, passive received it, simultaneous: both crossed, reset: no FIN exchange, unknown: first seen mid-close)",
+            "TCP sockets whose teardown was traced, by role (active sent the first FIN, passive received it, simultaneous: both crossed, reset: no FIN exchange, unknown: first seen mid-close in a state that does not tell)",
             closes.clone(),
         );
         let resets = Family::<ReasonLabels, Counter>::default();

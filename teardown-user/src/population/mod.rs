@@ -55,7 +55,8 @@ pub const NOW_STATES: [u8; 6] = [
     state::TIME_WAIT,
 ];
 
-/// Roles as counted, `unknown` last (a socket first seen mid-close).
+/// Roles as counted, `unknown` last (a socket first seen mid-close in a state that does not
+/// tell, see `Timeline::role`).
 pub const ROLES: [&str; 5] = ["active", "passive", "simultaneous", "reset", "unknown"];
 
 /// Who owned the sockets of a group.
