@@ -173,6 +173,8 @@ fn close_wait_held_before_tracing_is_counted_aged_and_its_later_close_attributed
             [pair("CLOSE_WAIT", "LAST_ACK"), pair("LAST_ACK", "CLOSE")],
             "{t}"
         );
+        // Only the end that received the first FIN is ever in CLOSE_WAIT.
+        assert_eq!(t["role"], "passive", "{t}");
     }
     let (code, _, stderr) = tracer.stop(libc::SIGINT);
     assert_eq!(code, 0, "{stderr:?}");
