@@ -219,6 +219,7 @@ fn histogram_text(h: &[u64; 6]) -> String {
     h.iter().map(u64::to_string).collect::<Vec<_>>().join(" ")
 }
 
+/// `shown` is the rows written, not the rows asked for: a table may write fewer.
 fn more(out: &mut String, shown: usize, total: usize) {
     if total > shown {
         let _ = writeln!(out, "  ... {} more", total - shown);
@@ -258,6 +259,7 @@ pub fn text(snapshot: &Snapshot, leaks: &Leaks) -> String {
         "OLDEST_S",
         AGE_BUCKET_NAMES.join(" ")
     );
+    let mut shown = 0;
     for (key, g) in leaks.by_process.iter().take(TEXT_ROWS) {
         let Key::Process(pid) = *key else { continue };
         let (pid_text, comm) = if pid == 0 {
@@ -266,20 +268,23 @@ pub fn text(snapshot: &Snapshot, leaks: &Leaks) -> String {
             (pid.to_string(), snapshot.comm(pid))
         };
         close_wait_row(&mut out, &pid_text, comm, g);
+        shown += 1;
     }
-    more(&mut out, TEXT_ROWS, leaks.by_process.len());
+    more(&mut out, shown, leaks.by_process.len());
     let _ = writeln!(
         out,
         "  {:<8} {:<16} {:>7} {:>12}  AGES",
         "LPORT", "NETNS", "COUNT", "OLDEST_S"
     );
+    let mut shown = 0;
     for (key, g) in leaks.by_port.iter().take(TEXT_ROWS) {
         let Key::LocalPort { netns, port } = *key else {
             continue;
         };
         close_wait_row(&mut out, &port.to_string(), &netns.to_string(), g);
+        shown += 1;
     }
-    more(&mut out, TEXT_ROWS, leaks.by_port.len());
+    more(&mut out, shown, leaks.by_port.len());
 
     let _ = writeln!(
         out,
@@ -313,6 +318,7 @@ pub fn text(snapshot: &Snapshot, leaks: &Leaks) -> String {
         "  {:<22} {:<16} {:>7} {:>9} {:>14}",
         "LOCAL_PORT/REMOTE", "NETNS", "COUNT", "FIN_WAIT2", "TIMER_LEFT_S"
     );
+    let mut shown = 0;
     for (key, g) in leaks
         .tw_by_port
         .iter()
@@ -330,10 +336,11 @@ pub fn text(snapshot: &Snapshot, leaks: &Leaks) -> String {
             "  {name:<22} {netns:<16} {:>7} {:>9} {timer:>14}",
             g.count, g.fin_wait2
         );
+        shown += 1;
     }
     more(
         &mut out,
-        TEXT_ROWS * 2,
+        shown,
         leaks.tw_by_port.len() + leaks.tw_by_remote.len(),
     );
 
@@ -342,6 +349,7 @@ pub fn text(snapshot: &Snapshot, leaks: &Leaks) -> String {
         "FIN_WAIT1/LAST_ACK/CLOSING: {} sockets still sending their FIN",
         leaks.closing.len()
     );
+    let mut shown = 0;
     for &i in leaks.closing.iter().take(TEXT_ROWS) {
         let s = &snapshot.sockets[i];
         let d = &s.diag;
@@ -359,8 +367,9 @@ pub fn text(snapshot: &Snapshot, leaks: &Leaks) -> String {
             d.retrans,
             d.expires_ms
         );
+        shown += 1;
     }
-    more(&mut out, TEXT_ROWS, leaks.closing.len());
+    more(&mut out, shown, leaks.closing.len());
     if let Some(line) = snapshot.unseen.line() {
         let _ = writeln!(out, "{line}");
     }
@@ -642,6 +651,41 @@ mod tests {
         }
     }
 
+    /// 61 clients, each on its own port, to 4 servers: 30, 15, 10 and 6 of them.
+    fn clients_of_four_servers() -> Snapshot {
+        let servers = [(7000, 30), (7001, 15), (7002, 10), (7003, 6)];
+        let dports = servers
+            .iter()
+            .flat_map(|&(port, n)| std::iter::repeat_n(port, n));
+        snapshot(
+            (41700..)
+                .zip(dports)
+                .map(|(sport, dport)| mini(state::FIN_WAIT2, sport, dport, 1_000))
+                .collect(),
+        )
+    }
+
+    /// The TIME_WAIT table's rows, as (name, count), and its "... N more".
+    fn time_wait_rows(text: &str) -> (Vec<(String, u64)>, u64) {
+        let table = text
+            .lines()
+            .skip_while(|l| !l.contains("LOCAL_PORT/REMOTE"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("FIN_WAIT1"));
+        let (mut rows, mut more) = (Vec::new(), 0);
+        for line in table {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words[..] {
+                ["...", n, "more"] => more = n.parse().unwrap(),
+                [kind, name, _netns, count, ..] => {
+                    rows.push((format!("{kind} {name}"), count.parse().unwrap()))
+                }
+                _ => panic!("{line}"),
+            }
+        }
+        (rows, more)
+    }
+
     #[test]
     fn ages_fall_into_buckets() {
         assert_eq!(bucket(0), 0);
@@ -725,5 +769,14 @@ mod tests {
         assert_eq!(doc["sockets"].as_array().unwrap().len(), 4);
         assert_eq!(doc["sockets"][2]["state"], "FIN_WAIT2");
         assert_eq!(doc["sockets"][2]["mini"], true);
+    }
+
+    #[test]
+    fn the_more_line_counts_the_rows_left_out() {
+        let s = clients_of_four_servers();
+        let leaks = Leaks::of(&s);
+        let (rows, more) = time_wait_rows(&text(&s, &leaks));
+        assert_eq!((leaks.tw_by_port.len(), leaks.tw_by_remote.len()), (61, 4));
+        assert_eq!(rows.len() as u64 + more, 65, "{rows:?} and {more} more");
     }
 }
