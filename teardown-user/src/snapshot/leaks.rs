@@ -4,6 +4,7 @@
 //! JSON out.
 
 use std::{
+    cmp::Ordering,
     collections::{BTreeSet, HashMap},
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -185,8 +186,13 @@ fn worst_close_wait(groups: HashMap<Key, CloseWaitGroup>) -> Vec<(Key, CloseWait
 
 fn most_time_wait(groups: HashMap<Key, TimeWaitGroup>) -> Vec<(Key, TimeWaitGroup)> {
     let mut groups: Vec<_> = groups.into_iter().collect();
-    groups.sort_by(|(ka, a), (kb, b)| (b.count, ka).cmp(&(a.count, kb)));
+    groups.sort_by(more_time_wait);
     groups
+}
+
+/// Most sockets first; the text view ranks port and remote groups together by it.
+fn more_time_wait((ka, a): &(Key, TimeWaitGroup), (kb, b): &(Key, TimeWaitGroup)) -> Ordering {
+    (b.count, ka).cmp(&(a.count, kb))
 }
 
 fn port_use(namespaces: &[Namespace], ports: &BTreeSet<(u64, u16)>) -> Vec<PortUse> {
@@ -318,13 +324,19 @@ pub fn text(snapshot: &Snapshot, leaks: &Leaks) -> String {
         "  {:<22} {:<16} {:>7} {:>9} {:>14}",
         "LOCAL_PORT/REMOTE", "NETNS", "COUNT", "FIN_WAIT2", "TIMER_LEFT_S"
     );
-    let mut shown = 0;
-    for (key, g) in leaks
+    // Ports and remotes in one table, worst first: a remote faced by many ports, one socket
+    // each, outranks those ports. Both lists are sorted, so the rows shown are among the
+    // first of each.
+    let rows = TEXT_ROWS * 2;
+    let mut worst: Vec<_> = leaks
         .tw_by_port
         .iter()
-        .take(TEXT_ROWS)
-        .chain(leaks.tw_by_remote.iter().take(TEXT_ROWS))
-    {
+        .take(rows)
+        .chain(leaks.tw_by_remote.iter().take(rows))
+        .collect();
+    worst.sort_by(|a, b| more_time_wait(a, b));
+    let mut shown = 0;
+    for (key, g) in worst.into_iter().take(rows) {
         let (name, netns) = match *key {
             Key::LocalPort { netns, port } => (format!("port {port}"), netns),
             Key::Remote { netns, addr, port } => (format!("to {}", endpoint(addr, port)), netns),
@@ -778,5 +790,13 @@ mod tests {
         let (rows, more) = time_wait_rows(&text(&s, &leaks));
         assert_eq!((leaks.tw_by_port.len(), leaks.tw_by_remote.len()), (61, 4));
         assert_eq!(rows.len() as u64 + more, 65, "{rows:?} and {more} more");
+    }
+
+    #[test]
+    fn time_wait_ports_and_remotes_are_listed_together_worst_first() {
+        let s = clients_of_four_servers();
+        let (rows, _) = time_wait_rows(&text(&s, &Leaks::of(&s)));
+        assert_eq!(rows[0], ("to 127.0.0.1:7000".to_string(), 30), "{rows:?}");
+        assert!(rows.windows(2).all(|w| w[0].1 >= w[1].1), "{rows:?}");
     }
 }
