@@ -310,9 +310,10 @@ pub fn text(snapshot: &Snapshot, leaks: &Leaks) -> String {
             )
         });
         let setting = |v: Option<u32>| v.map_or("?".to_string(), |v| v.to_string());
+        // Under the TIME_WAIT heading, so it says the count is of every socket.
         let _ = writeln!(
             out,
-            "  netns {}: {} sockets, {range}, tcp_tw_reuse={} tcp_fin_timeout={}",
+            "  netns {}: {} sockets in any state, {range}, tcp_tw_reuse={} tcp_fin_timeout={}",
             ns.inode,
             ns.sockets,
             setting(s.tw_reuse),
@@ -798,5 +799,19 @@ mod tests {
         let (rows, _) = time_wait_rows(&text(&s, &Leaks::of(&s)));
         assert_eq!(rows[0], ("to 127.0.0.1:7000".to_string(), 30), "{rows:?}");
         assert!(rows.windows(2).all(|w| w[0].1 >= w[1].1), "{rows:?}");
+    }
+
+    #[test]
+    fn the_namespace_line_under_time_wait_says_its_count_is_every_socket() {
+        let s = snapshot(vec![
+            mini(state::TIME_WAIT, 8080, 40000, 50_000),
+            socket(state::ESTABLISHED, 8080, 40001, &[10], (0, 0)),
+            socket(state::LISTEN, 8080, 0, &[10], (0, 0)),
+        ]);
+        let text = text(&s, &Leaks::of(&s));
+        assert!(
+            text.contains("  netns 7: 3 sockets in any state, "),
+            "{text}"
+        );
     }
 }
