@@ -217,6 +217,11 @@ fn endpoint(addr: IpAddr, port: u16) -> String {
     }
 }
 
+/// `n` and its noun, in the singular for one.
+pub fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn secs(ms: u64) -> String {
     format!("{:.1}", ms as f64 / 1000.0)
 }
@@ -252,9 +257,13 @@ pub fn text(snapshot: &Snapshot, leaks: &Leaks) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "CLOSE_WAIT: {} sockets in {} network namespaces seen (age: {AGE_BOUND})",
-        leaks.close_wait,
-        snapshot.namespaces.len()
+        "CLOSE_WAIT: {} in {} seen (age: {AGE_BOUND})",
+        counted(leaks.close_wait, "socket", "sockets"),
+        counted(
+            snapshot.namespaces.len() as u64,
+            "network namespace",
+            "network namespaces"
+        )
     );
     let _ = writeln!(
         out,
@@ -294,8 +303,9 @@ pub fn text(snapshot: &Snapshot, leaks: &Leaks) -> String {
 
     let _ = writeln!(
         out,
-        "TIME_WAIT: {} mini-sockets ({} in substate FIN_WAIT2, waiting for the peer's FIN)",
-        leaks.time_wait, leaks.fin_wait2
+        "TIME_WAIT: {} ({} in substate FIN_WAIT2, waiting for the peer's FIN)",
+        counted(leaks.time_wait, "mini-socket", "mini-sockets"),
+        leaks.fin_wait2
     );
     for ns in &snapshot.namespaces {
         let s = &ns.settings;
@@ -313,9 +323,9 @@ pub fn text(snapshot: &Snapshot, leaks: &Leaks) -> String {
         // Under the TIME_WAIT heading, so it says the count is of every socket.
         let _ = writeln!(
             out,
-            "  netns {}: {} sockets in any state, {range}, tcp_tw_reuse={} tcp_fin_timeout={}",
+            "  netns {}: {} in any state, {range}, tcp_tw_reuse={} tcp_fin_timeout={}",
             ns.inode,
-            ns.sockets,
+            counted(ns.sockets, "socket", "sockets"),
             setting(s.tw_reuse),
             setting(s.fin_timeout_s)
         );
@@ -359,8 +369,8 @@ pub fn text(snapshot: &Snapshot, leaks: &Leaks) -> String {
 
     let _ = writeln!(
         out,
-        "FIN_WAIT1/LAST_ACK/CLOSING: {} sockets still sending their FIN",
-        leaks.closing.len()
+        "FIN_WAIT1/LAST_ACK/CLOSING: {} still sending their FIN",
+        counted(leaks.closing.len() as u64, "socket", "sockets")
     );
     let mut shown = 0;
     for &i in leaks.closing.iter().take(TEXT_ROWS) {
@@ -369,13 +379,13 @@ pub fn text(snapshot: &Snapshot, leaks: &Leaks) -> String {
         let info = d.info.unwrap_or_default();
         let _ = writeln!(
             out,
-            "  {:<11} {:<22} -> {:<22} unacked {} bytes ({} segments, {} retransmitted), \
+            "  {:<11} {:<22} -> {:<22} unacked {} ({}, {} retransmitted), \
              timeouts {}, timer {} ms",
             state::name(d.state),
             endpoint(ip(d.family, &d.saddr), d.sport),
             endpoint(ip(d.family, &d.daddr), d.dport),
-            d.wqueue,
-            info.unacked,
+            counted(d.wqueue.into(), "byte", "bytes"),
+            counted(info.unacked.into(), "segment", "segments"),
             info.retrans,
             d.retrans,
             d.expires_ms
@@ -606,7 +616,7 @@ pub fn document_json(snapshot: &Snapshot, at: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{diag::DiagSocket, netns::Settings, TcpInfo};
+    use crate::snapshot::{diag::DiagSocket, netns::Settings, TcpInfo, Unseen};
 
     fn socket(state: u8, sport: u16, dport: u16, owners: &[u32], ages: (u32, u32)) -> Socket {
         let mut saddr = [0; 16];
@@ -813,5 +823,42 @@ mod tests {
             text.contains("  netns 7: 3 sockets in any state, "),
             "{text}"
         );
+    }
+
+    #[test]
+    fn one_of_a_thing_is_counted_in_the_singular() {
+        let mut sending = socket(state::FIN_WAIT1, 40000, 7000, &[], (0, 0));
+        sending.diag.wqueue = 1;
+        sending.diag.info = Some(TcpInfo {
+            unacked: 1,
+            retrans: 1,
+            ..TcpInfo::default()
+        });
+        let mut s = snapshot(vec![
+            socket(state::CLOSE_WAIT, 8080, 40001, &[10], (500, 600)),
+            mini(state::TIME_WAIT, 8080, 40002, 50_000),
+            sending,
+        ]);
+        s.unseen = Unseen {
+            namespaces: 1,
+            processes_netns: 1,
+            processes_fds: 1,
+            sockets_dropped: 1,
+            ..Unseen::default()
+        };
+        let text = text(&s, &Leaks::of(&s));
+        for plural in [
+            "sockets",
+            "mini-sockets",
+            "network namespaces",
+            "processes",
+            "segments",
+            "bytes",
+        ] {
+            assert!(!text.contains(&format!(" 1 {plural}")), "{text}");
+        }
+        assert!(text.contains("CLOSE_WAIT: 1 socket in 1 network namespace seen"));
+        assert!(text.contains("TIME_WAIT: 1 mini-socket ("), "{text}");
+        assert!(text.contains("unacked 1 byte (1 segment, 1 retransmitted)"));
     }
 }

@@ -87,15 +87,15 @@ impl Unseen {
         let mut parts = Vec::new();
         if self.namespaces > 0 {
             parts.push(format!(
-                "{} network namespaces not entered ({})",
-                self.namespaces,
+                "{} not entered ({})",
+                leaks::counted(self.namespaces, "network namespace", "network namespaces"),
                 self.namespace_error.as_deref().unwrap_or("unknown reason")
             ));
         }
         if self.processes_netns > 0 {
             parts.push(format!(
-                "the network namespaces of {} processes not readable ({})",
-                self.processes_netns,
+                "the network namespaces of {} not readable ({})",
+                leaks::counted(self.processes_netns, "process", "processes"),
                 self.first_process_netns
                     .as_deref()
                     .unwrap_or("unknown reason")
@@ -103,14 +103,14 @@ impl Unseen {
         }
         if self.processes_fds > 0 {
             parts.push(format!(
-                "owners among {} processes whose descriptors are not readable",
-                self.processes_fds
+                "owners among {} whose descriptors are not readable",
+                leaks::counted(self.processes_fds, "process", "processes")
             ));
         }
         if self.sockets_dropped > 0 {
             parts.push(format!(
-                "{} sockets beyond the {MAX_SOCKETS} kept",
-                self.sockets_dropped
+                "{} beyond the {MAX_SOCKETS} kept",
+                leaks::counted(self.sockets_dropped, "socket", "sockets")
             ));
         }
         (!parts.is_empty()).then(|| format!("not seen: {}", parts.join("; ")))
