@@ -440,13 +440,7 @@ pub fn exchange(a: &Timeline, b: &Timeline, clock: &Clock, names: &KernelNames) 
     // Who closed first is when each end queued its FIN, not its role: in a crossing close
     // the first retransmitted FIN to land is acked at once, so one end may take the active
     // path (FIN_WAIT2) though both closed before the other's FIN arrived.
-    let queued = |t: &Timeline| {
-        t.transitions
-            .iter()
-            .find(|tr| tr.to == state::FIN_WAIT1)
-            .map(|tr| tr.ts_ns)
-    };
-    let how = match (queued(a), queued(b)) {
+    let how = match (a.fin_queued_first_ns(), b.fin_queued_first_ns()) {
         (Some(x), Some(y)) => {
             let first = if y < x { b.id } else { a.id };
             format!("both closed at once, #{first} first")

@@ -705,6 +705,20 @@ fn a_socket_first_seen_in_fin_wait1_has_a_role_only_once_it_leaves() {
     assert_nothing_before_it_is_observed(&aborted);
 }
 
+/// Shut down before tracing, closed while traced: the close() re-enters FIN_WAIT1, but the
+/// FIN was queued at the shutdown(), before anything was seen.
+#[test]
+fn a_close_after_a_shutdown_before_tracing_is_not_the_fin_queued() {
+    let t = first_seen(&[(FIN_WAIT1, FIN_WAIT1), (FIN_WAIT1, FIN_WAIT2), (FIN_WAIT2, CLOSE)]);
+    assert_eq!(t.role(), Some(Role::Active));
+    let queued = t.waves().into_iter().find(|w| w.what == WaveKind::FinQueued);
+    assert!(
+        queued.is_none_or(|w| w.evidence != Evidence::Observed),
+        "{queued:?}"
+    );
+    assert_eq!(t.fin_queued_first_ns(), Some(0));
+}
+
 #[test]
 fn sockets_still_closing_are_incomplete() {
     let events = vec![owned(

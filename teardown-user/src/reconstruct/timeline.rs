@@ -598,7 +598,8 @@ impl Timeline {
         let fin_in_seq = |t| seq(t, |s| s.rcv_nxt.wrapping_sub(1));
         match self.role() {
             Some(Role::Active) => {
-                let close = at(&[], state::FIN_WAIT1);
+                // Not a close() after shutdown() (FIN_WAIT1 -> FIN_WAIT1): the FIN left then.
+                let close = at(&[state::ESTABLISHED, state::SYN_RECV], state::FIN_WAIT1);
                 let acked = at(&[state::FIN_WAIT1], state::FIN_WAIT2);
                 let mut waves = Vec::with_capacity(WAVES);
                 waves.extend(self.own_fin(close, "ESTABLISHED->FIN_WAIT1", acked));
@@ -684,7 +685,8 @@ impl Timeline {
                 waves
             }
             Some(Role::Simultaneous) => {
-                let close = at(&[], state::FIN_WAIT1);
+                // Not a close() after shutdown() (FIN_WAIT1 -> FIN_WAIT1): the FIN left then.
+                let close = at(&[state::ESTABLISHED, state::SYN_RECV], state::FIN_WAIT1);
                 let crossing = at(&[state::FIN_WAIT1], state::CLOSING);
                 let acked = at(&[state::CLOSING], state::CLOSE);
                 let mut waves = Vec::with_capacity(WAVES);
@@ -882,6 +884,20 @@ impl Timeline {
                         | (state::LAST_ACK, state::CLOSE)
                 )
             })
+            .map(|t| t.ts_ns)
+    }
+
+    /// When this side queued its FIN before any from the peer (ESTABLISHED -> FIN_WAIT1):
+    /// `Some(0)` for a socket first seen past that point (in FIN_WAIT1, FIN_WAIT2 or
+    /// CLOSING), which queued it before anything was traced.
+    pub fn fin_queued_first_ns(&self) -> Option<u64> {
+        let first = self.transitions.first()?;
+        if self.first_seen_mid_close
+            && matches!(first.from, state::FIN_WAIT1 | state::FIN_WAIT2 | state::CLOSING)
+        {
+            return Some(0);
+        }
+        self.find(&[state::ESTABLISHED, state::SYN_RECV], state::FIN_WAIT1)
             .map(|t| t.ts_ns)
     }
 
