@@ -96,7 +96,8 @@ pub struct Cli {
     pub json: bool,
 
     /// Write all timelines to FILE as one JSON document at exit (a regular file is replaced
-    /// only by a complete one, keeping its mode; a device, FIFO or pipe is written into)
+    /// only by a complete one, keeping its mode and owner; a device, FIFO or pipe is written
+    /// into)
     #[arg(
         short = 'o',
         long = "output",

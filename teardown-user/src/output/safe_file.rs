@@ -82,8 +82,10 @@ impl SafeFile {
     }
 }
 
-/// A new temporary file beside `dest`, never one that exists. It takes over the mode and
-/// owner of the file it will replace (`existing`): a private output stays private.
+/// A new temporary file beside `dest`, never one that exists. It takes over the mode and,
+/// where it can, the owner of the file it will replace (`existing`): a private output stays
+/// private. Another user's file, or a file system that refuses chown (NFS with root_squash,
+/// vfat), keeps the tracer's user as owner, and then no setuid or setgid bit.
 fn staged(dest: &Path, existing: Option<&Metadata>) -> io::Result<(File, Option<Staging>)> {
     let name = dest
         .file_name()
@@ -107,9 +109,9 @@ fn staged(dest: &Path, existing: Option<&Metadata>) -> io::Result<(File, Option<
         .open(&tmp)
         .map_err(beside)?;
     if let Some(meta) = existing {
-        let kept = fchown(&file, Some(meta.uid()), Some(meta.gid()))
-            .and_then(|()| file.set_permissions(Permissions::from_mode(meta.mode() & 0o7777)));
-        if let Err(error) = kept {
+        let owner_kept = fchown(&file, Some(meta.uid()), Some(meta.gid())).is_ok();
+        let mode = meta.mode() & if owner_kept { 0o7777 } else { 0o777 };
+        if let Err(error) = file.set_permissions(Permissions::from_mode(mode)) {
             let _ = fs::remove_file(&tmp);
             return Err(beside(error));
         }

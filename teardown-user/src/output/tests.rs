@@ -515,22 +515,20 @@ fn a_replaced_document_keeps_its_mode_and_owner() {
     let dir = std::env::temp_dir().join(format!("teardown-mode-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // Root (as CI runs) can give the file to another user; anyone else keeps their own.
-    let owner = if unsafe { libc::geteuid() } == 0 {
-        65534
-    } else {
-        unsafe { libc::geteuid() }
-    };
+    // SAFETY: getters of this process's ids.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (uid, gid) = if uid == 0 { (65534, 65534) } else { (uid, gid) };
     for mode in [0o600, 0o640, 0o444] {
         let file = dir.join(format!("out-{mode:o}.json"));
         std::fs::write(&file, b"previous").unwrap();
-        std::os::unix::fs::chown(&file, Some(owner), Some(owner)).unwrap();
+        std::os::unix::fs::chown(&file, Some(uid), Some(gid)).unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
         let mut doc = DocumentWriter::create(&file, b"\"v\":1").unwrap();
         doc.timeline(b"{}").unwrap();
         doc.finish(b"\"lost_events\":0").unwrap();
         let meta = std::fs::metadata(&file).unwrap();
         assert_eq!(meta.mode() & 0o7777, mode, "{}", file.display());
-        assert_eq!((meta.uid(), meta.gid()), (owner, owner), "{}", file.display());
+        assert_eq!((meta.uid(), meta.gid()), (uid, gid), "{}", file.display());
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         assert_eq!(v["lost_events"], 0);
     }
