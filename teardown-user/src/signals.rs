@@ -25,6 +25,11 @@ extern "C" fn on_signal(signal: libc::c_int) {
     }
 }
 
+/// The stop signal caught so far, if any (for code that does not hold the pipe).
+pub fn caught() -> Option<libc::c_int> {
+    Some(CAUGHT.load(Ordering::SeqCst)).filter(|&s| s != 0)
+}
+
 /// The read end of the wake-up pipe: readable once a stop signal came.
 pub struct StopSignals {
     read: OwnedFd,
@@ -57,7 +62,7 @@ impl StopSignals {
 
     /// The stop signal caught so far, if any.
     pub fn caught(&self) -> Option<libc::c_int> {
-        Some(CAUGHT.load(Ordering::SeqCst)).filter(|&s| s != 0)
+        caught()
     }
 }
 

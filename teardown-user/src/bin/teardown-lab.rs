@@ -9,7 +9,7 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
-    process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio},
+    process::{Child, ChildStdin, ChildStdout, Command, ExitCode, ExitStatus, Stdio},
     sync::{
         atomic::{AtomicU64, Ordering},
         Mutex,
@@ -18,7 +18,10 @@ use std::{
 };
 
 use clap::{Parser, ValueEnum};
-use teardown_user::{lab, signals::StopSignals};
+use teardown_user::{
+    lab,
+    signals::{self, StopSignals},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Pattern {
@@ -111,6 +114,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A Ctrl-C reaches the peers too, and their end may be seen first: the stop
+        // signal's thread ends the lab, with its status.
+        Err(_) if args.role.is_none() && signals::caught().is_some() => loop {
+            std::thread::park();
+        },
         Err(e) => {
             eprintln!("teardown-lab: error: {e}");
             ExitCode::FAILURE
@@ -122,12 +130,47 @@ fn run(cmd: &mut Command) -> Result<()> {
     lab::run(cmd).map(drop)
 }
 
-/// What the conductor leaves if a stop signal ends it: its peers (which a SIGTERM to it
-/// alone would leave running) and the namespace it made.
-static LEFT: Mutex<(Vec<u32>, Option<String>)> = Mutex::new((Vec::new(), None));
+/// What the conductor would leave if a stop signal ended it.
+struct Left {
+    /// Peers not reaped yet (a SIGTERM to the conductor alone would leave them running).
+    /// A pid is added and removed under the lock with the spawn and the reaping, so the
+    /// signal's thread never kills a pid that is no longer a child of ours.
+    peers: Vec<u32>,
+    /// The namespace the lab made.
+    netns: Option<String>,
+    /// The namespace where nftables drops FINs for the lab (a user's, with `--netns`).
+    fin_drops: Option<String>,
+}
 
-fn left() -> std::sync::MutexGuard<'static, (Vec<u32>, Option<String>)> {
+static LEFT: Mutex<Left> = Mutex::new(Left {
+    peers: Vec::new(),
+    netns: None,
+    fin_drops: None,
+});
+
+fn left() -> std::sync::MutexGuard<'static, Left> {
     LEFT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const DELETE_FIN_DROPS: &str = "delete table inet teardown_lab";
+
+/// The lab's nftables table, deleted when dropped: a lab that fails or is stopped midway
+/// leaves no FIN dropped in a namespace that outlives it.
+struct FinDrops(String);
+
+impl FinDrops {
+    fn create(netns: &str) -> Result<FinDrops> {
+        nft(netns, "add table inet teardown_lab")?;
+        left().fin_drops = Some(netns.to_string());
+        Ok(FinDrops(netns.to_string()))
+    }
+}
+
+impl Drop for FinDrops {
+    fn drop(&mut self) {
+        let _ = nft(&self.0, DELETE_FIN_DROPS);
+        left().fin_drops = None;
+    }
 }
 
 /// On SIGINT, SIGTERM or SIGHUP, the conductor kills its peers, deletes its namespace and
@@ -143,13 +186,18 @@ fn undo_on_stop() -> Result<()> {
         // SAFETY: poll(2) on one pollfd we own.
         while signals.caught().is_none() && unsafe { libc::poll(&mut fd, 1, -1) } <= 0 {}
         let left = left();
-        for &pid in &left.0 {
-            // SAFETY: kill(2) of a child not yet reaped (`Peer::reaped`), so still ours.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            // SAFETY: waitpid(2) on that child: gone before its namespace is.
-            unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), 0) };
+        for &pid in &left.peers {
+            // SAFETY: kill(2) and waitpid(2) of a child not reaped yet (see `Left`): gone
+            // before its namespace is.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+                libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+            }
         }
-        if let Some(name) = &left.1 {
+        if let Some(netns) = &left.fin_drops {
+            let _ = nft(netns, DELETE_FIN_DROPS);
+        }
+        if let Some(name) = &left.netns {
             let _ = Command::new("ip").args(["netns", "del", name]).output();
         }
         std::process::exit(128 + signals.caught().unwrap_or(libc::SIGTERM));
@@ -191,6 +239,7 @@ impl Peer {
         let name = |v: &dyn Fn() -> Option<clap::builder::PossibleValue>| {
             v().map(|p| p.get_name().to_string()).unwrap_or_default()
         };
+        let mut left = left();
         let mut child = Command::new(exe)
             .arg(name(&|| args.pattern.to_possible_value()))
             .args([
@@ -218,7 +267,8 @@ impl Peer {
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| format!("starting the {role:?}: {e}"))?;
-        left().0.push(child.id());
+        left.peers.push(child.id());
+        drop(left);
         let stdin = child.stdin.take().ok_or("no stdin")?;
         let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
         Ok(Peer {
@@ -248,19 +298,18 @@ impl Peer {
         writeln!(self.stdin, "{word}").map_err(|e| e.to_string())
     }
 
-    fn wait(mut self) -> Result<()> {
-        let status = self.child.wait().map_err(|e| e.to_string())?;
-        self.reaped();
-        status
-            .success()
-            .then_some(())
-            .ok_or_else(|| format!("a peer failed: {status}"))
+    fn wait(self) -> Result<()> {
+        Peer::wait_all(vec![self])
     }
 
-    /// Gone and reaped: its pid may now be another process's.
-    fn reaped(&self) {
-        let id = self.child.id();
-        left().0.retain(|&pid| pid != id);
+    /// Reaps the peer if it has ended, under the lock that keeps its pid in `Left`.
+    fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        let mut left = left();
+        let status = self.child.try_wait().map_err(|e| e.to_string())?;
+        if status.is_some() {
+            left.peers.retain(|&pid| pid != self.child.id());
+        }
+        Ok(status)
     }
 
     /// Waits for every peer, in whatever order they end. The first to fail ends the lab and
@@ -270,8 +319,7 @@ impl Peer {
         while !peers.is_empty() {
             let mut ended = None;
             for (i, peer) in peers.iter_mut().enumerate() {
-                if let Some(status) = peer.child.try_wait().map_err(|e| e.to_string())? {
-                    peer.reaped();
+                if let Some(status) = peer.try_wait()? {
                     ended = Some((i, status));
                     break;
                 }
@@ -291,11 +339,12 @@ impl Peer {
 impl Drop for Peer {
     /// A lab that fails midway takes its peers down with it.
     fn drop(&mut self) {
+        let mut left = left();
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        self.reaped();
+        left.peers.retain(|&pid| pid != self.child.id());
     }
 }
 
@@ -309,14 +358,14 @@ fn lab(args: &Args) -> Result<()> {
         }
         None => {
             let name = format!("teardown-lab-{}", std::process::id());
-            left().1 = Some(name.clone());
+            left().netns = Some(name.clone());
             let own = lab::Netns::create(&name)?;
             (name, Some(own))
         }
     };
     let drops_fins = matches!(args.pattern, Pattern::Simultaneous | Pattern::LostFin);
+    let _fin_drops = drops_fins.then(|| FinDrops::create(&netns)).transpose()?;
     if drops_fins {
-        nft(&netns, "add table inet teardown_lab")?;
         // Dropped on the way in: the sender's transmit succeeds, as when a segment is lost
         // on the wire, so TCP retransmits it. (Dropped on the way out, the send fails and
         // TCP sends it again later as a first transmission, not a retransmission.)
@@ -386,11 +435,7 @@ fn lab(args: &Args) -> Result<()> {
         }
         _ => {}
     }
-    let result = Peer::wait_all(vec![server, client]);
-    if drops_fins {
-        let _ = nft(&netns, "delete table inet teardown_lab");
-    }
-    result
+    Peer::wait_all(vec![server, client])
 }
 
 /// The storm's conductor: every pair connected, then every client closes at once.

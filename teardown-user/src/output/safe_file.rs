@@ -38,7 +38,9 @@ impl SafeFile {
                 let file = OpenOptions::new().write(true).open(path).map_err(fail)?;
                 (file, None)
             }
-            Ok(meta) => staged(&fs::canonicalize(path).map_err(fail)?, Some(&meta)).map_err(fail)?,
+            Ok(meta) => {
+                staged(&fs::canonicalize(path).map_err(fail)?, Some(&meta)).map_err(fail)?
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => staged(path, None).map_err(fail)?,
             Err(e) => return Err(fail(e)),
         };

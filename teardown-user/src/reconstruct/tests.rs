@@ -709,9 +709,16 @@ fn a_socket_first_seen_in_fin_wait1_has_a_role_only_once_it_leaves() {
 /// FIN was queued at the shutdown(), before anything was seen.
 #[test]
 fn a_close_after_a_shutdown_before_tracing_is_not_the_fin_queued() {
-    let t = first_seen(&[(FIN_WAIT1, FIN_WAIT1), (FIN_WAIT1, FIN_WAIT2), (FIN_WAIT2, CLOSE)]);
+    let t = first_seen(&[
+        (FIN_WAIT1, FIN_WAIT1),
+        (FIN_WAIT1, FIN_WAIT2),
+        (FIN_WAIT2, CLOSE),
+    ]);
     assert_eq!(t.role(), Some(Role::Active));
-    let queued = t.waves().into_iter().find(|w| w.what == WaveKind::FinQueued);
+    let queued = t
+        .waves()
+        .into_iter()
+        .find(|w| w.what == WaveKind::FinQueued);
     assert!(
         queued.is_none_or(|w| w.evidence != Evidence::Observed),
         "{queued:?}"

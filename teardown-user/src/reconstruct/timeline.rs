@@ -893,7 +893,10 @@ impl Timeline {
     pub fn fin_queued_first_ns(&self) -> Option<u64> {
         let first = self.transitions.first()?;
         if self.first_seen_mid_close
-            && matches!(first.from, state::FIN_WAIT1 | state::FIN_WAIT2 | state::CLOSING)
+            && matches!(
+                first.from,
+                state::FIN_WAIT1 | state::FIN_WAIT2 | state::CLOSING
+            )
         {
             return Some(0);
         }
