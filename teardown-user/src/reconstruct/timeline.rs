@@ -517,9 +517,7 @@ impl Timeline {
             Some(Role::Reset)
         } else if self.was_in(state::CLOSING) {
             Some(Role::Simultaneous)
-        } else if self
-            .find(&[state::ESTABLISHED, state::SYN_RECV], state::FIN_WAIT1)
-            .is_some()
+        } else if self.fin_queued_first().is_some()
             // Its FIN was acknowledged before any of the peer's came in: none can cross it.
             || self.was_in(state::FIN_WAIT2)
             // First seen in FIN_WAIT1, it tells once it left without crossing a FIN (until
@@ -564,7 +562,7 @@ impl Timeline {
     /// The application shut down sending with shutdown() but kept the socket (and could go
     /// on reading): a half-close.
     pub fn half_close(&self) -> bool {
-        self.find(&[state::ESTABLISHED, state::SYN_RECV], state::FIN_WAIT1)
+        self.fin_queued_first()
             .is_some_and(|t| t.sock_flags & sock_flags::RCV_SHUTDOWN == 0)
     }
 
@@ -598,8 +596,7 @@ impl Timeline {
         let fin_in_seq = |t| seq(t, |s| s.rcv_nxt.wrapping_sub(1));
         match self.role() {
             Some(Role::Active) => {
-                // Not a close() after shutdown() (FIN_WAIT1 -> FIN_WAIT1): the FIN left then.
-                let close = at(&[state::ESTABLISHED, state::SYN_RECV], state::FIN_WAIT1);
+                let close = self.fin_queued_first();
                 let acked = at(&[state::FIN_WAIT1], state::FIN_WAIT2);
                 let mut waves = Vec::with_capacity(WAVES);
                 waves.extend(self.own_fin(close, "ESTABLISHED->FIN_WAIT1", acked));
@@ -685,8 +682,7 @@ impl Timeline {
                 waves
             }
             Some(Role::Simultaneous) => {
-                // Not a close() after shutdown() (FIN_WAIT1 -> FIN_WAIT1): the FIN left then.
-                let close = at(&[state::ESTABLISHED, state::SYN_RECV], state::FIN_WAIT1);
+                let close = self.fin_queued_first();
                 let crossing = at(&[state::FIN_WAIT1], state::CLOSING);
                 let acked = at(&[state::CLOSING], state::CLOSE);
                 let mut waves = Vec::with_capacity(WAVES);
@@ -838,9 +834,7 @@ impl Timeline {
 
     /// What was left to send when the application closed or shut down the socket.
     pub fn at_close(&self) -> Option<AtClose> {
-        let close = self
-            .find(&[state::ESTABLISHED, state::SYN_RECV], state::FIN_WAIT1)
-            .or_else(|| self.find(&[state::CLOSE_WAIT], state::LAST_ACK))?;
+        let close = self.fin_queued()?;
         let seq = close.seq?;
         Some(AtClose {
             ts_ns: close.ts_ns,
@@ -887,6 +881,19 @@ impl Timeline {
             .map(|t| t.ts_ns)
     }
 
+    /// The transition where this side queued its FIN before any came from the peer: close()
+    /// or shutdown() of an open connection, not a close() after a shutdown() (FIN_WAIT1 ->
+    /// FIN_WAIT1), which sends nothing.
+    fn fin_queued_first(&self) -> Option<&Transition> {
+        self.find(&[state::ESTABLISHED, state::SYN_RECV], state::FIN_WAIT1)
+    }
+
+    /// The transition where this side queued its FIN, first or after the peer's.
+    fn fin_queued(&self) -> Option<&Transition> {
+        self.fin_queued_first()
+            .or_else(|| self.find(&[state::CLOSE_WAIT], state::LAST_ACK))
+    }
+
     /// When this side queued its FIN before any from the peer (ESTABLISHED -> FIN_WAIT1):
     /// `Some(0)` for a socket first seen past that point (in FIN_WAIT1, FIN_WAIT2 or
     /// CLOSING), which queued it before anything was traced.
@@ -900,16 +907,12 @@ impl Timeline {
         {
             return Some(0);
         }
-        self.find(&[state::ESTABLISHED, state::SYN_RECV], state::FIN_WAIT1)
-            .map(|t| t.ts_ns)
+        self.fin_queued_first().map(|t| t.ts_ns)
     }
 
     /// This side's FIN's sequence number.
     pub fn fin_seq(&self) -> Option<u32> {
-        self.find(&[state::ESTABLISHED, state::SYN_RECV], state::FIN_WAIT1)
-            .or_else(|| self.find(&[state::CLOSE_WAIT], state::LAST_ACK))
-            .and_then(|t| t.seq)
-            .map(|s| s.write_seq)
+        self.fin_queued().and_then(|t| t.seq).map(|s| s.write_seq)
     }
 
     /// The peer socket's tuple, as it would report it.
@@ -923,9 +926,7 @@ impl Timeline {
 
     /// When the peer would have seen this side's FIN, for the peer's waves.
     pub fn fin_sent_ns(&self) -> Option<u64> {
-        self.find(&[state::ESTABLISHED, state::SYN_RECV], state::FIN_WAIT1)
-            .or_else(|| self.find(&[state::CLOSE_WAIT], state::LAST_ACK))
-            .map(|t| t.ts_ns)
+        self.fin_queued().map(|t| t.ts_ns)
     }
 
     pub fn closed_ns(&self) -> Option<u64> {
