@@ -25,15 +25,23 @@ impl Netns {
     pub fn create(name: &str) -> Result<Netns, String> {
         run(Command::new("ip").args(["netns", "add", name]))?;
         let netns = Netns { name: name.into() };
-        run(Command::new("ip").args(["-n", name, "link", "set", "lo", "up"]))?;
+        Netns::loopback_up(name)?;
         Ok(netns)
+    }
+
+    /// Brings up the loopback of namespace `name` (down in a namespace just made).
+    pub fn loopback_up(name: &str) -> Result<(), String> {
+        run(Command::new("ip").args(["-n", name, "link", "set", "lo", "up"])).map(drop)
+    }
+
+    /// Deletes namespace `name`, whoever made it; gone already is no error.
+    pub fn delete(name: &str) {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        Netns::delete(&self.name);
     }
 }

@@ -198,7 +198,7 @@ fn undo_on_stop() -> Result<()> {
             let _ = nft(netns, DELETE_FIN_DROPS);
         }
         if let Some(name) = &left.netns {
-            let _ = Command::new("ip").args(["netns", "del", name]).output();
+            lab::Netns::delete(name);
         }
         std::process::exit(128 + signals.caught().unwrap_or(libc::SIGTERM));
     });
@@ -353,7 +353,7 @@ fn lab(args: &Args) -> Result<()> {
     let (netns, _own) = match &args.netns {
         Some(name) => {
             // The lab talks over loopback, which a namespace made by `ip netns add` has down.
-            run(Command::new("ip").args(["-n", name, "link", "set", "lo", "up"]))?;
+            lab::Netns::loopback_up(name)?;
             (name.clone(), None)
         }
         None => {
