@@ -618,16 +618,23 @@ fn assert_nothing_before_it_is_observed(t: &Timeline) {
     }
 }
 
-#[test]
-fn a_socket_in_close_wait_when_tracing_started_is_passive() {
+/// A reconstruction whose start snapshot had 127.0.0.1:80 <-> :5000 (the SERVER socket of
+/// these tests) in CLOSE_WAIT, the peer's FIN `since_fin_ms` before; and what it was told.
+fn close_wait_before_trace(since_fin_ms: Option<(u32, u32)>) -> (Reconstructor, BeforeTrace) {
     let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
     let before = BeforeTrace {
         state: CLOSE_WAIT,
         snapshot_ns: 1,
-        since_fin_ms: Some((26_196, 26_196)),
+        since_fin_ms,
     };
     let mut r = Reconstructor::new(Filter::default());
     r.before_trace([((0, localhost, 80, localhost, 5000), before)]);
+    (r, before)
+}
+
+#[test]
+fn a_socket_in_close_wait_when_tracing_started_is_passive() {
+    let (mut r, _) = close_wait_before_trace(Some((26_196, 26_196)));
     r.push(&ev(10, SERVER, 80, 5000, CLOSE_WAIT, LAST_ACK));
     r.push(&ev(20, SERVER, 80, 5000, LAST_ACK, CLOSE));
     let mut out = Vec::new();
@@ -1031,14 +1038,7 @@ fn the_twins_repeats_are_counted() {
 
 #[test]
 fn a_socket_open_before_tracing_says_what_the_snapshot_saw() {
-    let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
-    let before = BeforeTrace {
-        state: CLOSE_WAIT,
-        snapshot_ns: 1,
-        since_fin_ms: Some((2_000, 2_100)),
-    };
-    let mut r = Reconstructor::new(Filter::default());
-    r.before_trace([((0, localhost, 80, localhost, 5000), before)]);
+    let (mut r, before) = close_wait_before_trace(Some((2_000, 2_100)));
     let mut out = Vec::new();
     for e in [
         ev(10, SERVER, 80, 5000, CLOSE_WAIT, LAST_ACK),
@@ -1235,15 +1235,8 @@ fn close_after_shutdown_is_the_release_of_the_socket() {
 
 #[test]
 fn a_socket_opened_while_traced_but_first_seen_mid_close_lost_a_transition() {
-    let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
-    let before = BeforeTrace {
-        state: CLOSE_WAIT,
-        snapshot_ns: 1,
-        since_fin_ms: None,
-    };
-    let mut r = Reconstructor::new(Filter::default());
     // The start snapshot had the socket on port 80, not the one on port 81.
-    r.before_trace([((0, localhost, 80, localhost, 5000), before)]);
+    let (mut r, _) = close_wait_before_trace(None);
     for e in [
         ev(10, SERVER, 80, 5000, CLOSE_WAIT, LAST_ACK),
         ev(20, SERVER, 80, 5000, LAST_ACK, CLOSE),
